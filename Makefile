@@ -1,0 +1,47 @@
+# calo-ablate: every target that needs Python first makes or refreshes .venv.
+# torch is pinned and installed first: 2.13.0 takes the CPU build where one lies on disk.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DATASET ?= 1
+PROFILE ?= quick
+SEEDS ?= 2
+WORKERS ?= 2
+STUDY ?=
+ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY))
+
+.PHONY: help venv data ablate test bench ui lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)  ## make or refresh the virtualenv (.venv)
+
+data: $(STAMP)  ## real files from data/ if present (validated), else the synthetic stand-in: make data DATASET=1
+	$(VENV)/bin/calo-ablate data prepare --dataset $(DATASET)
+
+ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2] [WORKERS=2]
+	$(VENV)/bin/calo-ablate ablate $(ABLATE_ARGS)
+
+test: $(STAMP)  ## the test suite
+	$(PY) -m pytest
+
+bench: $(STAMP)  ## speed and memory figures for this machine (prints, asserts nothing)
+	$(PY) -m calo_ablate.bench --dataset $(DATASET)
+
+ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 for the study store (STUDY=name, default the newest)
+	$(VENV)/bin/calo-ablate ui $(if $(STUDY),--study $(STUDY))
+
+lint: $(STAMP)  ## ruff
+	$(VENV)/bin/ruff check calo_ablate tests
+
+clean:  ## remove the virtualenv and caches (keeps data/ and results/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache

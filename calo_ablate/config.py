@@ -1,0 +1,317 @@
+"""The typed configuration tree: YAML sources, dotted overrides, stages and the keys built from them.
+
+Sources, later wins: experiments/datasets/<dataset>.yaml, experiments/profiles/<profile>.yaml, an
+ablation's `set:` block, command-line `--set key=value`. Every field belongs to a stage:
+- data: which file and how it is read and preprocessed,
+- train: anything that changes the trained weights (model, diffusion, train, data),
+- evaluate: sampling and evaluation settings,
+- runtime: where it runs (trainer), which changes no result.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from calo_ablate.errors import ConfigError
+
+DATASETS = ("1-photons", "1-pions", "2", "3")
+DATASET_ALIASES = {"1": "1-photons", "1-photons": "1-photons", "1-pions": "1-pions", "2": "2", "3": "3"}
+PROFILES = ("smoke", "quick", "full")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    dataset: Literal["1-photons", "1-pions", "2", "3"] = "1-photons"
+    data_dir: str = "data"
+    max_train_events: int | None = Field(None, ge=10, description="subset of the training file, None = all")
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
+    num_workers: int = Field(0, ge=0)
+    max_deposit: float = Field(3.1, gt=0.0, description="MAXDEP: E_tot / E_inc upper bound for u_0")
+    energy_min_gev: float = Field(0.256, gt=0.0, description="lower edge of the incident-energy condition")
+    energy_max_gev: float = Field(4194.304, gt=0.0, description="upper edge of the incident-energy condition")
+    voxel_cut_gev: float = Field(1e-7, ge=0.0, description="ECUT: generated voxels below it are zeroed")
+
+
+class VoxelNetConfig(_Section):
+    lift_channels: int = Field(16, ge=1)
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
+    attention: list[bool] = Field(default_factory=lambda: [False, True, True, True], min_length=1)
+    block_depth: int = Field(4, ge=1)
+    kernel_size: int = Field(3, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> VoxelNetConfig:
+        if len(self.widths) != len(self.attention):
+            msg = f"model.voxel.widths has {len(self.widths)} entries but model.voxel.attention has " \
+                  f"{len(self.attention)}: give one attention flag per width"
+            raise ValueError(msg)
+        return self
+
+
+class LayerNetConfig(_Section):
+    mlp_dim: int = Field(128, ge=1)
+    num_layer: int = Field(3, ge=2, description="residual blocks = num_layer - 1")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class ModelConfig(_Section):
+    embed_dim: int = Field(64, ge=1)
+    num_frequencies: int = Field(32, ge=2)
+    voxel: VoxelNetConfig = Field(default_factory=VoxelNetConfig)
+    layer: LayerNetConfig = Field(default_factory=LayerNetConfig)
+
+
+class DiffusionConfig(_Section):
+    logsnr_min: float = -20.0
+    logsnr_max: float = 20.0
+    noise_scale: float = Field(1.0, gt=0.0, description="<1 shifts the log-SNR schedule up: less noise at every t")
+
+
+class TrainConfig(_Section):
+    seed: int = 0
+    lr: float = Field(3e-4, gt=0.0)
+    batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(300, ge=1)
+    early_stopping_patience: int | None = Field(30, ge=1, description="None disables early stopping")
+    grad_clip: float = Field(1.0, gt=0.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    precision: Literal["32-true", "bf16-mixed"] = "32-true"
+
+
+class SampleConfig(_Section):
+    steps: int = Field(512, ge=1)
+    steps_factor: float = Field(1.0, gt=0.0, le=1.0, description="fraction of `steps` actually used")
+    batch_size: int = Field(100, ge=1)
+
+    @property
+    def effective_steps(self) -> int:
+        return max(1, round(self.steps * self.steps_factor))
+
+
+class ClassifierConfig(_Section):
+    hidden: int = Field(2048, ge=1)
+    num_hidden_layers: int = Field(3, ge=1)
+    epochs: int = Field(50, ge=1)
+    lr: float = Field(2e-4, gt=0.0)
+    batch_size: int = Field(1000, ge=1)
+    trainings: int = Field(10, ge=1)
+
+
+class EvaluateConfig(_Section):
+    enabled: bool = True
+    n_events: int = Field(10000, ge=10, description="generated showers = reference showers per cell")
+    threshold_mev: float | None = Field(None, ge=0.0, description="readout threshold, None = dataset's")
+    timing_batch_sizes: list[int] = Field(default_factory=lambda: [1, 100, 10000])
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+
+
+class TrainerConfig(_Section):
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads, None = torch's default")
+
+
+class Config(_Section):
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+STAGE_OF_SECTION = {
+    "data": "data",
+    "model": "train",
+    "diffusion": "train",
+    "train": "train",
+    "sample": "evaluate",
+    "evaluate": "evaluate",
+    "trainer": "runtime",
+}
+
+
+def experiments_dir() -> Path:
+    """The folder with ablations.yaml, datasets/ and profiles/ (CALO_ABLATE_EXPERIMENTS overrides)."""
+    env = os.environ.get("CALO_ABLATE_EXPERIMENTS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "experiments"
+
+
+def canonical_dataset(name: str) -> str:
+    """'1' -> '1-photons'; raises ConfigError listing the valid names."""
+    try:
+        return DATASET_ALIASES[str(name)]
+    except KeyError:
+        msg = f"unknown dataset {name!r}: expected one of {', '.join(DATASET_ALIASES)}"
+        raise ConfigError(msg) from None
+
+
+def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
+    """All dotted leaf keys of the config tree, e.g. 'model.voxel.widths'."""
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            keys.extend(valid_keys(sub, f"{prefix}{name}."))
+        else:
+            keys.append(f"{prefix}{name}")
+    return keys
+
+
+def _check_key(key: str, where: str) -> None:
+    keys = valid_keys()
+    if key in keys:
+        return
+    sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}
+    if key in sections:
+        msg = f"{where}: '{key}' is a section, set one of its keys (e.g. {key}.{valid_keys_of(key)[0]})"
+        raise ConfigError(msg)
+    near = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    hint = f"; nearest valid keys: {', '.join(near)}" if near else f"; valid sections: {', '.join(sorted(sections))}"
+    msg = f"{where}: unknown config key '{key}'{hint}"
+    raise ConfigError(msg)
+
+
+def valid_keys_of(section: str) -> list[str]:
+    return [k[len(section) + 1:] for k in valid_keys() if k.startswith(section + ".")]
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set tree['a']['b']['c'] = value for key 'a.b.c', creating sections on the way."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def parse_set_option(text: str) -> tuple[str, Any]:
+    """'train.lr=1e-3' -> ('train.lr', 0.001); the value is read as YAML."""
+    if "=" not in text:
+        msg = f"--set {text!r}: expected key=value, e.g. --set train.lr=1e-3"
+        raise ConfigError(msg)
+    key, raw = text.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        msg = f"--set {text!r}: the value {raw!r} is not valid YAML ({err})"
+        raise ConfigError(msg) from err
+    return key.strip(), value
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        msg = f"config file not found: {path}"
+        raise ConfigError(msg)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        msg = f"{path}: not valid YAML ({err})"
+        raise ConfigError(msg) from err
+    if not isinstance(data, dict):
+        msg = f"{path}: expected a mapping of config sections at the top level"
+        raise ConfigError(msg)
+    return data
+
+
+def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
+    """Merge flat {dotted key: value} layers (each with a name for messages) into a validated Config."""
+    tree: dict[str, Any] = {}
+    for where, flat in layers:
+        for key, value in flat.items():
+            _check_key(key, where)
+            set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            path = ".".join(str(p) for p in e["loc"])
+            problems.append(f"'{path}': {e['msg']} (got {e.get('input')!r})")
+        msg = "invalid config value: " + "; ".join(problems)
+        raise ConfigError(msg) from None
+
+
+def resolve_config(
+    dataset: str,
+    profile: str = "quick",
+    ablation_set: dict[str, Any] | None = None,
+    cli_set: list[str] | None = None,
+    seed: int | None = None,
+) -> Config:
+    """The config of one run: dataset file, profile file, ablation `set:`, then `--set` options."""
+    dataset = canonical_dataset(dataset)
+    if profile not in PROFILES:
+        msg = f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}"
+        raise ConfigError(msg)
+    root = experiments_dir()
+    dataset_path = root / "datasets" / f"{dataset}.yaml"
+    profile_path = root / "profiles" / f"{profile}.yaml"
+    layers = [
+        (str(dataset_path), flatten(_read_yaml(dataset_path))),
+        (str(profile_path), flatten(_read_yaml(profile_path))),
+    ]
+    if ablation_set:
+        layers.append(("ablation set", dict(ablation_set)))
+    if cli_set:
+        layers.append(("--set", dict(parse_set_option(s) for s in cli_set)))
+    if seed is not None:
+        layers.append(("--seed", {"train.seed": seed}))
+    config = build_config(layers)
+    if config.data.dataset != dataset:
+        msg = f"{dataset_path}: sets data.dataset={config.data.dataset!r}, expected {dataset!r}"
+        raise ConfigError(msg)
+    return config
+
+
+def stage_values(config: Config, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The flat {key: value} of every field whose section belongs to one of `stages`."""
+    dumped = config.model_dump(mode="json")
+    flat = flatten({s: v for s, v in dumped.items() if STAGE_OF_SECTION[s] in stages})
+    return dict(sorted(flat.items()))
+
+
+def _digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def train_key(config: Config, data_checksums: dict[str, str]) -> str:
+    """Hash of the data checksums and every data- and train-stage value: equal keys, equal weights."""
+    return _digest({"checksums": data_checksums, "values": stage_values(config, ("data", "train"))})
+
+
+def eval_key(config: Config, data_checksums: dict[str, str]) -> str:
+    """The train key plus every evaluation-stage value."""
+    return _digest({"train": train_key(config, data_checksums), "values": stage_values(config, ("evaluate",))})
+
+
+def diff_from(config: Config, base: Config) -> dict[str, tuple[Any, Any]]:
+    """{key: (base value, value)} for every leaf that differs from `base`."""
+    mine, theirs = flatten(config.model_dump(mode="json")), flatten(base.model_dump(mode="json"))
+    return {k: (theirs[k], v) for k, v in mine.items() if theirs.get(k) != v}

@@ -1,0 +1,21 @@
+"""The one exception family of calo-ablate; the CLI catches it and prints its message."""
+
+
+class CaloAblateError(Exception):
+    """A problem the user can act on; the message names the file, key or value and what was expected."""
+
+
+class ConfigError(CaloAblateError):
+    """An invalid configuration: unknown key, wrong type, bad registry entry."""
+
+
+class DataError(CaloAblateError):
+    """An unreadable or invalid data file."""
+
+
+class DownloadError(CaloAblateError):
+    """A download that failed or did not verify."""
+
+
+class TrainingError(CaloAblateError):
+    """A training run that cannot go on (a non-finite loss, say)."""
