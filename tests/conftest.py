@@ -1,0 +1,19 @@
+"""Shared fixtures: small synthetic data made by the tests, the smoke profile, no network."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+@pytest.fixture(scope="session")
+def photon_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder holding a small synthetic dataset-1-photon pair (600 showers each) under synthetic/."""
+    from calo_ablate.data.synthetic import synthesise
+
+    data_dir = tmp_path_factory.mktemp("data")
+    synthesise("1-photons", data_dir / "synthetic", events=600, seed=0, progress=False)
+    return data_dir
