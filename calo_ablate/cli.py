@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--data-dir", default="data", help="files go to DATA_DIR/synthetic (default: data)")
     p.add_argument("--events", type=int, default=None, help="showers per file (default: as the real files)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train file; the eval file uses another")
+    p.add_argument("--seed", type=int, default=0, help="base seed; the train and eval files use independent seeds spawned from it")
     _handler(p, "calo_ablate.data.commands:synth")
     p = data_sub.add_parser("prepare", help="real files from the data folder if present, else the stand-in")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)

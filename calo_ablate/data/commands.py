@@ -1,0 +1,57 @@
+"""Handlers of `calo-ablate data validate | download | synth | prepare` (each takes the argparse
+Namespace and returns the exit code; CaloAblateError is turned into a message by the CLI)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from calo_ablate.config import canonical_dataset
+from calo_ablate.data.calochallenge import count_events, inspect_file, validate_file
+from calo_ablate.data.download import download_dataset
+from calo_ablate.data.source import SYNTHETIC_DIR, ensure_data
+
+__all__ = ["download", "prepare", "synth", "validate"]
+
+
+def validate(args: argparse.Namespace) -> int:
+    """Check FILE against the official layout of --dataset: a summary, or every problem and exit 1."""
+    dataset = canonical_dataset(args.dataset)
+    inspection = inspect_file(args.file, dataset)
+    if inspection.problems:
+        count = len(inspection.problems)
+        print(f"{args.file}: {count} problem{'s' if count > 1 else ''} as a dataset {dataset} file:",
+              file=sys.stderr)
+        for problem in inspection.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 1
+    print("\n".join(inspection.summary.lines()))
+    print(f"OK: {args.file} is a valid dataset {dataset} file")
+    return 0
+
+
+def download(args: argparse.Namespace) -> int:
+    """Fetch the real files of --dataset (--role train/eval/all) into --data-dir, MD5-verified."""
+    paths = download_dataset(args.dataset, args.data_dir, role=args.role, root=args.base_url)
+    print(f"{len(paths)} file(s) ready in {args.data_dir}: {', '.join(p.name for p in paths)}")
+    return 0
+
+
+def synth(args: argparse.Namespace) -> int:
+    """Write the synthetic stand-in of --dataset into DATA_DIR/synthetic (replacing what is there)."""
+    from calo_ablate.data.synthetic import synthesise  # heavy: only for this command
+
+    dataset = canonical_dataset(args.dataset)
+    out_dir = Path(args.data_dir) / SYNTHETIC_DIR
+    for path in synthesise(dataset, out_dir, events=args.events, seed=args.seed, progress=True):
+        print(f"{path}: {count_events(path)} showers, md5 {validate_file(path, dataset)} (SYNTHETIC, not Geant4)")
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> int:
+    """Make the files of --dataset ready: real ones from --data-dir if there, else the stand-in."""
+    files = ensure_data(args.dataset, args.data_dir)
+    print(f"dataset {canonical_dataset(args.dataset)} ready ({files.source}): "
+          f"{len(files.train)} training and {len(files.eval)} evaluation file(s)")
+    return 0

@@ -1,0 +1,129 @@
+"""Lightning data module: cached CaloScore v2 features of the training file(s) and the evaluation sample.
+
+Training file(s) -> deterministic subset (data.max_train_events) -> 80/20 train/validation split with a
+fixed split seed (the same for every cell) -> preprocessor fitted on the train part -> features cached
+(feature_cache.py). The evaluation file(s) never enter training; eval_sample() draws from them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from calo_ablate.config import Config
+from calo_ablate.data.calochallenge import read_showers
+from calo_ablate.data.feature_cache import DEFAULT_CACHE_DIR, PreparedData, load_or_build_features
+from calo_ablate.data.preprocess import CaloScorePreprocessor, Features
+from calo_ablate.errors import DataError
+from calo_ablate.geometry import load_geometry
+
+if TYPE_CHECKING:
+    from calo_ablate.data.source import DataFiles
+
+__all__ = ["CaloDataModule", "FeatureDataset"]
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # cond (B, 1), layer (B, L), voxel (B, V)
+
+
+class FeatureDataset(Dataset):
+    """Features as float32 tensors; a batch is fetched with one index operation per tensor."""
+
+    def __init__(self, features: Features) -> None:
+        self.tensors = tuple(torch.from_numpy(np.ascontiguousarray(getattr(features, part), dtype=np.float32))
+                             for part in ("cond", "layer", "voxel"))
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, index: int) -> Batch:
+        return tuple(t[index] for t in self.tensors)  # type: ignore[return-value]
+
+    def __getitems__(self, indices: list[int]) -> Batch:
+        index = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[index] for t in self.tensors)  # type: ignore[return-value]
+
+
+def _keep_batch(batch: Batch) -> Batch:
+    """collate_fn: __getitems__ already returns the stacked (cond, layer, voxel) tuple."""
+    return batch
+
+
+def _check_disjoint(files: DataFiles) -> None:
+    train = {Path(p).resolve() for p in files.train}
+    train_md5 = {files.checksums.get(Path(p).name) for p in files.train} - {None}
+    for path in files.eval:
+        md5 = files.checksums.get(Path(path).name)
+        if Path(path).resolve() in train or (md5 is not None and md5 in train_md5):
+            msg = f"evaluation file {path} is also a training file (or has the same MD5 {md5}): " \
+                  f"the evaluation reference must be held out from training"
+            raise DataError(msg)
+
+
+class CaloDataModule(pl.LightningDataModule):
+    """Batches (cond, layer, voxel) float32 of the training file(s); held-out showers from the evaluation file(s)."""
+
+    def __init__(self, config: Config, files: DataFiles, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> None:
+        super().__init__()
+        _check_disjoint(files)
+        self.config = config
+        self.files = files
+        self.cache_dir = Path(cache_dir)
+        self.geometry = load_geometry(config.data.dataset)
+        self.n_voxels = self.geometry.n_voxels
+        self.n_layers = self.geometry.n_layers
+        self._prepared: PreparedData | None = None
+        self._eval: tuple[np.ndarray, np.ndarray] | None = None
+
+    @property
+    def prepared(self) -> PreparedData:
+        """Preprocessor and features, built or loaded from the cache on first use."""
+        if self._prepared is None:
+            self._prepared = load_or_build_features(self.files, self.config.data, self.cache_dir)
+        return self._prepared
+
+    @property
+    def preprocessor(self) -> CaloScorePreprocessor:
+        return self.prepared.preprocessor
+
+    def prepare_data(self) -> None:
+        """Once per node: read, split, fit and cache (a no-op when the cache holds them)."""
+        _ = self.prepared
+
+    def setup(self, stage: str | None = None) -> None:
+        _ = self.prepared
+
+    def _loader(self, features: Features, shuffle: bool) -> DataLoader:
+        workers = self.config.data.num_workers
+        generator = torch.Generator().manual_seed(self.config.train.seed) if shuffle else None
+        return DataLoader(FeatureDataset(features), batch_size=self.config.train.batch_size, shuffle=shuffle,
+                          generator=generator, num_workers=workers, persistent_workers=workers > 0,
+                          collate_fn=_keep_batch)
+
+    def train_dataloader(self) -> DataLoader:
+        """Shuffled by a generator seeded with train.seed: the same run gives the same batches."""
+        return self._loader(self.prepared.train, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.prepared.val, shuffle=False)
+
+    def eval_sample(self, n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """`n_events` showers drawn without replacement from the evaluation file(s) by `seed`:
+        (incident energies (n,) MeV, showers (n, V) MeV), float32."""
+        if self._eval is None:
+            if not self.files.eval:
+                msg = f"no evaluation file for dataset {self.config.data.dataset!r}"
+                raise DataError(msg)
+            parts = [read_showers(path, self.config.data.dataset) for path in self.files.eval]
+            self._eval = (np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts]))
+        energies, showers = self._eval
+        if not 1 <= n_events <= len(energies):
+            msg = f"eval_sample asked for {n_events} showers; the evaluation file(s) " \
+                  f"{[Path(p).name for p in self.files.eval]} hold {len(energies)}"
+            raise DataError(msg)
+        index = np.random.default_rng(seed).choice(len(energies), size=n_events, replace=False)
+        return energies[index], showers[index]

@@ -1,0 +1,198 @@
+"""CaloScoreModule: the CaloScore v2 LightningModule (training, validation, EMA, sampling).
+
+Training step (reference semantics): one t ~ U(0, 1) per shower shared by both nets; the layer net
+learns v on the layer variables, the voxel net on the voxels conditioned on the clean layer
+variables; loss = voxel loss + layer loss (each the mean over all elements of (v_pred - v)^2).
+
+Optimisation: one Adamax with two parameter groups (layer net; voxel net with the shared energy
+embedding). The groups are disjoint and Adamax keeps its state per parameter, so one backward pass of
+the summed loss and one step is exactly the reference's two optimisers each stepping its own net with
+its own loss's gradient. Learning rate train.lr (times the number of processes, as the reference
+scales by workers) with cosine decay to 0 over all training steps; each parameter tensor's gradient
+clipped to norm train.grad_clip on its own; an EMA copy (train.ema_decay) updated after every step,
+used for sampling.
+
+Logged once per epoch (no per-step logging): train/loss, train/voxel_loss, train/layer_loss, the
+same for val/, lr and epoch_seconds (training plus validation wall time). Validation draws t and the
+noise from a fixed generator per batch, so a given model always gets the same validation loss.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from tqdm.auto import tqdm
+
+from calo_ablate.config import Config
+from calo_ablate.errors import TrainingError
+from calo_ablate.model.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
+from calo_ablate.model.ema import EMA
+from calo_ablate.model.network import CaloScoreNetwork, count_parameters
+
+__all__ = ["CaloScoreModule"]
+
+VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch: seed + batch index)
+_LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")
+
+
+class CaloScoreModule(pl.LightningModule):
+    """Both CaloScore v2 nets, their EMA copy and the diffusion schedule.
+
+    config: the resolved Config (or its model_dump, as stored in checkpoints); n_voxels, n_layers:
+    of the dataset's geometry. Batches are (cond (B, 1), layer (B, L), voxel (B, V)) preprocessed
+    float32 tensors.
+    """
+
+    def __init__(self, config: Config | dict[str, Any], n_voxels: int, n_layers: int) -> None:
+        super().__init__()
+        config = config if isinstance(config, Config) else Config.model_validate(config)
+        self.save_hyperparameters({"config": config.model_dump(mode="json"), "n_voxels": n_voxels,
+                                   "n_layers": n_layers}, logger=False)
+        self.config = config
+        self.net = CaloScoreNetwork(config.model, n_voxels, n_layers)
+        self.ema = EMA(self.net, config.train.ema_decay)
+        self.schedule = CosineLogSNR.from_config(config.diffusion)
+        self._sums = {"train": torch.zeros(3), "val": torch.zeros(3)}  # (loss, voxel, layer) x showers
+        self._counts = {"train": 0, "val": 0}
+        self._epoch_start = 0.0
+        self._epoch_seconds: list[float] = []
+
+    # ---- losses ---------------------------------------------------------------------------------
+    def losses(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, voxel_loss, layer_loss) scalars for one batch; the same t for both nets.
+
+        generator: draw t and the noise from it (on the CPU, then moved) instead of the global RNG.
+        """
+        cond, layer, voxel = batch  # (B, 1), (B, L), (B, V)
+        if generator is None:
+            t = torch.rand(cond.shape[0], device=cond.device)
+            layer_noise = voxel_noise = None
+        else:
+            t = torch.rand(cond.shape[0], generator=generator).to(cond.device)
+            layer_noise = torch.randn(layer.shape, generator=generator).to(layer.device)
+            voxel_noise = torch.randn(voxel.shape, generator=generator).to(voxel.device)
+        layer_loss = v_loss(lambda x, tt: self.net.layer_velocity(x, tt, cond), layer, t, self.schedule,
+                            noise=layer_noise)
+        voxel_loss = v_loss(lambda x, tt: self.net.voxel_velocity(x, tt, layer, cond), voxel, t,
+                            self.schedule, noise=voxel_noise)
+        return voxel_loss + layer_loss, voxel_loss, layer_loss
+
+    def _accumulate(self, stage: str, losses: tuple[torch.Tensor, ...], n: int) -> None:
+        sums = self._sums[stage]
+        if sums.device != losses[0].device:
+            sums = self._sums[stage] = sums.to(losses[0].device)
+        sums += torch.stack([x.detach().float() for x in losses]) * n
+        self._counts[stage] += n
+
+    def _log_epoch(self, stage: str) -> None:
+        if self._counts[stage] == 0:
+            return
+        means = self._sums[stage] / self._counts[stage]
+        for name, value in zip(_LOSS_NAMES, means, strict=True):
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
+        self._sums[stage] = torch.zeros_like(self._sums[stage])
+        self._counts[stage] = 0
+
+    # ---- training -------------------------------------------------------------------------------
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        losses = self.losses(batch)
+        if not bool(torch.isfinite(losses[0])):
+            values = ", ".join(f"{n} {float(v)}" for n, v in zip(_LOSS_NAMES, losses, strict=True))
+            msg = (f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
+                   f"(batch {batch_idx}): {values}; try a lower train.lr={self.config.train.lr}")
+            raise TrainingError(msg)
+        self._accumulate("train", losses, batch[0].shape[0])
+        return losses[0]
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Clip each parameter tensor's gradient to norm train.grad_clip on its own (g * c / max(|g|, c))."""
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not grads:
+            return
+        clip = self.config.train.grad_clip
+        norms = torch.stack(torch._foreach_norm(grads))  # (n_tensors,)
+        scales = clip / norms.float().clamp(min=clip)
+        torch._foreach_mul_(grads, list(scales.to(grads[0].dtype).unbind()))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.ema.update(self.net)
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
+        self._sums["train"].zero_()
+        self._counts["train"] = 0
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch("train")
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        seconds = time.perf_counter() - self._epoch_start
+        self._epoch_seconds.append(seconds)
+        self.log("epoch_seconds", seconds, on_step=False, on_epoch=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        lr = self.config.train.lr * self.trainer.world_size
+        optimizer = torch.optim.Adamax([
+            {"params": list(self.net.layer_parameters()), "name": "layer"},
+            {"params": list(self.net.voxel_parameters()), "name": "voxel"},
+        ], lr=lr)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+
+        def cosine(step: int) -> float:
+            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation -----------------------------------------------------------------------------
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
+        self._accumulate("val", self.losses(batch, generator), batch[0].shape[0])
+
+    def on_validation_epoch_start(self) -> None:
+        self._sums["val"].zero_()
+        self._counts["val"] = 0
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch("val")
+
+    # ---- sampling -------------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, cond: torch.Tensor, steps: int | None = None, batch_size: int | None = None,
+               seed: int | torch.Generator = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Generate with the EMA weights: layer variables first, then voxels conditioned on them.
+
+        cond (N, 1): incident-energy condition (preprocessed); steps: DDIM steps (default
+        sample.effective_steps); batch_size: showers per network call (default sample.batch_size);
+        seed: an int or a torch.Generator on the module's device (the noise depends on batch_size).
+        Returns (layer (N, L), voxel (N, V)) in preprocessed units, on the module's device.
+        """
+        steps = steps or self.config.sample.effective_steps
+        batch_size = batch_size or self.config.sample.batch_size
+        device = self.device
+        generator = seed if isinstance(seed, torch.Generator) else \
+            torch.Generator(device=device).manual_seed(int(seed))
+        net = self.ema.net
+        layers, voxels = [], []
+        for start in tqdm(range(0, cond.shape[0], batch_size), desc="batches", unit="batch",
+                          disable=not progress):
+            c = cond[start:start + batch_size].to(device=device, dtype=torch.float32)
+            layer, voxel = sample_layers_then_voxels(
+                net.layer_velocity, net.voxel_velocity, c, net.n_layers, net.n_voxels, self.schedule, steps,
+                generator=generator)
+            layers.append(layer)
+            voxels.append(voxel)
+        return torch.cat(layers), torch.cat(voxels)
+
+    # ---- facts ----------------------------------------------------------------------------------
+    def n_trainable_parameters(self) -> int:
+        """Trainable parameters of both nets (the EMA copy not counted)."""
+        return count_parameters(self.net)
+
+    def mean_epoch_seconds(self) -> float:
+        """Mean wall time of the epochs this process trained (0.0 before the first)."""
+        return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0

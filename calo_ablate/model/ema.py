@@ -1,0 +1,48 @@
+"""Exponential moving average of a network's weights, the copy CaloScore v2 samples with."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+__all__ = ["EMA"]
+
+
+class EMA(nn.Module):
+    """A frozen copy of `net` updated as ema <- decay_n * ema + (1 - decay_n) * net after each step.
+
+    decay_n = min(decay, (1 + n) / (10 + n)) after n updates (the warm-up of TensorFlow's
+    ExponentialMovingAverage with num_updates): identical to the plain decay after about
+    10 / (1 - decay) steps (10,000 for 0.999), while a short run's average is not dominated by the
+    initial weights. The copy and the update count live in the state dict (hence in checkpoints).
+    """
+
+    def __init__(self, net: nn.Module, decay: float) -> None:
+        super().__init__()
+        self.decay = decay
+        self.net = copy.deepcopy(net).requires_grad_(False).eval()
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
+
+    def current_decay(self) -> float:
+        """The decay the next update uses."""
+        n = int(self.updates)
+        return min(self.decay, (1 + n) / (10 + n))
+
+    @torch.no_grad()
+    def update(self, net: nn.Module) -> None:
+        """Move the average towards `net`'s current parameters (same architecture as the copy)."""
+        weight = 1.0 - self.current_decay()
+        ema_params = list(self.net.parameters())
+        params = [p.detach() for p in net.parameters()]
+        torch._foreach_lerp_(ema_params, params, weight)
+        for ema_buffer, buffer in zip(self.net.buffers(), net.buffers(), strict=True):
+            ema_buffer.copy_(buffer)
+        self.updates += 1
+
+    def train(self, mode: bool = True) -> EMA:
+        """The copy always stays in eval mode (no dropout when sampling)."""
+        super().train(mode)
+        self.net.eval()
+        return self

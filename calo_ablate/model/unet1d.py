@@ -1,0 +1,130 @@
+"""The 1-D U-Net of the CaloScore v2 voxel net: one channel over the flat voxel vector.
+
+Layout for widths [w_0 .. w_n] (the last one is the bottleneck):
+- lift: 1x1 conv, 1 -> lift_channels;
+- down, for w_0 .. w_{n-1}: block_depth residual blocks (each output kept as a skip), then
+  average pooling by 2;
+- bottleneck: block_depth residual blocks at w_n;
+- up, for w_{n-1} .. w_0: nearest upsampling by 2, then block_depth times: concatenate the
+  latest skip, residual block;
+- output: 1x1 conv to 1 channel, initialised to zero (the net predicts v = 0 at init).
+A single width ([128]) is the U-Net without sampling layers: every block runs at full length.
+
+Lengths that do not halve evenly: the voxel axis is zero-padded at its end to a multiple of
+2^(n_widths - 1) before the lift and the output is cropped back (533 -> 536 for dataset 1 pions,
+40500 -> 40504 for dataset 3; 368 and 6480 need no padding).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["ResidualBlock1d", "SelfAttention1d", "UNet1d"]
+
+
+class SelfAttention1d(nn.Module):
+    """x + MHA(LN(x)) over the length axis: 1 head, key dim = width, q/k/v/out projections with bias.
+
+    LayerNorm over channels without learned scale or shift; the attention runs through
+    scaled_dot_product_attention, which picks a memory-efficient kernel where one exists.
+    """
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width, elementwise_affine=False)
+        self.qkv = nn.Linear(width, 3 * width)  # the three Keras dense layers of width x width, fused
+        self.out = nn.Linear(width, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x.transpose(1, 2))  # (B, N, C)
+        q, k, v = self.qkv(h).unsqueeze(1).chunk(3, dim=-1)  # each (B, 1 head, N, C)
+        h = F.scaled_dot_product_attention(q, k, v).squeeze(1)  # (B, N, C), scale 1/sqrt(C)
+        return x + self.out(h).transpose(1, 2)  # (B, C, N)
+
+
+class ResidualBlock1d(nn.Module):
+    """out = res(x) + conv(swish(conv(swish(x)) + Linear(cond))), optionally followed by attention.
+
+    res is the identity, or a 1x1 conv when the width changes; no normalisation. Dropout (if > 0)
+    acts before the second convolution.
+    """
+
+    def __init__(self, in_channels: int, width: int, cond_dim: int, kernel_size: int,
+                 attention: bool, dropout: float) -> None:
+        super().__init__()
+        self.residual = nn.Identity() if in_channels == width else nn.Conv1d(in_channels, width, 1)
+        self.conv1 = nn.Conv1d(in_channels, width, kernel_size, padding="same")
+        self.cond = nn.Linear(cond_dim, width)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.conv2 = nn.Conv1d(width, width, kernel_size, padding="same")
+        self.attention = SelfAttention1d(width) if attention else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        # x (B, C_in, N), cond (B, E) -> (B, width, N)
+        h = self.conv1(F.silu(x)) + self.cond(cond).unsqueeze(-1)
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.attention(self.residual(x) + h)
+
+
+class UNet1d(nn.Module):
+    """(B, V) voxel vector and (B, cond_dim) condition -> (B, V) output (the predicted velocity)."""
+
+    def __init__(self, lift_channels: int, widths: list[int], attention: list[bool], block_depth: int,
+                 kernel_size: int, cond_dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if len(widths) != len(attention) or not widths:
+            msg = f"UNet1d: widths {widths} and attention {attention} must be non-empty and of equal length"
+            raise ValueError(msg)
+        self.pad_multiple = 2 ** (len(widths) - 1)
+        self.lift = nn.Conv1d(1, lift_channels, 1)
+
+        def block(c_in: int, width: int, attn: bool) -> ResidualBlock1d:
+            return ResidualBlock1d(c_in, width, cond_dim, kernel_size, attn, dropout)
+
+        channels = lift_channels
+        skip_channels: list[int] = []
+        self.down = nn.ModuleList()
+        for width, attn in zip(widths[:-1], attention[:-1], strict=True):
+            stage = nn.ModuleList()
+            for _ in range(block_depth):
+                stage.append(block(channels, width, attn))
+                channels = width
+                skip_channels.append(width)
+            self.down.append(stage)
+
+        self.bottleneck = nn.ModuleList()
+        for _ in range(block_depth):
+            self.bottleneck.append(block(channels, widths[-1], attention[-1]))
+            channels = widths[-1]
+
+        self.up = nn.ModuleList()
+        for width, attn in zip(reversed(widths[:-1]), reversed(attention[:-1]), strict=True):
+            stage = nn.ModuleList()
+            for _ in range(block_depth):
+                stage.append(block(channels + skip_channels.pop(), width, attn))
+                channels = width
+            self.up.append(stage)
+
+        self.output = nn.Conv1d(channels, 1, 1)
+        nn.init.zeros_(self.output.weight)
+        nn.init.zeros_(self.output.bias)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        n_voxels = x.shape[1]
+        pad = -n_voxels % self.pad_multiple
+        h = self.lift(F.pad(x, (0, pad)).unsqueeze(1))  # (B, lift, V + pad)
+        skips: list[torch.Tensor] = []
+        for stage in self.down:
+            for blk in stage:
+                h = blk(h, cond)
+                skips.append(h)
+            h = F.avg_pool1d(h, 2)
+        for blk in self.bottleneck:
+            h = blk(h, cond)
+        for stage in self.up:
+            h = F.interpolate(h, scale_factor=2, mode="nearest")
+            for blk in stage:
+                h = blk(torch.cat([h, skips.pop()], dim=1), cond)
+        return self.output(h).squeeze(1)[:, :n_voxels]  # (B, V)

@@ -1,0 +1,308 @@
+"""The study's table from its MLflow runs alone: results/<study>/table.md and table.csv.
+
+Rows: "reference vs reference" (the metrics' noise floor) first, then one row per ablation in registry
+order (the parent run's `rows` tag). Every value is the mean +- std over the row's finished seeds; a
+"*" marks a Welch t-test (scipy.stats.ttest_ind, equal_var=False) against the base with p < 0.05
+(needs two or more seeds on both sides). The change vs base is that of the mean validation loss, in
+%, replaced by "not comparable" when the row changes a loss-defining field (tag loss_comparable).
+Sample-quality and timing columns exist only when some cell has those metrics. table.csv holds the
+same numbers unrounded and every other logged metric (all separation powers, KPD, JSD, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from calo_ablate.study import tracking
+from calo_ablate.study.tracking import ERROR_TAG
+
+REFERENCE_PREFIX = "refref/"
+REFERENCE_ROW = "reference"
+BASE = "base"
+P_THRESHOLD = 0.05
+LOSSES = [("val/loss", "Loss"), ("val/voxel_loss", "Voxel Loss"), ("val/layer_loss", "Layer Loss")]
+QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
+           ("auc_high", "AUC high"), ("fpd", "FPD x1e3")]
+FORMATS = {"val/loss": ".4f", "val/voxel_loss": ".4f", "val/layer_loss": ".4f", "seconds_per_epoch": ".3g",
+           "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f", "auc_high": ".3f", "fpd": ".3g"}
+# columns whose spread over seeds is not sampling noise: no std, no test
+EXACT = {"n_params"}
+
+
+@dataclass
+class CellResult:
+    """One cell's run as the report sees it."""
+
+    seed: int
+    status: str  # FINISHED, FAILED, RUNNING, KILLED, or "not run"
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    run_id: str | None
+
+    @property
+    def training_run(self) -> str | None:
+        """The run whose metric histories hold this cell's training curves."""
+        return self.tags.get("shares_training_run") or self.run_id
+
+
+@dataclass
+class Row:
+    name: str
+    title: str
+    cells: list[CellResult] = field(default_factory=list)
+
+    def finished(self) -> list[CellResult]:
+        return [c for c in self.cells if c.status == "FINISHED"]
+
+    def values(self, metric: str) -> list[float]:
+        return [c.metrics[metric] for c in self.finished() if metric in c.metrics and math.isfinite(c.metrics[metric])]
+
+    @property
+    def comparable(self) -> bool:
+        return all(c.tags.get("loss_comparable", "true") == "true" for c in self.cells if c.run_id)
+
+
+@dataclass
+class Stat:
+    mean: float
+    std: float  # nan with one value
+    n: int
+    p: float  # Welch p-value vs the base; nan where no test
+
+    @property
+    def marked(self) -> bool:
+        return not math.isnan(self.p) and self.p < P_THRESHOLD
+
+
+@dataclass
+class StudyTable:
+    study: str
+    parent_run_id: str
+    header: dict[str, str]
+    seeds: int
+    rows: list[Row]
+    reference: dict[str, float]  # the noise floor's metrics (no prefix)
+    columns: list[tuple[str, str]]  # (metric, label) shown in table.md, after the loss columns
+    wall_seconds: float
+
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
+
+
+def summarise(values: list[float], base: list[float] | None, exact: bool = False) -> Stat | None:
+    """Mean, std (ddof 1) and the Welch p-value against `base`; None without values."""
+    if not values:
+        return None
+    arr = np.asarray(values, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 and not exact else math.nan
+    p = math.nan
+    if base is not None and len(arr) > 1 and len(base) > 1 and not exact:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant inputs give nan with a warning
+            p = float(stats.ttest_ind(arr, np.asarray(base, dtype=float), equal_var=False).pvalue)
+    return Stat(float(arr.mean()), std, len(arr), p)
+
+
+def _cell_results(tracking_uri: str, parent_run_id: str, seeds: int) -> dict[str, list[CellResult]]:
+    by_row: dict[str, list[CellResult]] = {}
+    for run in tracking.child_runs(tracking_uri, parent_run_id):
+        tags = dict(run.data.tags)
+        seed = int(tags.get("seed", -1))
+        if "ablation" not in tags or not 0 <= seed < seeds:
+            continue
+        by_row.setdefault(tags["ablation"], []).append(
+            CellResult(seed, run.info.status, dict(run.data.metrics), tags, run.info.run_id))
+    return by_row
+
+
+def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
+    """Read the parent run and its cell runs; nothing but the MLflow store is needed."""
+    c = tracking.client(tracking_uri)
+    parent = c.get_run(parent_run_id)
+    tags = dict(parent.data.tags)
+    seeds = int(tags.get("seeds", "1"))
+    cells = _cell_results(tracking_uri, parent_run_id, seeds)
+    rows = []
+    for entry in json.loads(tags.get("rows", "[]")):
+        found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
+        row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(seeds)]
+        rows.append(Row(entry["name"], entry["title"], row_cells))
+    reference = {k[len(REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
+                 if k.startswith(REFERENCE_PREFIX)}
+    metrics_seen = {m for r in rows for cr in r.finished() for m in cr.metrics} | set(reference)
+    timing = sorted((m for m in metrics_seen if m.startswith("gen_ms_per_shower_b")),
+                    key=lambda m: int(m.rsplit("b", 1)[1]))
+    columns = [("n_params", "Parameters"), ("seconds_per_epoch", "s / epoch")]
+    columns += [(m, f"Gen. ms / shower (batch {m.rsplit('b', 1)[1]})") for m in timing]
+    columns += [(m, label) for m, label in QUALITY if m in metrics_seen]
+    history = c.get_metric_history(parent_run_id, "invocation_seconds")
+    wall = float(sum(m.value for m in history))
+    return StudyTable(tags.get("study", parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
+                      columns, wall)
+
+
+def row_stats(table: StudyTable, row: Row, metrics: list[str]) -> dict[str, Stat]:
+    base = table.row(BASE) if any(r.name == BASE for r in table.rows) else None
+    out = {}
+    for metric in metrics:
+        against = base.values(metric) if base is not None and row.name != BASE else None
+        if metric.startswith("val/") and not row.comparable:
+            against = None
+        stat = summarise(row.values(metric), against, exact=metric in EXACT)
+        if stat is not None:
+            out[metric] = stat
+    return out
+
+
+def _fmt_number(metric: str, value: float) -> str:
+    if metric == "n_params":
+        return f"{round(value):,}"
+    return format(value, FORMATS.get(metric, ".3g"))
+
+
+def _fmt_stat(metric: str, stat: Stat | None) -> str:
+    if stat is None:
+        return ""
+    text = _fmt_number(metric, stat.mean)
+    if not math.isnan(stat.std):
+        text += f" ± {_fmt_number(metric, stat.std)}"
+    return text + (" *" if stat.marked else "")
+
+
+def delta_text(table: StudyTable, row: Row) -> str:
+    if row.name == BASE:
+        return ""
+    if not row.comparable:
+        return "not comparable"
+    base = table.row(BASE).values("val/loss") if any(r.name == BASE for r in table.rows) else []
+    mine = row.values("val/loss")
+    if not base or not mine or np.mean(base) == 0:
+        return ""
+    return f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
+
+
+def note_text(table: StudyTable, row: Row) -> str:
+    notes = []
+    shared = {c.tags.get("shares_training_of") for c in row.cells if c.tags.get("shares_training_of")}
+    for owner in sorted(shared):
+        title = next((r.title for r in table.rows if r.name == owner), owner)
+        notes.append("shares the base's training" if owner == BASE else f"shares the training of '{title}'")
+    for cell in row.cells:
+        if cell.status == "FAILED":
+            notes.append(f"s{cell.seed} failed: {cell.tags.get(ERROR_TAG, 'unknown error')}")
+        elif cell.status != "FINISHED":
+            notes.append(f"s{cell.seed} {'not run' if cell.run_id is None else 'unfinished'}")
+    finished = row.finished()
+    if finished and "search_trials" in finished[0].metrics:
+        param = finished[0].tags.get("search_param", "param")
+        for cell in finished:
+            m = cell.metrics
+            notes.append(f"s{cell.seed}: best of {int(m['search_trials'])} trials ({int(m.get('search_pruned', 0))} "
+                         f"pruned): {param} = {m['search_best_value']:.4g}")
+    return "; ".join(notes)
+
+
+def _header_lines(table: StudyTable) -> list[str]:
+    h = table.header
+    source = h.get("data_source", "?")
+    source_text = ("**synthetic stand-in** (generated by calo-ablate, not the Geant4 CaloChallenge files)"
+                   if source == "synthetic" else "real CaloChallenge files")
+    checksums = ", ".join(f"{k} md5 {v}" for k, v in json.loads(h.get("data_checksums", "{}")).items())
+    cli_set = json.loads(h.get("cli_set", "[]"))
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return [
+        f"# Ablation study `{table.study}`",
+        "",
+        f"- Dataset: {h.get('dataset', '?')}, {source_text}; {checksums}",
+        f"- Profile: {h.get('profile', '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
+        + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get('workers', '?')}",
+        f"- Machine: {h.get('machine', '?')}",
+        f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
+        f"- Written: {now}; code version: {h.get('git_revision', '?')}; MLflow parent run {table.parent_run_id}",
+    ]
+
+
+def _not_measured(table: StudyTable) -> list[str]:
+    h = table.header
+    lines = []
+    if table.seeds < 2:
+        lines.append("spread over seeds and significance against the base: one seed, so no std and no test")
+    if h.get("profile") != "full":
+        lines.append(f"converged models: profile {h.get('profile')} trains a few epochs, so the losses are "
+                     "early-training values (as in the seed study's table)")
+    if h.get("data_source") == "synthetic":
+        lines.append("real Geant4 showers: these numbers come from the synthetic stand-in and say nothing "
+                     "quantitative about the CaloChallenge data")
+    if h.get("evaluate") == "false" or not any(m for m, _ in table.columns if m in dict(QUALITY)):
+        lines.append("sample quality (no evaluation metrics were logged)")
+    elif h.get("profile") != "full":
+        lines.append("the official CaloChallenge classifier (this profile trains a smaller one on fewer showers)")
+    lines.append("generation time on other hardware (timed on the machine above, model loading excluded)")
+    return lines
+
+
+def markdown(table: StudyTable) -> str:
+    loss_metrics = [m for m, _ in LOSSES]
+    headers = ["Ablation", *[label for _, label in LOSSES], "Change vs base", *[label for _, label in table.columns],
+               "Note"]
+    lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    if table.reference:
+        ref = ["reference vs reference", "", "", "", ""]
+        ref += [_fmt_number(m, table.reference[m]) if m in table.reference else "" for m, _ in table.columns]
+        ref.append("noise floor: two disjoint halves of the evaluation file")
+        lines.append("| " + " | ".join(ref) + " |")
+    for row in table.rows:
+        st = row_stats(table, row, loss_metrics + [m for m, _ in table.columns])
+        cells = [row.title, *[_fmt_stat(m, st.get(m)) for m in loss_metrics], delta_text(table, row),
+                 *[_fmt_stat(m, st.get(m)) for m, _ in table.columns], note_text(table, row)]
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    lines += [
+        "",
+        (f"Mean ± std over seeds (std with ddof 1); `*`: Welch t-test against the base, p < {P_THRESHOLD}. "
+        "Losses: validation, final epoch. Change vs base: of the mean loss; \"not comparable\" where the row "
+        "changes the noise schedule or another loss-defining field. Separation power: 0 identical, 1 disjoint; "
+        "AUC 0.5 = indistinguishable; FPD x 1e3. All metrics, unrounded: table.csv."),
+        "",
+        "What was not measured:",
+        *[f"- {line}" for line in _not_measured(table)],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def frame(table: StudyTable) -> pd.DataFrame:
+    """One line per row, unrounded: <metric>_mean, _std, _n, _p_vs_base for every metric logged."""
+    metrics = sorted({m for r in table.rows for c in r.finished() for m in c.metrics})
+    records: list[dict[str, Any]] = []
+    if table.reference:
+        records.append({"row": REFERENCE_ROW, "title": "reference vs reference",
+                        **{f"{k}_mean": v for k, v in sorted(table.reference.items())}})
+    for row in table.rows:
+        record: dict[str, Any] = {
+            "row": row.name, "title": row.title, "finished": len(row.finished()),
+            "failed": sum(c.status == "FAILED" for c in row.cells), "loss_comparable": row.comparable,
+            "change_vs_base": delta_text(table, row), "note": note_text(table, row)}
+        for metric, stat in row_stats(table, row, metrics).items():
+            record.update({f"{metric}_mean": stat.mean, f"{metric}_std": stat.std, f"{metric}_n": stat.n,
+                           f"{metric}_p_vs_base": stat.p})
+        records.append(record)
+    return pd.DataFrame.from_records(records)
+
+
+def write_table(table: StudyTable, study_dir: Path) -> list[Path]:
+    """table.md and table.csv in `study_dir`; returns their paths (table.md first)."""
+    study_dir.mkdir(parents=True, exist_ok=True)
+    md, csv = study_dir / "table.md", study_dir / "table.csv"
+    md.write_text(markdown(table))
+    frame(table).to_csv(csv, index=False)
+    return [md, csv]

@@ -1,0 +1,130 @@
+"""The plan of a study: cells (ablation x seed), their resolved configs and keys, and the train units.
+
+A cell's config comes from the dataset file, the profile file, the ablation's override set, the
+command line's `--set` options and the seed, in that order. Cells with equal train keys share one
+training (a train unit): "fewer time steps" changes only sampling, so it reuses the base's model of
+the same seed. A cell of an ablation with a `search:` block is its own unit (its trainings depend on
+the sampled values).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from calo_ablate.config import Config, diff_from, eval_key, flatten, resolve_config, train_key
+from calo_ablate.errors import ConfigError
+from calo_ablate.study.registry import BASE, Ablation, Registry
+
+# Fields that define what the loss measures: a row that changes one of them cannot compare its loss
+# with the base's (the noise schedule sets the loss's scale; the preprocessing constants set the
+# regression targets).
+LOSS_DEFINING_PREFIXES = ("diffusion.",)
+LOSS_DEFINING_KEYS = ("data.dataset", "data.max_deposit", "data.energy_min_gev", "data.energy_max_gev")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (ablation, seed) cell of the study."""
+
+    ablation: Ablation
+    seed: int
+    config: Config
+    train_key: str
+    eval_key: str
+
+    @property
+    def name(self) -> str:
+        """'base/s0': unique within a study, used as the MLflow run name and in the study state."""
+        return f"{self.ablation.name}/s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """Cells that share one training (one queue entry): same train key, or one search cell."""
+
+    key: str
+    cells: tuple[Cell, ...]
+
+    @property
+    def is_search(self) -> bool:
+        return self.cells[0].ablation.search is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    dataset: str
+    profile: str
+    seeds: int
+    cli_set: tuple[str, ...]
+    registry: Registry
+    cells: tuple[Cell, ...]  # registry order, then seed
+
+    def units(self, pending: set[str] | None = None) -> list[Unit]:
+        """Train units in order of their first cell; with `pending`, only those cells (by name)."""
+        groups: dict[str, list[Cell]] = {}
+        for cell in self.cells:
+            if pending is not None and cell.name not in pending:
+                continue
+            key = f"search-{cell.ablation.name}-s{cell.seed}" if cell.ablation.search else cell.train_key
+            groups.setdefault(key, []).append(cell)
+        return [Unit(key, tuple(cells)) for key, cells in groups.items()]
+
+    def cell(self, name: str) -> Cell:
+        for cell in self.cells:
+            if cell.name == name:
+                return cell
+        msg = f"no cell named {name!r} in the plan"
+        raise KeyError(msg)
+
+    def base_cell(self, seed: int) -> Cell:
+        return self.cell(f"{BASE}/s{seed}")
+
+    def training_owner(self, cell: Cell) -> Cell:
+        """The first cell in plan order with the same train key: the one whose run holds the training."""
+        if cell.ablation.search:
+            return cell
+        return next(c for c in self.cells if c.train_key == cell.train_key and not c.ablation.search)
+
+    def loss_comparable(self, cell: Cell) -> bool:
+        """False when the cell changes a loss-defining field relative to the base of its seed."""
+        changed = diff_from(cell.config, self.base_cell(cell.seed).config)
+        return not any(k.startswith(LOSS_DEFINING_PREFIXES) or k in LOSS_DEFINING_KEYS for k in changed)
+
+
+def make_plan(
+    registry: Registry,
+    *,
+    dataset: str,
+    profile: str,
+    seeds: int,
+    checksums: dict[str, str],
+    cli_set: list[str] | tuple[str, ...] = (),
+) -> Plan:
+    """Every cell's config and keys; `checksums` are the data files' MD5s (file name -> md5)."""
+    if seeds < 1:
+        msg = f"--seeds must be at least 1, got {seeds}"
+        raise ConfigError(msg)
+    cells = []
+    for ablation in registry.ablations:
+        for seed in range(seeds):
+            config = resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed)
+            cells.append(Cell(ablation, seed, config, train_key(config, checksums), eval_key(config, checksums)))
+    return Plan(dataset, profile, seeds, tuple(cli_set), registry, tuple(cells))
+
+
+def describe_difference(ablation: Ablation, config: Config, base: Config) -> list[str]:
+    """Lines 'key: base value -> value' for `calo-ablate list` (plus the search range)."""
+    lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff_from(config, base).items()]
+    if config.sample.effective_steps != base.sample.effective_steps:
+        lines.append(f"sampling steps: {base.sample.effective_steps} -> {config.sample.effective_steps}")
+    if ablation.search:
+        s = ablation.search
+        lines.append(f"{s.param}: searched over [{s.low:g}, {s.high:g}]{' (log)' if s.log else ''}, "
+                     f"{s.trials} trials, best by validation loss")
+    return lines
+
+
+def flat_params(config: Config) -> dict[str, Any]:
+    """The resolved config as flat {dotted key: value} (for MLflow params)."""
+    return flatten(config.model_dump(mode="json"))

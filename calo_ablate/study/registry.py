@@ -1,0 +1,253 @@
+"""The ablation registry (experiments/ablations.yaml): named override sets relative to the base.
+
+Format:
+
+    ablations:
+      base:            {title: Base, why: ...}                    # required, first row of the report
+      <name>:
+        title: <row title>                                        # default: the name
+        why: <one line shown by `calo-ablate list` and the report>
+        with: [<other entry>, ...]                                # applied in order, before `set`
+        set: {<dotted config key>: <value>, ...}                  # the modification itself
+        search: {param: <dotted key>, low: <x>, high: <y>, log: <bool>, trials: <n>}
+
+Every entry starts from the base entry's `set` (so a base override reaches every row), then the
+`set` of each `with:` entry in order (recursively), then its own `set`. Everything is validated
+before anything runs: unknown fields, unknown or duplicate names, `with:` cycles, unknown config keys
+(with the nearest valid keys) and wrong value types, each as a ConfigError naming file and entry.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from calo_ablate.config import Config, ConfigError, build_config, experiments_dir, flatten, resolve_config
+
+BASE = "base"
+ENTRY_FIELDS = ("title", "why", "set", "with", "search")
+SEARCH_FIELDS = ("param", "low", "high", "log", "trials")
+
+
+@dataclass(frozen=True)
+class Search:
+    """An Optuna search over one numeric config key inside an ablation (float or int range)."""
+
+    param: str
+    low: float
+    high: float
+    log: bool
+    trials: int
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """One registry entry, resolved: `overrides` is the full dotted override set it applies."""
+
+    name: str
+    title: str
+    why: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    search: Search | None = None
+
+
+@dataclass(frozen=True)
+class Registry:
+    path: Path
+    ablations: list[Ablation]  # registry order, base first
+
+    def names(self) -> list[str]:
+        return [a.name for a in self.ablations]
+
+    def get(self, name: str) -> Ablation:
+        for ablation in self.ablations:
+            if ablation.name == name:
+                return ablation
+        msg = f"{self.path}: no ablation named '{name}'; known: {', '.join(self.names())}"
+        raise ConfigError(msg)
+
+    def select(self, only: list[str] | None) -> Registry:
+        """The base plus the named entries, in registry order (unknown names raise)."""
+        if not only:
+            return self
+        for name in only:
+            self.get(name)
+        keep = {BASE, *only}
+        return Registry(self.path, [a for a in self.ablations if a.name in keep])
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a mapping with the same key twice (PyYAML silently keeps the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                line = key_node.start_mark.line + 1
+                msg = f"duplicate key '{key}' at line {line} (first at line {seen[key]})"
+                raise yaml.constructor.ConstructorError(None, None, msg, key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def default_registry_path() -> Path:
+    return experiments_dir() / "ablations.yaml"
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        msg = f"registry not found: {path}"
+        raise ConfigError(msg)
+    try:
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except yaml.YAMLError as err:
+        msg = f"{path}: {err}"
+        raise ConfigError(msg) from None
+    if not isinstance(data, dict) or set(data) != {"ablations"} or not isinstance(data["ablations"], dict):
+        msg = f"{path}: expected one top-level key 'ablations' holding a mapping of named entries"
+        raise ConfigError(msg)
+    return data["ablations"]
+
+
+def _check_entry(path: Path, name: Any, raw: Any, names: set[str]) -> None:
+    where = f"{path}: ablation '{name}'"
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        msg = f"{path}: ablation name {name!r} must be a string of letters, digits, '_' or '-'"
+        raise ConfigError(msg)
+    if raw is None:
+        return
+    if not isinstance(raw, dict):
+        msg = f"{where}: expected a mapping with fields {', '.join(ENTRY_FIELDS)}, got {type(raw).__name__}"
+        raise ConfigError(msg)
+    unknown = sorted(set(raw) - set(ENTRY_FIELDS))
+    if unknown:
+        msg = f"{where}: unknown field(s) {', '.join(map(str, unknown))}; expected any of {', '.join(ENTRY_FIELDS)}"
+        raise ConfigError(msg)
+    for text_field in ("title", "why"):
+        if text_field in raw and not isinstance(raw[text_field], str):
+            msg = f"{where}: '{text_field}' must be a string, got {raw[text_field]!r}"
+            raise ConfigError(msg)
+    if "set" in raw and not isinstance(raw["set"], dict):
+        msg = f"{where}: 'set' must be a mapping of dotted config keys to values, got {raw['set']!r}"
+        raise ConfigError(msg)
+    if isinstance(raw.get("set"), dict):
+        nested = [k for k, v in raw["set"].items() if isinstance(v, dict)]
+        if nested:
+            msg = f"{where}: 'set' takes dotted keys (e.g. model.voxel.block_depth: 6), not nested sections: {nested}"
+            raise ConfigError(msg)
+    if "with" in raw:
+        with_ = raw["with"]
+        if not isinstance(with_, list) or not all(isinstance(w, str) for w in with_):
+            msg = f"{where}: 'with' must be a list of ablation names, got {with_!r}"
+            raise ConfigError(msg)
+        for other in with_:
+            if other not in names:
+                msg = f"{where}: 'with' names unknown ablation '{other}'; known: {', '.join(sorted(names))}"
+                raise ConfigError(msg)
+            if other == BASE:
+                msg = f"{where}: 'with: [base]' is implicit; every entry starts from the base"
+                raise ConfigError(msg)
+    if name == BASE and ("with" in raw or "search" in raw):
+        msg = f"{where}: the base takes only title, why and set"
+        raise ConfigError(msg)
+
+
+def _check_search(path: Path, name: str, raw: Any) -> Search:
+    where = f"{path}: ablation '{name}' search"
+    if not isinstance(raw, dict):
+        msg = f"{where}: expected a mapping with {', '.join(SEARCH_FIELDS)}"
+        raise ConfigError(msg)
+    unknown = sorted(set(raw) - set(SEARCH_FIELDS))
+    missing = sorted({"param", "low", "high", "trials"} - set(raw))
+    if unknown or missing:
+        msg = f"{where}: unknown field(s) {unknown}, missing {missing}; expected {', '.join(SEARCH_FIELDS)}"
+        raise ConfigError(msg)
+    low, high, trials, log = raw["low"], raw["high"], raw["trials"], raw.get("log", False)
+    numeric = (int, float)
+    if not isinstance(raw["param"], str):
+        msg = f"{where}: 'param' must be a dotted config key, got {raw['param']!r}"
+        raise ConfigError(msg)
+    if not (isinstance(low, numeric) and isinstance(high, numeric)) or isinstance(low, bool) or low >= high:
+        msg = f"{where}: expected numbers low < high, got low={low!r}, high={high!r}"
+        raise ConfigError(msg)
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        msg = f"{where}: 'trials' must be a positive integer, got {trials!r}"
+        raise ConfigError(msg)
+    if not isinstance(log, bool) or (log and low <= 0):
+        msg = f"{where}: 'log' must be true or false, and a log range needs low > 0 (got log={log!r}, low={low})"
+        raise ConfigError(msg)
+    if not all(math.isfinite(x) for x in (low, high)):
+        msg = f"{where}: low and high must be finite"
+        raise ConfigError(msg)
+    return Search(raw["param"], float(low), float(high), log, trials)
+
+
+def _overrides(name: str, entries: dict[str, dict[str, Any]], stack: tuple[str, ...], path: Path) -> dict[str, Any]:
+    """The entry's own override set after its `with:` entries (recursively), without the base."""
+    if name in stack:
+        cycle = " -> ".join([*stack[stack.index(name):], name])
+        msg = f"{path}: ablation '{stack[0]}': 'with' cycle {cycle}"
+        raise ConfigError(msg)
+    merged: dict[str, Any] = {}
+    for other in entries[name].get("with", []):
+        merged.update(_overrides(other, entries, (*stack, name), path))
+    merged.update(entries[name].get("set") or {})
+    return merged
+
+
+def _check_config(path: Path, name: str, overrides: dict[str, Any], dataset: str, profile: str) -> Config:
+    """Validate the entry's overrides against the schema, on top of a real dataset + profile config."""
+    base_layers = flatten(resolve_config(dataset, profile).model_dump(mode="json"))
+    return build_config([(f"{path}: ablation '{name}' (profile {profile})", base_layers),
+                  (f"{path}: ablation '{name}' set", overrides)])
+
+
+def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile: str = "quick") -> Registry:
+    """Read and validate every entry (against `dataset` + `profile`); raises ConfigError on the first problem."""
+    path = Path(path) if path else default_registry_path()
+    raw_entries = _load_yaml(path)
+    names = {str(n) for n in raw_entries}
+    if BASE not in raw_entries:
+        msg = f"{path}: the registry needs an entry named '{BASE}' (the reference row)"
+        raise ConfigError(msg)
+    entries: dict[str, dict[str, Any]] = {}
+    for name, raw in raw_entries.items():
+        _check_entry(path, name, raw, names)
+        entries[name] = dict(raw or {})
+    order = [BASE, *[n for n in entries if n != BASE]]
+    base_set = dict(entries[BASE].get("set") or {})
+    ablations = []
+    for name in order:
+        overrides = {**base_set, **(_overrides(name, entries, (), path) if name != BASE else {})}
+        try:
+            _check_config(path, name, overrides, dataset, profile)
+        except ConfigError as err:
+            text = str(err)
+            prefix = f"{path}: ablation '{name}'"
+            raise ConfigError(text if text.startswith(prefix) else f"{prefix}: {text}") from None
+        search = _check_search(path, name, entries[name]["search"]) if "search" in entries[name] else None
+        if search is not None:
+            for value in (search.low, search.high):
+                probe = {**overrides, search.param: int(value) if value.is_integer() else value}
+                try:
+                    _check_config(path, name, probe, dataset, profile)
+                except ConfigError as err:
+                    msg = f"{path}: ablation '{name}' search over '{search.param}': {err}"
+                    raise ConfigError(msg) from None
+        entry = entries[name]
+        ablations.append(Ablation(name, entry.get("title", name), entry.get("why", ""), overrides, search))
+    return Registry(path, ablations)
+
+
+def search_is_int(config: Config, search: Search) -> bool:
+    """Whether the searched config field holds an integer (then the search suggests integers)."""
+    current: Any = config.model_dump()
+    for part in search.param.split("."):
+        current = current[part]
+    return isinstance(current, int) and not isinstance(current, bool)
+

@@ -1,0 +1,135 @@
+"""The CaloScore v2 networks: published parameter count, shapes per dataset, wiring, initialisation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from calo_ablate.config import ModelConfig
+from calo_ablate.model.embeddings import TimeEmbedding
+from calo_ablate.model.network import CaloScoreNetwork, count_parameters
+
+PUBLISHED_PHOTON_PARAMS = 2_447_366  # CaloChallenge results table, CaloScore v2 on dataset 1 photons
+
+
+def _inputs(batch: int, n_voxels: int, n_layers: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(batch, n_voxels, generator=g), torch.rand(batch, generator=g),
+            torch.randn(batch, n_layers, generator=g), torch.rand(batch, 1, generator=g))
+
+
+def _randomise_output(net: CaloScoreNetwork) -> None:
+    """Give the zero-initialised output conv random weights so that every path reaches the output."""
+    with torch.no_grad():
+        net.voxel_net.unet.output.weight.normal_(0.0, 0.1)
+        net.voxel_net.unet.output.bias.normal_(0.0, 0.1)
+
+
+@pytest.fixture(scope="module")
+def photon_net() -> CaloScoreNetwork:
+    torch.manual_seed(0)
+    return CaloScoreNetwork(ModelConfig(), n_voxels=368, n_layers=5)
+
+
+def test_parameter_count_matches_published(photon_net: CaloScoreNetwork) -> None:
+    parts = photon_net.parameter_breakdown()
+    assert abs(parts["total"] - PUBLISHED_PHOTON_PARAMS) / PUBLISHED_PHOTON_PARAMS < 0.01
+    # the published figure counts the shared energy embedding once in each of the two Keras models
+    assert parts["total"] + parts["energy_embedding"] == PUBLISHED_PHOTON_PARAMS
+
+
+def test_breakdown_sums_to_total(photon_net: CaloScoreNetwork) -> None:
+    parts = photon_net.parameter_breakdown()
+    total = parts.pop("total")
+    assert sum(parts.values()) == total == count_parameters(photon_net)
+
+
+def test_layer_net_count_by_hand(photon_net: CaloScoreNetwork) -> None:
+    def dense(n_in: int, n_out: int) -> int:
+        return n_in * n_out + n_out
+
+    time_emb = dense(64, 128) + dense(128, 64)
+    conditioning = dense(128, 64)
+    block = dense(128, 128) + dense(128, 256) + 2 * dense(128, 128)
+    resnet = dense(64, 128) + dense(5, 128) + 2 * block + dense(128, 5)
+    assert photon_net.parameter_breakdown()["layer_net"] == time_emb + conditioning + resnet
+
+
+def test_optimiser_groups_partition_parameters(photon_net: CaloScoreNetwork) -> None:
+    layer = {id(p) for p in photon_net.layer_parameters()}
+    voxel = {id(p) for p in photon_net.voxel_parameters()}
+    assert not layer & voxel
+    assert layer | voxel == {id(p) for p in photon_net.parameters()}
+
+
+def test_removing_sampling_layers_shrinks_the_model(photon_net: CaloScoreNetwork) -> None:
+    config = ModelConfig.model_validate({"voxel": {"widths": [128], "attention": [True]}})
+    flat = CaloScoreNetwork(config, n_voxels=368, n_layers=5)
+    assert flat.voxel_net.unet.pad_multiple == 1
+    _randomise_output(flat)
+    assert flat.voxel_velocity(*_inputs(2, 368, 5)).shape == (2, 368)
+    assert count_parameters(flat) < count_parameters(photon_net) / 2
+
+
+@pytest.mark.parametrize(("n_voxels", "n_layers", "overrides"), [
+    (368, 5, {}),
+    (533, 7, {}),  # pions: padded to 536 inside the U-Net
+    (6480, 45, {"voxel": {"attention": [False, False, False, False]}}),  # dataset 2
+])
+def test_output_shapes(n_voxels: int, n_layers: int, overrides: dict) -> None:
+    net = CaloScoreNetwork(ModelConfig.model_validate(overrides), n_voxels, n_layers)
+    _randomise_output(net)
+    voxel, t, layer, cond = _inputs(2, n_voxels, n_layers)
+    out = net.voxel_velocity(voxel, t, layer, cond)
+    assert out.shape == (2, n_voxels)
+    assert torch.isfinite(out).all()
+    assert net.layer_velocity(layer, t, cond).shape == (2, n_layers)
+
+
+def test_zero_initialised_output(photon_net: CaloScoreNetwork) -> None:
+    out = photon_net.voxel_velocity(*_inputs(3, 368, 5))
+    assert torch.equal(out, torch.zeros_like(out))
+
+
+def test_every_parameter_reaches_the_output() -> None:
+    torch.manual_seed(1)
+    net = CaloScoreNetwork(ModelConfig(), n_voxels=368, n_layers=5)
+    _randomise_output(net)
+    voxel, t, layer, cond = _inputs(2, 368, 5)
+    loss = net.voxel_velocity(voxel, t, layer, cond).square().mean()
+    loss = loss + net.layer_velocity(layer, t, cond).square().mean()
+    loss.backward()
+    dead = [name for name, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead == []
+
+
+def test_samples_do_not_mix_across_the_batch() -> None:
+    torch.manual_seed(2)
+    net = CaloScoreNetwork(ModelConfig(), n_voxels=533, n_layers=7).eval()
+    _randomise_output(net)
+    voxel, t, layer, cond = _inputs(4, 533, 7)
+    full = net.voxel_velocity(voxel, t, layer, cond)
+    part = net.voxel_velocity(voxel[:2], t[:2], layer[:2], cond[:2])
+    torch.testing.assert_close(part, full[:2], rtol=1e-4, atol=1e-5)
+
+
+def test_net_depends_on_time_layers_and_energy() -> None:
+    torch.manual_seed(3)
+    net = CaloScoreNetwork(ModelConfig(), n_voxels=368, n_layers=5).eval()
+    _randomise_output(net)
+    voxel, t, layer, cond = _inputs(2, 368, 5)
+    base = net.voxel_velocity(voxel, t, layer, cond)
+    for changed in (net.voxel_velocity(voxel, t + 0.1, layer, cond),
+                    net.voxel_velocity(voxel, t, layer + 1.0, cond),
+                    net.voxel_velocity(voxel, t, layer, cond + 0.1)):
+        assert not torch.allclose(changed, base)
+    layer_out = net.layer_velocity(layer, t, cond)
+    assert not torch.allclose(net.layer_velocity(layer, t, cond + 0.1), layer_out)
+
+
+def test_time_embedding_frequencies() -> None:
+    emb = TimeEmbedding(num_frequencies=32, embed_dim=64)
+    assert emb.frequencies[0].item() == pytest.approx(1.0)
+    assert emb.frequencies[-1].item() == pytest.approx(1e-4)
+    assert "frequencies" not in emb.state_dict()
+    assert emb(torch.tensor([0.0, 0.5])).shape == (2, 64)

@@ -1,0 +1,102 @@
+"""Registry validation (every kind of error, before anything runs) and the plan's shared trainings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from calo_ablate.cli import main
+from calo_ablate.errors import ConfigError
+from calo_ablate.study.plan import make_plan
+from calo_ablate.study.registry import load_registry
+
+CHECKSUMS = {"dataset_1_photons_1.hdf5": "a" * 32, "dataset_1_photons_2.hdf5": "b" * 32}
+
+
+def _registry(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "ablations.yaml"
+    path.write_text("ablations:\n" + text)
+    return path
+
+
+@pytest.mark.parametrize(("entries", "expected"), [
+    ("  base: {title: Base}\n  typo: {set: {train.lrr: 1.0e-3}}\n",
+     ["ablation 'typo'", "unknown config key 'train.lrr'", "train.lr"]),
+    ("  base: {title: Base}\n  badtype: {set: {model.voxel.block_depth: many}}\n",
+     ["ablation 'badtype'", "model.voxel.block_depth", "valid integer"]),
+    ("  base: {title: Base}\n  twice: {set: {train.lr: 1.0e-3}}\n  twice: {set: {train.lr: 2.0e-3}}\n",
+     ["duplicate key 'twice'"]),
+    ("  base: {title: Base}\n  a: {with: [b]}\n  b: {with: [a]}\n", ["ablation 'a'", "'with' cycle a -> b -> a"]),
+    ("  base: {title: Base}\n  a: {with: [nope]}\n", ["ablation 'a'", "unknown ablation 'nope'"]),
+    ("  base: {title: Base}\n  a: {sett: {train.lr: 1.0e-3}}\n", ["ablation 'a'", "unknown field(s) sett"]),
+    ("  a: {set: {train.lr: 1.0e-3}}\n", ["needs an entry named 'base'"]),
+    ("  base: {title: Base}\n  s: {search: {param: train.lr, low: 1.0e-3, high: 1.0e-4, trials: 2}}\n",
+     ["ablation 's' search", "low < high"]),
+    ("  base: {title: Base}\n  s: {search: {param: train.lrate, low: 1.0e-4, high: 1.0e-3, trials: 2}}\n",
+     ["ablation 's' search", "unknown config key 'train.lrate'"]),
+    ("  base: {title: Base}\n  nested: {set: {model: {voxel: {block_depth: 6}}}}\n", ["dotted keys"]),
+])
+def test_registry_errors_name_the_file_entry_and_problem(tmp_path: Path, entries: str, expected: list[str]) -> None:
+    path = _registry(tmp_path, entries)
+    with pytest.raises(ConfigError) as err:
+        load_registry(path, dataset="1", profile="smoke")
+    message = str(err.value)
+    assert str(path) in message
+    for part in expected:
+        assert part in message
+
+
+def test_with_combines_entries_in_order_then_own_set(tmp_path: Path) -> None:
+    path = _registry(tmp_path, "  base: {set: {train.batch_size: 64}}\n  a: {set: {train.lr: 1.0e-3}}\n"
+                               "  b: {set: {train.lr: 2.0e-3, model.voxel.block_depth: 6}}\n"
+                               "  ab: {with: [a, b], set: {model.voxel.block_depth: 5}}\n")
+    registry = load_registry(path, dataset="1", profile="smoke")
+    assert registry.names() == ["base", "a", "b", "ab"]
+    assert registry.get("ab").overrides == {"train.batch_size": 64, "train.lr": 2.0e-3, "model.voxel.block_depth": 5}
+    assert registry.select(["b"]).names() == ["base", "b"]
+    with pytest.raises(ConfigError, match="no ablation named 'c'"):
+        registry.select(["c"])
+
+
+def test_shipped_registry_has_the_seed_study_rows() -> None:
+    registry = load_registry(dataset="1", profile="quick")
+    assert [a.title for a in registry.ablations] == [
+        "Base", "Removed U-Net sampling layers", "Increased U-Net residual layers",
+        "Increased number of ResNet convolutional layers", "Increased learning rate", "Fewer time steps",
+        "Decrease noise"]
+    assert all(a.why for a in registry.ablations)
+
+
+def test_plan_shares_the_base_training_and_marks_noise_changes() -> None:
+    registry = load_registry(dataset="1", profile="quick")
+    plan = make_plan(registry, dataset="1", profile="quick", seeds=2, checksums=CHECKSUMS)
+    assert len(plan.cells) == 14
+    for seed in (0, 1):
+        base, fewer = plan.cell(f"base/s{seed}"), plan.cell(f"fewer_steps/s{seed}")
+        assert fewer.train_key == base.train_key and fewer.eval_key != base.eval_key
+        assert plan.training_owner(fewer) is base
+        assert fewer.config.sample.effective_steps == base.config.sample.steps // 8
+        assert plan.cell(f"no_unet_sampling/s{seed}").train_key != base.train_key
+        assert not plan.loss_comparable(plan.cell(f"less_noise/s{seed}"))
+        assert plan.loss_comparable(plan.cell(f"higher_lr/s{seed}"))
+    assert plan.cell("base/s0").train_key != plan.cell("base/s1").train_key
+    units = plan.units()
+    assert len(units) == 12  # 14 cells, two of which reuse the base's training
+    shared = next(u for u in units if u.key == plan.cell("base/s0").train_key)
+    assert [c.name for c in shared.cells] == ["base/s0", "fewer_steps/s0"]
+
+
+def test_list_prints_the_resolved_difference(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", "--profile", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "model.voxel.widths: [32, 64, 96, 128] -> [128]" in out
+    assert "diffusion.noise_scale: 1.0 -> 0.5" in out
+    assert "sampling steps: 32 -> 4" in out
+
+
+def test_list_stops_on_a_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _registry(tmp_path, "  base: {title: Base}\n  typo: {set: {model.voxel.widht: [128]}}\n")
+    assert main(["list", "--registry", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'model.voxel.widht'" in err and "model.voxel.widths" in err
