@@ -27,7 +27,7 @@ BINNING_FILES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Layer:
     """One non-empty calorimeter layer."""
 
@@ -57,7 +57,7 @@ class Layer:
         return -np.pi + width * (np.arange(self.n_alpha) + 0.5)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Geometry:
     """All non-empty layers of one dataset, with per-voxel coordinates in flat order."""
 

@@ -14,8 +14,9 @@ import pytest
 
 from calo_ablate.cli import main
 from calo_ablate.data.calochallenge import sidecar_path
+from calo_ablate.data.catalogue import official_files, record_of
 from calo_ablate.data.download import RemoteFile, download_dataset, download_file, remote_files
-from calo_ablate.errors import DownloadError
+from calo_ablate.errors import ConfigError, DownloadError
 
 PAYLOAD = np.random.default_rng(0).bytes(300_000)
 
@@ -208,3 +209,17 @@ def test_cli_download_uses_the_environment_base_url(server: Server, tmp_path: Pa
                  "--base-url", server.url]) == 2
     err = capsys.readouterr().err
     assert "calo-ablate: error:" in err and "dataset_2_1.hdf5" in err and "Traceback" not in err
+
+
+def test_catalogue_names_roles_and_records() -> None:
+    assert [f.name for f in official_files("3", "train")] == ["dataset_3_1.hdf5", "dataset_3_2.hdf5"]
+    assert [f.name for f in official_files("3", "eval")] == ["dataset_3_3.hdf5", "dataset_3_4.hdf5"]
+    photons = official_files("1")
+    assert [(f.name, f.role, f.events) for f in photons] == [
+        ("dataset_1_photons_1.hdf5", "train", 121_000), ("dataset_1_photons_2.hdf5", "eval", 121_000)]
+    assert photons[0].md5 == "005d2adeda7db034b388112661265656"
+    assert [f.events for f in official_files("1-pions")] == [120_230, 120_230]
+    assert {d: record_of(d).doi for d in ("1-pions", "2", "3")} == {
+        "1-pions": "10.5281/zenodo.8099322", "2": "10.5281/zenodo.6366270", "3": "10.5281/zenodo.6366323"}
+    with pytest.raises(ConfigError, match="expected train, eval or all"):
+        official_files("2", "test")

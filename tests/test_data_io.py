@@ -128,6 +128,8 @@ def _case(tmp_path: Path, kind: str) -> tuple[Path, str, str]:
         e2, s2 = sample(n=120, n_voxels=6480, dataset="2")
         e2[7] = 2.0e6
         return write_raw(path, e2[:, None], s2), "2", "above the dataset's range 1000..1000000 MeV: 1"
+    if kind == "empty":
+        return write_raw(path, np.zeros((0, 1)), np.zeros((0, 368))), "1", "the file holds no events"
     if kind == "int":
         return write_raw(path, e[:, None], s.astype(np.int32)), "1", "'showers' has dtype int32"
     if kind == "text":
@@ -139,7 +141,7 @@ def _case(tmp_path: Path, kind: str) -> tuple[Path, str, str]:
 
 
 @pytest.mark.parametrize("kind", ["missing", "voxels", "events", "nan", "inf_energy", "negative", "low", "high",
-                                  "int", "text", "truncated"])
+                                  "empty", "int", "text", "truncated"])
 def test_each_problem_has_one_clear_message(tmp_path: Path, kind: str) -> None:
     path, dataset, phrase = _case(tmp_path, kind)
     inspection = inspect_file(path, dataset)

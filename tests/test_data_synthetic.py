@@ -45,8 +45,8 @@ def photon_scan() -> dict[float, np.ndarray]:
 
 def test_fixture_files_have_official_names_and_layout(photon_dir):
     folder = photon_dir / "synthetic"
-    assert sorted(p.name for p in folder.iterdir()) == ["dataset_1_photons_1.hdf5", "dataset_1_photons_2.hdf5"]
-    for path in folder.iterdir():
+    assert sorted(p.name for p in folder.glob("*.hdf5")) == ["dataset_1_photons_1.hdf5", "dataset_1_photons_2.hdf5"]
+    for path in folder.glob("*.hdf5"):
         energies, showers = _read(path)
         assert energies.shape == (600, 1) and showers.shape == (600, 368)
         assert set(np.unique(energies)) == set(DS1_ENERGIES_MEV)

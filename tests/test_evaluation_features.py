@@ -61,7 +61,7 @@ def test_features_match_hand_computed_values() -> None:
         "centre_r_0": 5.0, "width_r_0": 0.0, "sparsity_0": 0.5, "sparsity_7": 0.75,
         "centre_eta_7": w @ eta, "width_eta_7": math.sqrt(w @ eta**2 - (w @ eta) ** 2),
         "centre_phi_7": w @ phi, "width_phi_7": math.sqrt(w @ phi**2 - (w @ phi) ** 2),
-        "centre_r_7": 2.5, "width_r_7": math.sqrt(0.75),
+        "centre_r_7": w @ r, "width_r_7": math.sqrt(w @ r**2 - (w @ r) ** 2),  # 2.5 and sqrt(0.75)
     }
     for name, value in expected.items():
         assert f[name][0] == pytest.approx(value, abs=1e-9), name

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import linalg
 
 from calo_ablate.evaluation.features import compute_features
 from calo_ablate.evaluation.metrics import (
@@ -73,6 +74,16 @@ def test_frechet_distance_one_dimension_by_hand() -> None:
     assert frechet_distance(x, x) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_frechet_distance_matches_the_general_matrix_square_root() -> None:
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5))
+    y = rng.normal(size=(300, 5)) @ rng.normal(size=(5, 5)) + 0.3
+    c_x, c_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    diff = x.mean(axis=0) - y.mean(axis=0)
+    general = diff @ diff + np.trace(c_x + c_y - 2 * linalg.sqrtm(c_x @ c_y).real)
+    assert frechet_distance(x, y) == pytest.approx(general, rel=1e-8)
+
+
 def test_fpd_near_zero_for_one_distribution_and_mean_shift_squared_otherwise() -> None:
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(1500, 4)), rng.normal(size=(1500, 4))
@@ -87,7 +98,7 @@ def test_fpd_near_zero_for_one_distribution_and_mean_shift_squared_otherwise() -
 def test_kpd_unbiased_estimator_by_hand_and_sensitivity() -> None:
     x = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
     y = np.array([[2.0, 0.0], [0.0, -1.0]])
-    k = lambda a, b: (a @ b / 2 + 1.0) ** 3  # noqa: E731
+    k = lambda a, b: (a @ b / 2 + 1.0) ** 3
     xx = sum(k(x[i], x[j]) for i in range(3) for j in range(3) if i != j) / 6
     yy = sum(k(y[i], y[j]) for i in range(2) for j in range(2) if i != j) / 2
     xy = sum(k(a, b) for a in x for b in y) / 6

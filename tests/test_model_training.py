@@ -17,7 +17,7 @@ from calo_ablate.model.calo_score import CaloScoreModule
 from calo_ablate.model.ema import EMA
 from calo_ablate.train import RESULT_FILE, RUN_FILE, run_training
 
-TINY = ["data.max_train_events=64", "train.batch_size=32", "sample.steps=2"]
+TINY = ["data.max_train_events=64", "train.batch_size=32", "sample.steps=2", "trainer.threads=1"]
 
 
 def _config(data_dir: Path, *extra: str, seed: int = 0):

@@ -11,14 +11,21 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
 import h5py
 import numpy as np
 
-from calo_ablate.data.catalogue import ENERGY_TOLERANCE, energy_range_mev
+from calo_ablate.data.catalogue import energy_range_mev
+from calo_ablate.data.validation import (
+    ENERGIES,
+    SHOWERS,
+    ContentCheck,
+    FileSummary,
+    Inspection,
+    layout_problems,
+)
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import Geometry, load_geometry
 
@@ -39,10 +46,7 @@ __all__ = [
     "write_showers",
 ]
 
-ENERGIES = "incident_energies"
-SHOWERS = "showers"
 _READ_BUDGET_BYTES = 32 * 2**20    # at most this many bytes of float32 showers per chunk in memory
-_DISTINCT_CAP = 64                 # distinct incident energies counted up to this number
 _RULES_VERSION = 1                 # bump when validation rules change: cached verdicts are then redone
 
 
@@ -154,7 +158,7 @@ def file_md5(path: str | Path, *, use_cache: bool = True) -> str:
     return md5
 
 
-# ---- layout and content checks --------------------------------------------------------------
+# ---- streamed reading, checked chunk by chunk ------------------------------------------------
 
 def _open(path: Path) -> h5py.File:
     if not path.is_file():
@@ -167,121 +171,12 @@ def _open(path: Path) -> h5py.File:
         raise DataError(msg) from err
 
 
-def _layout_problems(f: h5py.File, path: Path, geometry: Geometry) -> tuple[list[str], bool]:
-    """Names, shapes, dtypes and sizes of the two datasets: (problems, whether the content can still
-    be streamed and checked, i.e. both are 2-d-able float arrays)."""
-    missing = [name for name in (ENERGIES, SHOWERS) if not isinstance(f.get(name), h5py.Dataset)]
-    if missing:
-        found = ", ".join(sorted(f.keys())) or "nothing"
-        problem = (f"{path}: missing dataset {' and '.join(repr(m) for m in missing)} (expected "
-                   f"'{ENERGIES}' (N, 1) and '{SHOWERS}' (N, {geometry.n_voxels}); found {found})")
-        return [problem], False
-    energies, showers = f[ENERGIES], f[SHOWERS]
-    problems = [f"{path}: '{d.name.lstrip('/')}' has dtype {d.dtype}, expected float32 or float64"
-                for d in (energies, showers) if d.dtype.kind != "f"]
-    energies_ok = energies.ndim == 1 or (energies.ndim == 2 and energies.shape[1] == 1)
-    streamable = not problems and energies_ok and showers.ndim == 2
-    if not energies_ok:
-        problems.append(f"{path}: '{ENERGIES}' has shape {energies.shape}, expected (N, 1)")
-    if showers.ndim != 2:
-        problems.append(f"{path}: '{SHOWERS}' has shape {showers.shape}, expected (N, {geometry.n_voxels})")
-    elif showers.shape[1] != geometry.n_voxels:
-        problems.append(f"{path}: '{SHOWERS}' has {showers.shape[1]} voxels per shower, dataset "
-                        f"{geometry.name} expects {geometry.n_voxels}")
-    if energies.shape[0] != showers.shape[0]:
-        problems.append(f"{path}: {energies.shape[0]} incident energies but {showers.shape[0]} showers: "
-                        "the event counts must be equal")
-    elif showers.shape[0] == 0:
-        problems.append(f"{path}: the file holds no events")
-    return problems, streamable
-
-
-@dataclass
-class _Content:
-    """Running checks and statistics over the chunks of one file (all energies in MeV)."""
-
-    path: Path
-    geometry: Geometry
-    e_range_mev: tuple[float, float]
-    per_layer: bool = True      # False when the voxel count does not match the geometry
-    events: int = 0
-    bad: dict[str, list] = field(default_factory=dict)      # problem kind -> [count, first event, extreme]
-    e_min: float = np.inf
-    e_max: float = -np.inf
-    distinct: set[float] = field(default_factory=set)
-    zeros_per_layer: np.ndarray | None = None               # (n_layers,) zero voxels summed over events
-    ratio_sum: float = 0.0
-    ratio_sumsq: float = 0.0
-    ratio_n: int = 0
-
-    def _flag(self, kind: str, mask: np.ndarray, start: int, values: np.ndarray | None = None,
-              lowest: bool = True) -> None:
-        """Count the events' entries where `mask` holds; remember the first event and the extreme value."""
-        count = int(mask.sum())
-        if not count:
-            return
-        rows = np.nonzero(mask.any(axis=1) if mask.ndim == 2 else mask)[0]
-        extreme = np.nan if values is None else float(values[mask].min() if lowest else values[mask].max())
-        old = self.bad.setdefault(kind, [0, start + int(rows[0]), extreme])
-        old[0] += count
-        old[2] = min(old[2], extreme) if lowest else max(old[2], extreme)
-
-    def add(self, start: int, energies: np.ndarray, showers: np.ndarray) -> None:
-        """energies (n,), showers (n, n_voxels), as stored (float32 or float64)."""
-        lo, hi = self.e_range_mev
-        finite_e = np.isfinite(energies)
-        self._flag("nonfinite_e", ~finite_e, start)
-        self._flag("negative_e", finite_e & (energies < 0), start, energies)
-        outside = finite_e & (energies >= 0) & ((energies < lo * (1 - ENERGY_TOLERANCE))
-                                                 | (energies > hi * (1 + ENERGY_TOLERANCE)))
-        self._flag("range_low", outside & (energies < lo), start, energies)
-        self._flag("range_high", outside & (energies > hi), start, energies, lowest=False)
-        finite_s = np.isfinite(showers)                      # (n, V) bool; no float copy of the chunk below
-        self._flag("nonfinite_s", ~finite_s, start)
-        self._flag("negative_s", finite_s & (showers < 0), start, showers)
-
-        good_e = energies[finite_e]
-        if good_e.size:
-            self.e_min, self.e_max = min(self.e_min, float(good_e.min())), max(self.e_max, float(good_e.max()))
-        if len(self.distinct) <= _DISTINCT_CAP:
-            self.distinct.update(np.unique(good_e).tolist()[: _DISTINCT_CAP + 1])
-        if self.per_layer:
-            starts = [layer.voxel_slice.start for layer in self.geometry.layers]
-            zeros = np.add.reduceat((showers == 0).sum(axis=0), starts)                # (n_layers,)
-            self.zeros_per_layer = zeros if self.zeros_per_layer is None else self.zeros_per_layer + zeros
-        use = finite_e & (energies > 0) & finite_s.all(axis=1)
-        ratio = showers.sum(axis=1, dtype=np.float64)[use] / energies[use]      # E_tot / E_inc, (n_use,)
-        self.ratio_sum += float(ratio.sum())
-        self.ratio_sumsq += float((ratio**2).sum())
-        self.ratio_n += int(use.sum())
-        self.events += len(energies)
-
-    def problems(self) -> list[str]:
-        lo, hi = self.e_range_mev
-        p, messages = self.path, []
-        texts = {
-            "nonfinite_e": "incident energies that are NaN or inf: {n} (first in event {first})",
-            "negative_e": "negative incident energies: {n} (first in event {first}, lowest {x:.10g} MeV)",
-            "range_low": f"incident energies below the dataset's range {lo:.10g}..{hi:.10g} MeV: {{n}} "
-                         "(first in event {first}, lowest {x:.10g} MeV)",
-            "range_high": f"incident energies above the dataset's range {lo:.10g}..{hi:.10g} MeV: {{n}} "
-                          "(first in event {first}, highest {x:.10g} MeV)",
-            "nonfinite_s": "voxel energies that are NaN or inf: {n} (first in event {first})",
-            "negative_s": "negative voxel energies: {n} (first in event {first}, lowest {x:.10g} MeV)",
-        }
-        for kind, text in texts.items():
-            if kind in self.bad:
-                n, first, x = self.bad[kind]
-                messages.append(f"{p}: " + text.format(n=n, first=first, x=x))
-        return messages
-
-
 def _chunk_events(n_voxels: int, cap: int | None = None) -> int:
     rows = max(1, _READ_BUDGET_BYTES // (4 * n_voxels))
     return min(rows, cap) if cap else rows
 
 
-def _stream(f: h5py.File, path: Path, content: _Content, stop: int, chunk: int,
+def _stream(f: h5py.File, path: Path, content: ContentCheck, stop: int, chunk: int,
             ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Chunks (start, energies (n,), showers (n, V)) as stored, each checked by `content`."""
     for start in range(0, stop, chunk):
@@ -302,7 +197,7 @@ def _raise(problems: list[str]) -> None:
 
 
 def _checked_layout(f: h5py.File, path: Path, geometry: Geometry) -> None:
-    _raise(_layout_problems(f, path, geometry)[0])
+    _raise(layout_problems(f, path, geometry)[0])
 
 
 def iter_showers(path: str | Path, dataset: str, chunk_events: int = 10000,
@@ -313,11 +208,11 @@ def iter_showers(path: str | Path, dataset: str, chunk_events: int = 10000,
     path, geometry = Path(path), load_geometry(dataset)
     with _open(path) as f:
         _checked_layout(f, path, geometry)
-        content = _Content(path, geometry, energy_range_mev(dataset))
+        content = ContentCheck(path, geometry, energy_range_mev(dataset))
         chunk = _chunk_events(geometry.n_voxels, chunk_events)
         for _, energies, showers in _stream(f, path, content, f[SHOWERS].shape[0], chunk):
             _raise(content.problems())
-            yield energies.astype(np.float32), showers.astype(np.float32)
+            yield energies.astype(np.float32, copy=False), showers.astype(np.float32, copy=False)
 
 
 def read_showers(path: str | Path, dataset: str, *, max_events: int | None = None,
@@ -333,7 +228,7 @@ def read_showers(path: str | Path, dataset: str, *, max_events: int | None = Non
         n = f[SHOWERS].shape[0] if max_events is None else min(max_events, f[SHOWERS].shape[0])
         energies_out = np.empty(n, np.float32)                       # (N,)
         showers_out = np.empty((n, geometry.n_voxels), np.float32)    # (N, V)
-        content = _Content(path, geometry, energy_range_mev(dataset))
+        content = ContentCheck(path, geometry, energy_range_mev(dataset))
         for start, energies, showers in _stream(f, path, content, n, _chunk_events(geometry.n_voxels)):
             energies_out[start:start + len(energies)] = energies
             showers_out[start:start + len(energies)] = showers
@@ -353,48 +248,6 @@ def count_events(path: str | Path) -> int:
 
 # ---- whole-file inspection ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class FileSummary:
-    """What a valid file holds (energies in MeV)."""
-
-    path: Path
-    dataset: str
-    events: int
-    n_voxels: int
-    dtype: str
-    energy_min_mev: float
-    energy_max_mev: float
-    distinct_energies: int               # capped: more than _DISTINCT_CAP reads as "continuous"
-    layer_sparsity: dict[int, float]     # layer id -> fraction of its voxels with zero energy
-    etot_over_einc_mean: float
-    etot_over_einc_std: float
-    md5: str
-
-    def lines(self) -> list[str]:
-        distinct = (f"{self.distinct_energies} distinct values" if self.distinct_energies <= _DISTINCT_CAP
-                    else "continuous")
-        sparsity = ", ".join(f"{k}: {v:.3f}" for k, v in self.layer_sparsity.items())
-        return [
-            f"file            {self.path}",
-            f"dataset         {self.dataset} ({self.n_voxels} voxels, stored as {self.dtype})",
-            f"events          {self.events}",
-            f"E_inc           {self.energy_min_mev:.10g} .. {self.energy_max_mev:.10g} MeV ({distinct})",
-            f"E_tot/E_inc     mean {self.etot_over_einc_mean:.4f}, std {self.etot_over_einc_std:.4f}",
-            f"sparsity        per layer id (fraction of zero voxels): {sparsity}",
-            f"md5             {self.md5}",
-        ]
-
-
-@dataclass(frozen=True)
-class Inspection:
-    """The outcome of checking a whole file: every problem, or a summary when there is none."""
-
-    path: Path
-    dataset: str
-    problems: list[str]
-    summary: FileSummary | None
-
-
 def inspect_file(path: str | Path, dataset: str) -> Inspection:
     """Check a whole file against the official layout and the dataset's geometry and energy range,
     streaming in bounded chunks; never raises DataError, returns every problem found."""
@@ -402,27 +255,19 @@ def inspect_file(path: str | Path, dataset: str) -> Inspection:
     problems: list[str] = []
     try:
         with _open(path) as f:
-            problems, streamable = _layout_problems(f, path, geometry)
+            problems, streamable = layout_problems(f, path, geometry)
             if not streamable:
                 return Inspection(path, geometry.name, problems, None)
             n_events, n_voxels = min(f[ENERGIES].shape[0], f[SHOWERS].shape[0]), f[SHOWERS].shape[1]
-            content = _Content(path, geometry, energy_range_mev(dataset), n_voxels == geometry.n_voxels)
+            content = ContentCheck(path, geometry, energy_range_mev(dataset), n_voxels == geometry.n_voxels)
             for _ in _stream(f, path, content, n_events, _chunk_events(n_voxels)):
                 pass
             dtype = str(f[SHOWERS].dtype)
     except DataError as err:
         return Inspection(path, geometry.name, [*problems, str(err)], None)
     problems += content.problems()
-    if problems:
-        return Inspection(path, geometry.name, problems, None)
-    mean = content.ratio_sum / max(content.ratio_n, 1)
-    var = content.ratio_sumsq / max(content.ratio_n, 1) - mean**2
-    sparsity = {layer.layer_id: float(zeros) / (content.events * layer.n_voxels)
-                for layer, zeros in zip(geometry.layers, content.zeros_per_layer, strict=True)}
-    summary = FileSummary(path, geometry.name, content.events, geometry.n_voxels, dtype, content.e_min,
-                          content.e_max, len(content.distinct), sparsity, mean, float(np.sqrt(max(var, 0.0))),
-                          file_md5(path))
-    return Inspection(path, geometry.name, [], summary)
+    summary = None if problems else content.summary(dtype, file_md5(path))
+    return Inspection(path, geometry.name, problems, summary)
 
 
 def validate_file(path: str | Path, dataset: str, *, use_cache: bool = True) -> str:

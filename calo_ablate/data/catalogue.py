@@ -19,7 +19,6 @@ __all__ = [
     "OfficialFile",
     "Role",
     "energy_range_mev",
-    "official_file",
     "official_files",
     "record_of",
 ]
@@ -92,15 +91,6 @@ def official_files(dataset: str, role: Role | Literal["all"] = "all") -> list[Of
         msg = f"unknown file role {role!r}: expected train, eval or all"
         raise ConfigError(msg)
     return [f for f in record_of(dataset).files if role == "all" or f.role == role]
-
-
-def official_file(name: str) -> OfficialFile | None:
-    """The catalogue entry of a file name, or None if it is not an official name."""
-    for record in CATALOGUE.values():
-        for file in record.files:
-            if file.name == name:
-                return file
-    return None
 
 
 def energy_range_mev(dataset: str) -> tuple[float, float]:

@@ -31,7 +31,7 @@ from torch import nn
 from calo_ablate.config import ClassifierConfig
 from calo_ablate.errors import DataError
 
-__all__ = ["low_level_inputs", "high_level_inputs", "train_once", "classifier_scores"]
+__all__ = ["classifier_scores", "high_level_inputs", "low_level_inputs", "train_once"]
 
 SPLIT = (0.6, 0.2, 0.2)  # train, test (best epoch + calibration), validation (reported scores)
 PROB_CLIP = 1e-6
@@ -89,7 +89,7 @@ def train_once(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     x_train, x_test, x_val = (torch.as_tensor((p - mean) / std, dtype=torch.float32, device=device)
                               for p in parts)
-    y_train, y_test, y_val = (torch.as_tensor(y, dtype=torch.float32, device=device) for y in labels)
+    y_train, y_test = (torch.as_tensor(y, dtype=torch.float32, device=device) for y in labels[:2])
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -21,7 +21,7 @@ from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.evaluation.evaluate import evaluate_samples, threshold_for
 from calo_ablate.evaluation.plots import plot_histogram_grid
 
-__all__ = ["main", "equal_sizes", "format_summary"]
+__all__ = ["equal_sizes", "format_summary", "main"]
 
 Sample = tuple[np.ndarray, np.ndarray]
 
@@ -42,14 +42,12 @@ def equal_sizes(first: Sample, second: Sample, seed: int = 0) -> tuple[Sample, S
 def format_summary(metrics: dict[str, float]) -> str:
     """The headline numbers, one per line, then every separation power."""
     lines = [
-        f"classifier AUC, low-level   {metrics['auc_low']:.4f} +- {metrics['auc_low_std']:.4f}"
-        f"   (JSD {metrics['jsd_low']:.4f} +- {metrics['jsd_low_std']:.4f})",
-        f"classifier AUC, high-level  {metrics['auc_high']:.4f} +- {metrics['auc_high_std']:.4f}"
-        f"   (JSD {metrics['jsd_high']:.4f} +- {metrics['jsd_high_std']:.4f})",
+        *(f"classifier AUC, {level + '-level':<11} {metrics[f'auc_{level}']:.4f} +- "
+          f"{metrics[f'auc_{level}_std']:.4f}   (JSD {metrics[f'jsd_{level}']:.4f} +- "
+          f"{metrics[f'jsd_{level}_std']:.4f})" for level in ("low", "high")),
         f"FPD x 1e3                   {metrics['fpd']:.4f} +- {metrics['fpd_err']:.4f}",
         f"KPD x 1e3                   {metrics['kpd']:.4f} +- {metrics['kpd_err']:.4f}",
-        f"separation power E_tot/E_inc {metrics['sep_e_ratio']:.4f}, mean over features "
-        f"{metrics['sep_mean']:.4f}",
+        f"separation power E_tot/E_inc {metrics['sep_e_ratio']:.4f}, mean {metrics['sep_mean']:.4f}",
         "separation power per feature:",
     ]
     seps = sorted((k[4:], v) for k, v in metrics.items() if k.startswith("sep_") and k != "sep_mean")

@@ -25,11 +25,11 @@ from calo_ablate.geometry import Geometry, Layer
 
 __all__ = [
     "READOUT_THRESHOLD_MEV",
-    "default_threshold_mev",
     "apply_threshold",
-    "feature_names",
-    "compute_features",
     "classifier_high_level_names",
+    "compute_features",
+    "default_threshold_mev",
+    "feature_names",
 ]
 
 # ds1: 1 MeV; ds2/3: 0.5 keV / 0.033 sampling fraction = 15.15 keV
@@ -107,6 +107,9 @@ def compute_features(
     if showers_mev.ndim != 2 or showers_mev.shape != (n, geometry.n_voxels):
         msg = (f"showers of shape {showers_mev.shape} with {n} incident energies: expected "
                f"({n}, {geometry.n_voxels}) for the {geometry.name} geometry")
+        raise DataError(msg)
+    if not np.all(energies > 0):
+        msg = f"incident energies must be > 0 MeV (E_tot / E_inc); smallest given: {energies.min()}"
         raise DataError(msg)
     out = {name: np.zeros(n) for name in feature_names(geometry)}
     for start in range(0, n, chunk_events):

@@ -14,20 +14,19 @@ Both are dimensionless; the evaluation reports them x 1e3.
 from __future__ import annotations
 
 import numpy as np
-from scipy import linalg
 from scipy.optimize import curve_fit
 
 from calo_ablate.config import canonical_dataset
 from calo_ablate.geometry import Geometry
 
 __all__ = [
-    "separation_power",
-    "histogram_counts",
     "feature_bins",
-    "standardise",
-    "frechet_distance",
     "fpd",
+    "frechet_distance",
+    "histogram_counts",
     "kpd",
+    "separation_power",
+    "standardise",
 ]
 
 
@@ -102,17 +101,26 @@ def standardise(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, n
     return (reference - mean) / std, (other - mean) / std
 
 
+def _psd_root(matrix: np.ndarray) -> np.ndarray:
+    """Symmetric square root of a symmetric positive semi-definite matrix (negative eigenvalues -> 0)."""
+    values, vectors = np.linalg.eigh(matrix)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
+
+
 def frechet_distance(x: np.ndarray, y: np.ndarray) -> float:
-    """||mu_x - mu_y||^2 + Tr(C_x + C_y - 2 (C_x C_y)^(1/2)) of Gaussian fits to (n, d) samples."""
+    """||mu_x - mu_y||^2 + Tr(C_x + C_y - 2 (C_x C_y)^(1/2)) of Gaussian fits to (n, d) samples.
+
+    Tr (C_x C_y)^(1/2) is computed as the sum of the square roots of the eigenvalues of the symmetric
+    C_x^(1/2) C_y C_x^(1/2), which has the same eigenvalues as C_x C_y: the same number as a general
+    matrix square root, stable, and far faster for the 226 features of datasets 2 and 3.
+    """
     mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
     c_x, c_y = np.atleast_2d(np.cov(x, rowvar=False)), np.atleast_2d(np.cov(y, rowvar=False))
-    with np.errstate(all="ignore"):
-        root = linalg.sqrtm(c_x @ c_y)
-    if not np.isfinite(root).all():  # nearly singular product: regularise the diagonal
-        eps = 1e-6 * np.eye(len(c_x))
-        root = linalg.sqrtm((c_x + eps) @ (c_y + eps))
+    root_x = _psd_root(c_x)
+    product = root_x @ c_y @ root_x
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0.0, None)).sum()
     diff = mu_x - mu_y
-    return float(diff @ diff + np.trace(c_x) + np.trace(c_y) - 2.0 * np.trace(root.real))
+    return float(diff @ diff + np.trace(c_x) + np.trace(c_y) - 2.0 * trace_root)
 
 
 def _line(inverse_n: np.ndarray, intercept: float, slope: float) -> np.ndarray:

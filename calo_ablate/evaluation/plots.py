@@ -9,23 +9,24 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.ticker import MaxNLocator
 
-from calo_ablate.config import canonical_dataset  # noqa: E402
-from calo_ablate.evaluation.features import compute_features, default_threshold_mev, feature_names  # noqa: E402
-from calo_ablate.evaluation.metrics import feature_bins, histogram_counts, separation_power  # noqa: E402
-from calo_ablate.geometry import Geometry, load_geometry  # noqa: E402
+from calo_ablate.config import canonical_dataset
+from calo_ablate.evaluation.features import compute_features, default_threshold_mev, feature_names
+from calo_ablate.evaluation.metrics import feature_bins, histogram_counts, separation_power
+from calo_ablate.geometry import Geometry, load_geometry
 
 __all__ = ["plot_histogram_grid", "plotted_features"]
 
-MAX_PANELS = 40
+MAX_PANELS = 48
 COLUMNS = 6
 UNITS = {"e_tot": "MeV", "e_layer": "MeV", "centre": "mm", "width": "mm"}
 
 
 def plotted_features(geometry: Geometry) -> list[str]:
-    """All features when there are at most 40; else E_tot/E_inc, E_tot and, for 5 layers evenly
+    """All features when there are at most 48; else E_tot/E_inc, E_tot and, for 5 layers evenly
     spread over the depth, E_layer, the eta/phi centres and widths and the sparsity."""
     names = feature_names(geometry)
     if len(names) <= MAX_PANELS:
@@ -61,7 +62,8 @@ def plot_histogram_grid(
     rows = math.ceil(len(names) / COLUMNS)
     height = 3.1 * rows + 0.8  # inches
     fig = plt.figure(figsize=(3.3 * COLUMNS, height), dpi=90)
-    outer = fig.add_gridspec(rows, COLUMNS, hspace=0.32, wspace=0.32, top=1 - 0.8 / height, bottom=0.3 / height)
+    outer = fig.add_gridspec(rows, COLUMNS, hspace=0.32, wspace=0.32, left=0.04, right=0.99,
+                             top=1 - 0.8 / height, bottom=0.3 / height)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]
     for k, name in enumerate(names):
         row, col = divmod(k, COLUMNS)
@@ -81,9 +83,11 @@ def plot_histogram_grid(
             bottom.stairs(ratio, edges, color=colour, linewidth=1.0, baseline=None)
         top.set_title(_label(name), fontsize=9)
         top.tick_params(labelbottom=False, labelsize=7)
-        top.legend(fontsize=6, loc="best", frameon=False)
+        top.legend(fontsize=6, loc="upper right", frameon=False)  # "best" costs seconds per grid
         bottom.axhline(1.0, color="C0", linewidth=0.8)
         bottom.set_ylim(0.0, 2.0)
+        bottom.set_yticks([0.5, 1.0, 1.5])
+        top.yaxis.set_major_locator(MaxNLocator(4))
         bottom.tick_params(labelsize=7)
         bottom.set_ylabel("gen/ref", fontsize=7)
         if name == "e_tot" or name.startswith("e_layer"):
@@ -92,6 +96,6 @@ def plot_histogram_grid(
                  f"readout threshold {threshold:g} MeV)", fontsize=12, y=1 - 0.25 / height)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    fig.savefig(path)
     plt.close(fig)
     return path

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from calo_ablate.errors import ConfigError
+
 __all__ = ["ResidualBlock1d", "SelfAttention1d", "UNet1d"]
 
 
@@ -75,8 +77,9 @@ class UNet1d(nn.Module):
                  kernel_size: int, cond_dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         if len(widths) != len(attention) or not widths:
-            msg = f"UNet1d: widths {widths} and attention {attention} must be non-empty and of equal length"
-            raise ValueError(msg)
+            msg = (f"model.voxel.widths={widths} and model.voxel.attention={attention}: expected non-empty "
+                   f"lists of equal length")
+            raise ConfigError(msg)
         self.pad_multiple = 2 ** (len(widths) - 1)
         self.lift = nn.Conv1d(1, lift_channels, 1)
 

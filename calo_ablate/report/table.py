@@ -266,12 +266,14 @@ def markdown(table: StudyTable) -> str:
         cells = [row.title, *[_fmt_stat(m, st.get(m)) for m in loss_metrics], delta_text(table, row),
                  *[_fmt_stat(m, st.get(m)) for m, _ in table.columns], note_text(table, row)]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    legend = (f"Mean ± std over seeds (std with ddof 1); `*`: Welch t-test against the base, p < {P_THRESHOLD}. "
+              "Losses: validation, final epoch. Change vs base: of the mean loss; \"not comparable\" where the "
+              "row changes the noise schedule or another loss-defining field.")
+    if any(m in dict(QUALITY) for m, _ in table.columns):
+        legend += " Separation power: 0 identical, 1 disjoint; AUC 0.5 = indistinguishable; FPD x 1e3."
     lines += [
         "",
-        (f"Mean ± std over seeds (std with ddof 1); `*`: Welch t-test against the base, p < {P_THRESHOLD}. "
-        "Losses: validation, final epoch. Change vs base: of the mean loss; \"not comparable\" where the row "
-        "changes the noise schedule or another loss-defining field. Separation power: 0 identical, 1 disjoint; "
-        "AUC 0.5 = indistinguishable; FPD x 1e3. All metrics, unrounded: table.csv."),
+        legend + " All metrics, unrounded: table.csv.",
         "",
         "What was not measured:",
         *[f"- {line}" for line in _not_measured(table)],

@@ -269,7 +269,7 @@ class StudyQueue:
             elif trial.state == TrialState.WAITING:
                 waiting += len(attrs.get("cells", []))
             for cell, error in attrs.get("errors", {}).items():
-                if cell not in done:
+                if cell not in done and cell in plan_cells:
                     failed[cell] = error
         for cell in list(failed):
             if any(cell in t.user_attrs.get("cells", []) and t.state in (TrialState.WAITING, TrialState.RUNNING)

@@ -1,0 +1,227 @@
+"""Speed and memory figures of the base model on this machine (`make bench`); prints, asserts nothing.
+
+    python -m calo_ablate.bench --dataset 1 [--threads N] [--gen-batches 1,100,10000]
+
+One function per measurement, `main` prints them:
+- matmul_flops: fp32 square-matmul FLOP/s, the machine's reference rate (same process, same threads);
+- train_flops_per_shower: model FLOPs of one training step per shower (forward + backward of both
+  nets, counted with torch.utils.flop_counter.FlopCounterMode);
+- training_throughput: showers/s of real Lightning training steps (optimizer, clipping, EMA included)
+  on random preprocessed-shape batches of train.batch_size;
+- generation_ms_per_shower: DDIM generation with the EMA net at a given batch size. To bound the
+  bench's time a few DDIM steps are timed and the time per step is scaled to the full step count;
+- peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from calo_ablate.config import Config, canonical_dataset, resolve_config
+from calo_ablate.geometry import load_geometry
+
+__all__ = [
+    "GenerationTiming", "matmul_flops", "train_flops_per_shower", "training_throughput",
+    "generation_ms_per_shower", "peak_memory_mib", "main",
+]
+
+FEWER_STEPS_FACTOR = 0.125  # the registry's fewer-steps ablation: sample.steps_factor (64 of 512)
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _random_batch(n: int, n_layers: int, n_voxels: int, device: torch.device, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Preprocessed-shape inputs: cond (n, 1) in [0, 1], layer (n, L) and voxel (n, V) standard normal."""
+    g = torch.Generator().manual_seed(seed)
+    parts = (torch.rand(n, 1, generator=g), torch.randn(n, n_layers, generator=g),
+             torch.randn(n, n_voxels, generator=g))
+    return tuple(p.to(device) for p in parts)  # type: ignore[return-value]
+
+
+def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None = None) -> float:
+    """Best fp32 FLOP/s of a (size x size) @ (size x size) matmul over `repeats` tries (2 size^3 FLOPs each)."""
+    device = device or _device()
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: int = 16) -> float:
+    """Model FLOPs per shower of one training step: forward and backward of both nets (no optimizer)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from calo_ablate.model.calo_score import CaloScoreModule
+
+    module = CaloScoreModule(config, n_voxels, n_layers)
+    inputs = _random_batch(batch, n_layers, n_voxels, torch.device("cpu"))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module.losses(inputs)[0].backward()
+    return counter.get_total_flops() / batch
+
+
+def generation_flops_per_shower_step(config: Config, n_voxels: int, n_layers: int, batch: int = 4) -> float:
+    """Model FLOPs per shower of one DDIM step of both nets (forward only)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from calo_ablate.model.calo_score import CaloScoreModule
+
+    module = CaloScoreModule(config, n_voxels, n_layers).eval()
+    cond = torch.rand(batch, 1)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        module.sample(cond, steps=1, batch_size=batch)
+    return counter.get_total_flops() / batch
+
+
+def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_steps: int = 4,
+                        warmup_steps: int = 2) -> float:
+    """Showers/s of Lightning training steps at train.batch_size, after `warmup_steps` untimed steps."""
+    import lightning.pytorch as pl
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from calo_ablate.model.calo_score import CaloScoreModule
+
+    class StepTimer(pl.Callback):
+        def __init__(self) -> None:
+            self.seconds = 0.0
+            self.showers = 0
+            self._start = 0.0
+
+        def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Sequence,
+                                 batch_idx: int) -> None:
+            _sync(module.device)
+            self._start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: object,
+                               batch: Sequence, batch_idx: int) -> None:
+            _sync(module.device)
+            if batch_idx >= warmup_steps:
+                self.seconds += time.perf_counter() - self._start
+                self.showers += batch[0].shape[0]
+
+    size = config.train.batch_size
+    steps = warmup_steps + timed_steps
+    data = TensorDataset(*_random_batch(size * steps, n_layers, n_voxels, torch.device("cpu")))
+    timer = StepTimer()
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+                         precision=config.train.precision, callbacks=[timer],
+                         accelerator="gpu" if _device().type == "cuda" else "cpu", devices=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.fit(CaloScoreModule(config, n_voxels, n_layers), DataLoader(data, batch_size=size))
+    return timer.showers / timer.seconds
+
+
+@dataclass
+class GenerationTiming:
+    """Generation cost at one batch size: ms per shower for `steps` DDIM steps, measured over `timed_steps`."""
+
+    batch_size: int
+    ms_per_shower_step: float
+    timed_steps: int
+
+    def ms_per_shower(self, steps: int) -> float:
+        return self.ms_per_shower_step * steps
+
+
+def generation_ms_per_shower(config: Config, n_voxels: int, n_layers: int, batch_size: int,
+                             timed_steps: int = 2) -> GenerationTiming:
+    """Time `timed_steps` DDIM steps (layer and voxel nets, EMA weights) at `batch_size` after a one-step
+    warm-up (skipped for batches of 1000 and more, where one step already takes long)."""
+    from calo_ablate.model.calo_score import CaloScoreModule
+
+    device = _device()
+    module = CaloScoreModule(config, n_voxels, n_layers).to(device).eval()
+    cond = torch.rand(batch_size, 1, device=device)
+    if batch_size < 1000:
+        module.sample(cond, steps=1, batch_size=batch_size)
+    _sync(device)
+    start = time.perf_counter()
+    module.sample(cond, steps=timed_steps, batch_size=batch_size)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    return GenerationTiming(batch_size, 1000 * seconds / timed_steps / batch_size, timed_steps)
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m calo_ablate.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="1", help="CaloChallenge dataset (default 1 = 1-photons)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--gen-batches", default="1,100,10000", help="generation batch sizes, comma-separated")
+    parser.add_argument("--train-steps", type=int, default=4, help="timed training steps (after 2 warm-up)")
+    parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed"],
+                        help="train.precision for the training measurement (default: the config's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dataset = canonical_dataset(args.dataset)
+    config = resolve_config(dataset, "full", cli_set=[f"train.precision={args.precision}"] if args.precision else None)
+    geometry = load_geometry(dataset)
+    v, layers = geometry.n_voxels, geometry.n_layers
+    device = _device()
+    steps_full = config.sample.steps
+    steps_fewer = max(1, round(steps_full * FEWER_STEPS_FACTOR))
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"calo-ablate bench: dataset {dataset} base model ({v} voxels, {layers} layers) on {name}, "
+          f"torch {torch.__version__}")
+
+    reference = matmul_flops(device=device)
+    print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s")
+    flops = train_flops_per_shower(config, v, layers)
+    showers_s = training_throughput(config, v, layers, timed_steps=args.train_steps)
+    achieved = showers_s * flops
+    print(f"training ({config.train.precision}, batch {config.train.batch_size}): {showers_s:8.1f} showers/s; "
+          f"{flops / 1e9:.3f} GFLOP/shower (fwd+bwd) -> {achieved / 1e9:.1f} GFLOP/s = "
+          f"{100 * achieved / reference:.0f}% of the matmul rate")
+
+    gen_flops = generation_flops_per_shower_step(config, v, layers)
+    print(f"generation (EMA net, fp32, {gen_flops / 1e6:.0f} MFLOP per shower per DDIM step; "
+          f"a few steps timed per batch size and scaled per step):")
+    for batch in (int(b) for b in args.gen_batches.split(",")):
+        try:
+            timing = generation_ms_per_shower(config, v, layers, batch, timed_steps=1 if batch >= 1000 else 2)
+        except RuntimeError as err:  # out of memory at a large batch
+            print(f"  batch {batch:>6}: not measured ({str(err).splitlines()[0]})")
+            continue
+        rate = gen_flops / (timing.ms_per_shower_step / 1000)
+        print(f"  batch {batch:>6}: {timing.ms_per_shower(steps_full):10.1f} ms/shower at {steps_full} steps, "
+              f"{timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
+              f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s)")
+    print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""The ablation study end to end at smoke size with a tiny model: table rows, shared training, failure
+isolation and retry, rerun without retraining, two workers, --fail-fast, kill -9 and resume, search,
+and the report rebuilt from MLflow alone."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from calo_ablate.cli import main
+
+REGISTRY = """\
+ablations:
+  base: {title: Base}
+  broken: {title: Broken on purpose, why: a learning rate that makes the loss non-finite, set: {train.lr: 1.0e+30}}
+  fewer_steps: {title: Fewer time steps, set: {sample.steps_factor: 0.5}}
+  higher_lr: {title: Increased learning rate, set: {train.lr: 1.0e-3}}
+  less_noise: {title: Decrease noise, set: {diffusion.noise_scale: 0.5}}
+  lr_search:
+    title: Learning-rate search
+    search: {param: train.lr, low: 1.0e-4, high: 1.0e-3, log: true, trials: 2}
+"""
+TINY = ["data.max_train_events=100", "train.batch_size=32", "model.voxel.widths=[8,8]",
+        "model.voxel.attention=[false,false]", "model.voxel.block_depth=1", "model.voxel.lift_channels=4",
+        "model.embed_dim=16", "model.layer.mlp_dim=16", "sample.steps=4", "evaluate.n_events=50",
+        "evaluate.timing_batch_sizes=[1,10]", "evaluate.classifier.hidden=16", "evaluate.classifier.epochs=2",
+        "evaluate.classifier.trainings=1", "evaluate.classifier.batch_size=50"]
+NO_EVAL = ["evaluate.enabled=false"]
+
+
+def ablate_args(tmp: Path, data: Path, study: str, only: str, *extra: str, sets: list[str] = ()) -> list[str]:
+    args = ["ablate", "--profile", "smoke", "--seeds", "1", "--registry", str(tmp / "ablations.yaml"),
+            "--results-dir", str(tmp / "results"), "--study", study, "--only", only, *extra]
+    for item in [f"data.data_dir={data}", *TINY, *sets]:
+        args += ["--set", item]
+    return args
+
+
+def child_runs(study_dir: Path) -> list:
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(study_dir.name)
+    return client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'cell'")
+
+
+def table_rows(study_dir: Path) -> list[str]:
+    return [line for line in (study_dir / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
+
+
+def trials(study_dir: Path) -> list:
+    from calo_ablate.study.queue import StudyQueue
+
+    return StudyQueue(str(study_dir / "optuna.journal"), study_dir.name, create=False).trials()
+
+
+def stamps(study_dir: Path) -> dict[str, float]:
+    """mtime of every finished training's files: unchanged means nothing retrained."""
+    finished = [p.parent for p in (study_dir / "runs").glob("*/result.json")]
+    return {str(p): p.stat().st_mtime for d in finished for p in d.iterdir()}
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> dict:
+    """One study, two workers: base (+ fewer_steps sharing its training), less_noise and a failing cell."""
+    tmp = tmp_path_factory.mktemp("study")
+    (tmp / "ablations.yaml").write_text(REGISTRY)
+    args = ablate_args(tmp, photon_dir, "smoke", "fewer_steps,less_noise,broken", "--workers", "2")
+    code = main(args)
+    return {"tmp": tmp, "data": photon_dir, "args": args, "code": code, "dir": tmp / "results" / "smoke",
+            "runs": {r.info.run_name: r.info.run_id for r in child_runs(tmp / "results" / "smoke")}}
+
+
+def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> None:
+    assert study["code"] == 1  # one cell failed
+    rows = table_rows(study["dir"])
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| reference vs reference", "| Base", "| Broken on purpose", "| Fewer time steps", "| Decrease noise"]
+    header = (study["dir"] / "table.md").read_text()
+    for column in ("| Loss | Voxel Loss | Layer Loss | Change vs base |", "Parameters", "s / epoch",
+                   "Gen. ms / shower (batch 10)", "Sep. E_tot/E_inc", "Mean sep.", "AUC low", "AUC high", "FPD"):
+        assert column in header
+    assert "synthetic stand-in" in header and "smoke" in header
+    assert "s0 failed: TrainingError: non-finite training loss" in rows[2]
+    assert "shares the base's training" in rows[3] and "+0.0 %" in rows[3]
+    assert "not comparable" in rows[4]
+    base, fewer = rows[1].split(" | "), rows[3].split(" | ")
+    assert base[1:4] == fewer[1:4]  # the same training, the same losses
+    for name in ("loss_curves.png", "histograms.png", "table.csv"):
+        assert (study["dir"] / name).is_file()
+
+
+def test_two_workers_ran_every_cell_once(study: dict) -> None:
+    names = sorted(study["runs"])
+    assert names == ["base/s0", "broken/s0", "fewer_steps/s0", "less_noise/s0"]  # one run per cell
+    done = [c for t in trials(study["dir"]) for c in t.user_attrs.get("cells_done", [])]
+    assert sorted(done) == sorted(["reference", "base/s0", "fewer_steps/s0", "less_noise/s0"])
+    results = list((study["dir"] / "runs").glob("*/result.json"))
+    assert len(results) == 2  # base (shared with fewer_steps) and less_noise; broken never finished
+    pids = {t.user_attrs.get("pid") for t in trials(study["dir"])}
+    assert len(pids) == 2  # both workers took units
+
+
+def test_report_rebuilds_from_mlflow_alone(study: dict, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "results" / "smoke"
+    elsewhere.mkdir(parents=True)
+    shutil.copy(study["dir"] / "mlflow.db", elsewhere / "mlflow.db")
+    assert main(["report", "--study", "smoke", "--results-dir", str(tmp_path / "results")]) == 0
+    assert table_rows(elsewhere) == table_rows(study["dir"])
+    assert (elsewhere / "loss_curves.png").is_file()
+    assert not (elsewhere / "histograms.png").exists()  # needs the cached samples, which stayed behind
+
+
+def test_rerun_retries_the_failed_cell_and_retrains_nothing_else(study: dict,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    before, n_trials = stamps(study["dir"]), len(trials(study["dir"]))
+    args = [a for a in study["args"] if a not in ("--workers", "2")]
+    assert main(args) == 1  # retried, fails again
+    assert "1 cells to run" in capsys.readouterr().out
+    assert stamps(study["dir"]) == before
+    assert len(trials(study["dir"])) == n_trials + 1  # one new attempt: the failed unit
+    after = {r.info.run_name: r.info.run_id for r in child_runs(study["dir"])}
+    assert after == study["runs"]  # the retry went into the same run
+
+    only_good = list(args)
+    only_good[only_good.index("--only") + 1] = "fewer_steps,less_noise"
+    assert main(only_good) == 0
+    assert "0 cells to run" in capsys.readouterr().out
+    assert stamps(study["dir"]) == before
+    assert len(trials(study["dir"])) == n_trials + 1
+    assert {r.info.run_name: r.info.run_id for r in child_runs(study["dir"])} == study["runs"]
+    assert "Broken" not in (study["dir"] / "table.md").read_text()
+
+
+def test_fail_fast_stops_at_the_first_failure(study: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ablate_args(study["tmp"], study["data"], "failfast", "broken,higher_lr", "--fail-fast", sets=NO_EVAL)
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "study stopped: --fail-fast: broken/s0 failed" in captured.out
+    rows = table_rows(study["tmp"] / "results" / "failfast")
+    assert [r.split(" | ")[0] for r in rows] == ["| Base", "| Broken on purpose", "| Increased learning rate"]
+    assert "s0 failed" in rows[1] and "s0 not run" in rows[2]
+    text = (study["tmp"] / "results" / "failfast" / "table.md").read_text()
+    assert "AUC" not in text and "Sep." not in text and "Gen. ms" not in text  # no evaluation, no such columns
+
+
+def test_kill_9_of_the_process_group_then_resume_into_the_same_runs(study: dict) -> None:
+    args = ablate_args(study["tmp"], study["data"], "killed", "base", sets=[*NO_EVAL, "train.max_epochs=3"])
+    study_dir = study["tmp"] / "results" / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "calo_ablate.cli", *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list((study_dir / "runs").glob("*/last.ckpt")):  # killed after its first checkpoint
+        assert proc.poll() is None, "the study ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = {r.info.run_name: r.info.run_id for r in child_runs(study_dir)}
+    assert list(interrupted) == ["base/s0"]
+
+    assert main(args) == 0
+    runs = child_runs(study_dir)
+    assert [(r.info.run_name, r.info.run_id, r.info.status) for r in runs] == \
+           [("base/s0", interrupted["base/s0"], "FINISHED")]
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    steps = [m.step for m in client.get_metric_history(interrupted["base/s0"], "val/loss")]
+    assert len(set(steps)) == 3
+    # resumed from the checkpoint: the first epoch, finished before the kill, was never trained again
+    # (an epoch cut short by the kill is trained again and may be logged twice)
+    assert steps.count(min(steps)) == 1
+    assert any(t.user_attrs.get("interrupted") for t in trials(study_dir))
+
+
+def test_search_reports_its_best_trial(study: dict) -> None:
+    args = ablate_args(study["tmp"], study["data"], "search", "lr_search", sets=NO_EVAL)
+    assert main(args) == 0
+    study_dir = study["tmp"] / "results" / "search"
+    row = table_rows(study_dir)[1]
+    assert row.startswith("| Learning-rate search") and "best of 2 trials" in row and "train.lr = " in row
+    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("search")
+    nested = client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'search_trial'")
+    assert len(nested) == 2
+    frame = (study_dir / "table.csv").read_text()
+    assert "search_trials_mean" in frame
