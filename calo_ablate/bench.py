@@ -29,8 +29,13 @@ from calo_ablate.config import Config, canonical_dataset, resolve_config
 from calo_ablate.geometry import load_geometry
 
 __all__ = [
-    "GenerationTiming", "matmul_flops", "train_flops_per_shower", "training_throughput",
-    "generation_ms_per_shower", "peak_memory_mib", "main",
+    "GenerationTiming",
+    "generation_ms_per_shower",
+    "main",
+    "matmul_flops",
+    "peak_memory_mib",
+    "train_flops_per_shower",
+    "training_throughput",
 ]
 
 FEWER_STEPS_FACTOR = 0.125  # the registry's fewer-steps ablation: sample.steps_factor (64 of 512)
@@ -153,8 +158,8 @@ class GenerationTiming:
 
 def generation_ms_per_shower(config: Config, n_voxels: int, n_layers: int, batch_size: int,
                              timed_steps: int = 2) -> GenerationTiming:
-    """Time `timed_steps` DDIM steps (layer and voxel nets, EMA weights) at `batch_size` after a one-step
-    warm-up (skipped for batches of 1000 and more, where one step already takes long)."""
+    """Time `timed_steps` DDIM steps (layer and voxel nets, EMA weights, sample.precision) at `batch_size`
+    after a one-step warm-up (skipped for batches of 1000 and more, where one step already takes long)."""
     from calo_ablate.model.calo_score import CaloScoreModule
 
     device = _device()
@@ -207,18 +212,21 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{100 * achieved / reference:.0f}% of the matmul rate")
 
     gen_flops = generation_flops_per_shower_step(config, v, layers)
-    print(f"generation (EMA net, fp32, {gen_flops / 1e6:.0f} MFLOP per shower per DDIM step; "
+    print(f"generation (EMA net, {gen_flops / 1e6:.0f} MFLOP per shower per DDIM step; "
           f"a few steps timed per batch size and scaled per step):")
+    bf16 = config.model_copy(update={"sample": config.sample.model_copy(update={"precision": "bf16-mixed"})})
     for batch in (int(b) for b in args.gen_batches.split(",")):
-        try:
-            timing = generation_ms_per_shower(config, v, layers, batch, timed_steps=1 if batch >= 1000 else 2)
-        except RuntimeError as err:  # out of memory at a large batch
-            print(f"  batch {batch:>6}: not measured ({str(err).splitlines()[0]})")
-            continue
-        rate = gen_flops / (timing.ms_per_shower_step / 1000)
-        print(f"  batch {batch:>6}: {timing.ms_per_shower(steps_full):10.1f} ms/shower at {steps_full} steps, "
-              f"{timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
-              f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s)")
+        # bf16 (sample.precision=bf16-mixed) only below batch 1000, to bound the bench's time
+        for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 else []):
+            try:
+                timing = generation_ms_per_shower(cfg, v, layers, batch, timed_steps=1 if batch >= 1000 else 2)
+            except RuntimeError as err:  # out of memory at a large batch
+                print(f"  batch {batch:>6} {label}: not measured ({str(err).splitlines()[0]})")
+                continue
+            rate = gen_flops / (timing.ms_per_shower_step / 1000)
+            print(f"  batch {batch:>6} {label}: {timing.ms_per_shower(steps_full):10.1f} ms/shower at {steps_full} "
+                  f"steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
+                  f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s)")
     print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
     return 0
 

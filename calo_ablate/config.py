@@ -94,6 +94,8 @@ class SampleConfig(_Section):
     steps: int = Field(512, ge=1)
     steps_factor: float = Field(1.0, gt=0.0, le=1.0, description="fraction of `steps` actually used")
     batch_size: int = Field(100, ge=1)
+    precision: Literal["32-true", "bf16-mixed"] = Field(
+        "32-true", description="bf16-mixed: bf16 autocast of the nets while sampling (the DDIM update stays fp32)")
 
     @property
     def effective_steps(self) -> int:
@@ -114,6 +116,7 @@ class EvaluateConfig(_Section):
     n_events: int = Field(10000, ge=10, description="generated showers = reference showers per cell")
     threshold_mev: float | None = Field(None, ge=0.0, description="readout threshold, None = dataset's")
     timing_batch_sizes: list[int] = Field(default_factory=lambda: [1, 100, 10000])
+    timing_repeats: int = Field(3, ge=1, description="timed calls per batch size; the median is kept")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
 
 

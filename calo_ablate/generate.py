@@ -33,7 +33,7 @@ from calo_ablate.train import (
     default_tracking_uri,
 )
 
-__all__ = ["TrainedModel", "load_run", "generate_showers", "main"]
+__all__ = ["TrainedModel", "generate_showers", "load_run", "main"]
 
 
 @dataclass
@@ -124,17 +124,19 @@ def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None =
 
 
 def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: int | None = None,
-                     batch_size: int | None = None, seed: int = 0, progress: bool = True) -> np.ndarray:
+                     batch_size: int | None = None, seed: int = 0, progress: bool = True,
+                     precision: str | None = None) -> np.ndarray:
     """One shower per incident energy: energies_mev (N,) MeV -> showers (N, V) MeV, float32.
 
     steps: DDIM steps (default the run's sample.effective_steps); batch_size: showers per network
     call (default sample.batch_size); seed: the sampler noise; progress: a tqdm bar over batches
-    (shown only on a terminal).
+    (shown only on a terminal); precision: "32-true" or "bf16-mixed" for the nets while sampling
+    (default the run's sample.precision).
     """
     energies_mev = np.asarray(energies_mev, dtype=np.float32).reshape(-1)
     cond = torch.from_numpy(np.ascontiguousarray(trained.preprocessor.condition(energies_mev), dtype=np.float32))
     layer, voxel = trained.module.sample(cond, steps=steps, batch_size=batch_size, seed=seed,
-                                         progress=progress and sys.stderr.isatty())
+                                         progress=progress and sys.stderr.isatty(), precision=precision)
     showers = trained.preprocessor.inverse(energies_mev, layer.float().cpu().numpy(), voxel.float().cpu().numpy())
     return np.asarray(showers, dtype=np.float32)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -30,8 +31,14 @@ from calo_ablate.config import Config, canonical_dataset, flatten, resolve_confi
 from calo_ablate.errors import TrainingError
 
 __all__ = [
-    "TrainResult", "run_training", "ensure_experiment", "default_tracking_uri", "git_revision",
-    "config_params", "main", "print_params",
+    "TrainResult",
+    "config_params",
+    "default_tracking_uri",
+    "ensure_experiment",
+    "git_revision",
+    "main",
+    "print_params",
+    "run_training",
 ]
 
 VAL_METRICS = ("val/loss", "val/voxel_loss", "val/layer_loss")
@@ -169,6 +176,13 @@ def _attach_run(client: Any, experiment_id: str, run_dir: Path, run_id: str | No
     return run_id
 
 
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips, 'stopped' notes) out of the log;
+    its warnings and errors still show, and our own per-epoch lines say what happens."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch pytree deprecation inside Lightning
+
+
 def _trainer_kwargs(config: Config) -> dict[str, Any]:
     t = config.trainer
     return {
@@ -234,6 +248,8 @@ def run_training(
         torch.set_num_threads(config.trainer.threads)
 
     datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache")
+    preprocessor_path = run_dir / PREPROCESSOR_FILE
+    datamodule.preprocessor.save(preprocessor_path)  # fits or loads it; next to the checkpoints from the start
     module = CaloScoreModule(config, datamodule.n_voxels, datamodule.n_layers)
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
                                  save_top_k=1, save_last=True)
@@ -244,6 +260,7 @@ def run_training(
     callbacks.extend(extra_callbacks or [])
     logger = MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
                           log_model=False)
+    _quiet_lightning()
     trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config))
 
     last = run_dir / LAST_CHECKPOINT
@@ -266,15 +283,17 @@ def run_training(
         return TrainResult(run_id, checkpoint.best_model_path, {}, module.mean_epoch_seconds(),
                            module.n_trainable_parameters(), trainer.current_epoch)
 
+    # the final epoch's values: from this process, or from MLflow when the process that trained the last
+    # epoch died before result.json (the resumed fit then has no epoch left to run)
+    logged = client.get_run(run_id).data.metrics
     metrics = {}
     for name in VAL_METRICS:
-        value = trainer.callback_metrics.get(name)
+        value = trainer.callback_metrics.get(name, logged.get(name))
         if value is None:
-            msg = f"run {run_id}: no {name} was logged (did validation run? data.val_fraction={config.data.val_fraction})"
+            msg = f"run {run_id}: no {name} was logged (did validation run? data.val_fraction=" \
+                  f"{config.data.val_fraction})"
             raise TrainingError(msg)
         metrics[name] = float(value)
-    preprocessor_path = run_dir / PREPROCESSOR_FILE
-    datamodule.preprocessor.save(preprocessor_path)
     best = checkpoint.best_model_path or str(last)
     history = client.get_metric_history(run_id, "epoch_seconds")
     seconds = [m.value for m in history]
@@ -305,6 +324,8 @@ def _tag(key: str, value: str) -> Any:
 
 def main(args: Any) -> int:
     """`calo-ablate train --dataset 1 [--profile P] [--seed N] [--set k=v ...] [--tracking-uri URI]`."""
+    from lightning.pytorch.utilities import rank_zero_only
+
     from calo_ablate.data.source import ensure_data
 
     dataset = canonical_dataset(args.dataset)
@@ -318,6 +339,8 @@ def main(args: Any) -> int:
     started = time.perf_counter()
     result = run_training(config, files=files, run_dir=run_dir, tracking_uri=tracking_uri,
                           experiment_name=experiment, run_name=f"{dataset}-{args.profile}-seed{config.train.seed}")
+    if rank_zero_only.rank != 0:  # the other processes of a multi-process run report nothing
+        return 0
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
     print(f"run {result.run_id} ({experiment} in {tracking_uri}): {result.epochs} epoch(s), {losses}; "
           f"{result.seconds_per_epoch:.1f} s/epoch, {result.n_params:,} parameters, "
@@ -337,10 +360,10 @@ def print_params(args: Any) -> int:
     config = resolve_config(dataset, "full", cli_set=args.overrides)
     geometry = load_geometry(dataset)
     module = CaloScoreModule(config, geometry.n_voxels, geometry.n_layers)
-    breakdown = module.net.parameter_breakdown()
-    width = max(len(name) for name in breakdown)
+    parts = {k: v for k, v in module.net.parameter_breakdown().items() if k != "total"}
+    width = max(len(name) for name in parts)
     print(f"CaloScore v2, dataset {dataset} ({geometry.n_voxels} voxels, {geometry.n_layers} layers)")
-    for name, count in breakdown.items():
+    for name, count in parts.items():
         print(f"  {name:<{width}}  {count:>12,}")
     print(f"  {'total':<{width}}  {module.n_trainable_parameters():>12,}")
     return 0

@@ -57,3 +57,13 @@ def test_generate_command_writes_the_official_layout(trained_run: tuple[TrainRes
     assert energies.shape == (7,) and showers.shape == (7, 368)
     assert cli_main(["generate", "--run", "no-such-run", "--events", "7", "--out", str(out),
                      "--tracking-uri", uri]) == 2
+
+
+def test_bf16_sampling_stays_close_to_fp32(trained_run: tuple[TrainResult, str]) -> None:
+    result, uri = trained_run
+    trained = load_run(result.run_id, uri, device="cpu")
+    energies = np.array([1000.0, 65536.0, 4.0e6, 256.0], dtype=np.float32)   # MeV
+    fp32 = generate_showers(trained, energies, seed=1, progress=False)
+    bf16 = generate_showers(trained, energies, seed=1, progress=False, precision="bf16-mixed")
+    assert not np.array_equal(bf16, fp32)
+    np.testing.assert_allclose(bf16.sum(axis=1), fp32.sum(axis=1), rtol=1e-2)

@@ -30,13 +30,14 @@ def _files(data_dir: Path):
     return ensure_data("1", data_dir, log=lambda _: None)
 
 
-def _batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _batch(n: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, generator=g), torch.randn(n, 5, generator=g), torch.randn(n, 368, generator=g)
 
 
 @pytest.fixture(scope="module")
 def module() -> CaloScoreModule:
+    torch.set_num_threads(1)   # as the runs below do (trainer.threads=1): 2 threads on a shared 2-core CPU stall
     torch.manual_seed(0)
     return CaloScoreModule(resolve_config("1", "smoke"), 368, 5)
 
@@ -131,8 +132,8 @@ class _InterruptInSecondEpoch(pl.Callback):
 def test_interrupted_run_resumes_into_the_same_mlflow_run(photon_dir: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config, files, run_dir = _config(photon_dir, "train.max_epochs=2"), _files(photon_dir), tmp_path / "run"
-    kwargs = dict(files=files, run_dir=run_dir, tracking_uri=uri, experiment_name="resume", run_name="r",
-                  tags={"ablation": "base"})
+    kwargs = {"files": files, "run_dir": run_dir, "tracking_uri": uri, "experiment_name": "resume",
+              "run_name": "r", "tags": {"ablation": "base"}}
     with pytest.raises(KeyboardInterrupt):
         run_training(config, extra_callbacks=[_InterruptInSecondEpoch()], **kwargs)
     first_id = json.loads((run_dir / RUN_FILE).read_text())["run_id"]
@@ -154,4 +155,21 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(photon_dir: Path, tmp_
 
     again = run_training(config, **kwargs)   # finished: returned, not retrained
     assert again == result
+    (run_dir / RESULT_FILE).unlink()         # killed after the last epoch, before result.json
+    recovered = run_training(config, **kwargs)
+    assert recovered.run_id == first_id and recovered.epochs == 2
+    assert recovered.metrics == pytest.approx(result.metrics)
     assert len(_history(client, first_id, "val/loss")) == 2
+    assert len(client.search_runs([runs[0].info.experiment_id])) == 1
+
+
+def test_params_command_prints_each_net_and_the_total(capsys: pytest.CaptureFixture[str]) -> None:
+    from calo_ablate.cli import main as cli_main
+
+    assert cli_main(["params", "--dataset", "1", "--set", "model.layer.num_layer=6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    counts = {line.split()[0]: int(line.split()[1].replace(",", "")) for line in lines[1:]}
+    assert set(counts) == {"voxel_net", "layer_net", "energy_embedding", "total"}
+    assert counts["total"] == counts["voxel_net"] + counts["layer_net"] + counts["energy_embedding"]
+    base = CaloScoreModule(resolve_config("1", "full"), 368, 5).net.parameter_breakdown()
+    assert counts["layer_net"] > base["layer_net"] and counts["voxel_net"] == base["voxel_net"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,18 @@ def test_list_stops_on_a_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["list", "--registry", str(path)]) == 2
     err = capsys.readouterr().err
     assert "unknown config key 'model.voxel.widht'" in err and "model.voxel.widths" in err
+
+
+def test_ui_serves_the_newest_study_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from calo_ablate.study import commands
+
+    for age, name in ((100, "old"), (0, "new")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "mlflow.db").write_text("")
+        os.utime(tmp_path / name / "mlflow.db", (time.time() - age, time.time() - age))
+    calls = []
+    monkeypatch.setattr(commands.subprocess, "call", lambda command: calls.append(command) or 0)
+    assert main(["ui", "--results-dir", str(tmp_path), "--port", "5001"]) == 0
+    assert calls[0][1:] == ["ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}",
+                            "--host", "127.0.0.1", "--port", "5001"]
+    assert main(["ui", "--results-dir", str(tmp_path / "none")]) == 2

@@ -7,6 +7,7 @@ fixed split seed (the same for every cell) -> preprocessor fitted on the train p
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,7 +78,6 @@ class CaloDataModule(pl.LightningDataModule):
         self.n_voxels = self.geometry.n_voxels
         self.n_layers = self.geometry.n_layers
         self._prepared: PreparedData | None = None
-        self._eval: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def prepared(self) -> PreparedData:
@@ -114,16 +114,21 @@ class CaloDataModule(pl.LightningDataModule):
     def eval_sample(self, n_events: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """`n_events` showers drawn without replacement from the evaluation file(s) by `seed`:
         (incident energies (n,) MeV, showers (n, V) MeV), float32."""
-        if self._eval is None:
-            if not self.files.eval:
-                msg = f"no evaluation file for dataset {self.config.data.dataset!r}"
-                raise DataError(msg)
-            parts = [read_showers(path, self.config.data.dataset) for path in self.files.eval]
-            self._eval = (np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts]))
-        energies, showers = self._eval
+        if not self.files.eval:
+            msg = f"no evaluation file for dataset {self.config.data.dataset!r}"
+            raise DataError(msg)
+        files = tuple((str(p), p.stat().st_mtime_ns) for p in map(Path, self.files.eval))
+        energies, showers = _read_eval_files(files, self.config.data.dataset)
         if not 1 <= n_events <= len(energies):
             msg = f"eval_sample asked for {n_events} showers; the evaluation file(s) " \
                   f"{[Path(p).name for p in self.files.eval]} hold {len(energies)}"
             raise DataError(msg)
         index = np.random.default_rng(seed).choice(len(energies), size=n_events, replace=False)
         return energies[index], showers[index]
+
+
+@functools.lru_cache(maxsize=1)
+def _read_eval_files(files: tuple[tuple[str, int], ...], dataset: str) -> tuple[np.ndarray, np.ndarray]:
+    """The evaluation file(s) (path, mtime) read once per process: a study worker evaluates many cells."""
+    parts = [read_showers(path, dataset) for path, _ in files]
+    return np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts])

@@ -95,8 +95,6 @@ class CaloScoreModule(pl.LightningModule):
         means = self._sums[stage] / self._counts[stage]
         for name, value in zip(_LOSS_NAMES, means, strict=True):
             self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
-        self._sums[stage] = torch.zeros_like(self._sums[stage])
-        self._counts[stage] = 0
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
@@ -129,10 +127,11 @@ class CaloScoreModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train")
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
+                 sync_dist=True)
         seconds = time.perf_counter() - self._epoch_start
         self._epoch_seconds.append(seconds)
-        self.log("epoch_seconds", seconds, on_step=False, on_epoch=True)
+        self.log("epoch_seconds", seconds, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         lr = self.config.train.lr * self.trainer.world_size
@@ -163,13 +162,16 @@ class CaloScoreModule(pl.LightningModule):
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int | None = None, batch_size: int | None = None,
-               seed: int | torch.Generator = 0, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+               seed: int | torch.Generator = 0, progress: bool = False, precision: str | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate with the EMA weights: layer variables first, then voxels conditioned on them.
 
         cond (N, 1): incident-energy condition (preprocessed); steps: DDIM steps (default
         sample.effective_steps); batch_size: showers per network call (default sample.batch_size);
         seed: an int or a torch.Generator on the module's device (the noise depends on batch_size).
-        Returns (layer (N, L), voxel (N, V)) in preprocessed units, on the module's device.
+        precision: "32-true" or "bf16-mixed" (bf16 autocast of the nets; the DDIM update stays fp32),
+        default sample.precision.
+        Returns (layer (N, L), voxel (N, V)) float32 in preprocessed units, on the module's device.
         """
         steps = steps or self.config.sample.effective_steps
         batch_size = batch_size or self.config.sample.batch_size
@@ -177,12 +179,23 @@ class CaloScoreModule(pl.LightningModule):
         generator = seed if isinstance(seed, torch.Generator) else \
             torch.Generator(device=device).manual_seed(int(seed))
         net = self.ema.net
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16,
+                                  enabled=(precision or self.config.sample.precision) == "bf16-mixed")
+
+        def layer_velocity(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            with autocast:
+                return net.layer_velocity(x, t, c).float()
+
+        def voxel_velocity(x: torch.Tensor, t: torch.Tensor, layer: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+            with autocast:
+                return net.voxel_velocity(x, t, layer, c).float()
+
         layers, voxels = [], []
         for start in tqdm(range(0, cond.shape[0], batch_size), desc="batches", unit="batch",
                           disable=not progress):
             c = cond[start:start + batch_size].to(device=device, dtype=torch.float32)
             layer, voxel = sample_layers_then_voxels(
-                net.layer_velocity, net.voxel_velocity, c, net.n_layers, net.n_voxels, self.schedule, steps,
+                layer_velocity, voxel_velocity, c, net.n_layers, net.n_voxels, self.schedule, steps,
                 generator=generator)
             layers.append(layer)
             voxels.append(voxel)

@@ -16,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from calo_ablate.report.table import StudyTable
 from calo_ablate.study import tracking
@@ -49,6 +50,7 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
         return None
     for ax in axes[0]:
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("loss (mean over seeds)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7)

@@ -10,8 +10,8 @@ Per cell, into the cell's own MLflow run (a child of the study's parent run):
   at config.evaluate.timing_batch_sizes. The generated sample is cached as
   results/<study>/samples/<ablation>-s<seed>.npz for the report's histograms.
 Final metrics: val/loss, val/voxel_loss, val/layer_loss, n_params, seconds_per_epoch, epochs,
-train_seconds (wall time of this process's training call, 0 when reused), eval_seconds, and every
-metric of evaluate_samples and time_generation.
+train_seconds (wall time of the run_training call that trained; 0 on a cell sharing another's
+training), eval_seconds, and every metric of evaluate_samples and time_generation.
 """
 
 from __future__ import annotations
@@ -26,12 +26,12 @@ from typing import Any
 import numpy as np
 
 from calo_ablate.config import Config
-from calo_ablate.errors import CaloAblateError
+from calo_ablate.errors import CaloAblateError, TrainingError
 from calo_ablate.study import tracking
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import REFERENCE_UNIT, Claim, StudyQueue
-from calo_ablate.train import git_revision
+from calo_ablate.train import RESULT_FILE, git_revision
 
 REFERENCE_PREFIX = "refref/"
 REFERENCE_SEED = 1_000_003  # the noise-floor sample is drawn independently of every cell's reference
@@ -77,7 +77,7 @@ def runtime_config(ctx: StudyContext, config: Config) -> Config:
     return config
 
 
-def epoch_callback(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell) -> Any:
+def epoch_callback(ctx: StudyContext, queue: StudyQueue, claim: Claim, label: str) -> Any:
     """A Lightning callback that prints each epoch's validation loss and records it as the claim's detail."""
     from lightning.pytorch.callbacks import Callback
 
@@ -88,38 +88,50 @@ def epoch_callback(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cel
             epoch = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
             val = trainer.callback_metrics.get("val/loss")
             loss = f", val/loss {float(val):.4f}" if val is not None else ""
-            ctx.log(f"  {cell.name}: {epoch}{loss}")
-            queue.set_detail(claim, f"{cell.name} {epoch}")
+            ctx.log(f"  {label}: {epoch}{loss}")
+            queue.set_detail(claim, f"{label} {epoch}")
 
     return EpochProgress()
 
 
 def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
                extra_callbacks: list | None = None, run_dir: Path | None = None,
-               run_id: str | None = None, config: Config | None = None) -> tuple[Any, float]:
-    """Train (or resume, or reuse) the model of `cell`'s train key; returns (TrainResult, seconds here)."""
+               run_id: str | None = None, config: Config | None = None,
+               label: str | None = None) -> tuple[Any, float]:
+    """Train (or resume, or reuse) the model of `cell`'s train key.
+
+    Returns (TrainResult, seconds spent training in this call, None when a finished training was reused).
+
+    A search trial passes its own run_dir, run_id, config and label (the progress lines' name).
+    """
     from calo_ablate.train import run_training
 
     owner = ctx.plan.training_owner(cell)
     run_id = run_id or cell_run_id(ctx, owner)
     config = runtime_config(ctx, config or owner.config)
+    run_dir = run_dir or ctx.runs_dir / owner.train_key
+    reused = (run_dir / RESULT_FILE).is_file()
     started = time.perf_counter()
-    queue.set_detail(claim, f"{cell.name} training")
+    label = label or cell.name
+    queue.set_detail(claim, f"{label} training")
     result = run_training(
-        config, files=ctx.files, run_dir=run_dir or ctx.runs_dir / owner.train_key,
+        config, files=ctx.files, run_dir=run_dir,
         tracking_uri=ctx.tracking_uri, experiment_name=ctx.name, run_name=owner.name, run_id=run_id,
         parent_run_id=ctx.settings.parent_run_id, tags=cell_tags(ctx, owner),
-        extra_callbacks=[epoch_callback(ctx, queue, claim, cell), *(extra_callbacks or [])])
-    return result, time.perf_counter() - started
+        extra_callbacks=[epoch_callback(ctx, queue, claim, label), *(extra_callbacks or [])])
+    return result, None if reused else time.perf_counter() - started
 
 
-def training_metrics(result: Any, train_seconds: float) -> dict[str, float]:
-    return {**result.metrics, "n_params": result.n_params, "seconds_per_epoch": result.seconds_per_epoch,
-            "epochs": result.epochs, "train_seconds": train_seconds}
+def training_metrics(result: Any, train_seconds: float | None) -> dict[str, float]:
+    """The training's final metrics; train_seconds only when known (None: keep what the run has)."""
+    metrics = {**result.metrics, "n_params": result.n_params, "seconds_per_epoch": result.seconds_per_epoch,
+               "epochs": result.epochs}
+    if train_seconds is not None:
+        metrics["train_seconds"] = train_seconds
+    return metrics
 
 
-def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, trained: Any,
-                  sample_name: str | None = None) -> dict[str, float]:
+def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, trained: Any) -> dict[str, float]:
     """Generate, compare with the reference, time generation; returns the metrics (and caches the sample)."""
     from calo_ablate.data.datamodule import CaloDataModule
     from calo_ablate.evaluation.evaluate import evaluate_samples
@@ -132,17 +144,18 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     datamodule = CaloDataModule(config, ctx.files, ctx.study_dir / "cache")
     energies, showers = datamodule.eval_sample(config.evaluate.n_events, seed=cell.seed)  # (N,), (N, V) MeV
     steps = config.sample.effective_steps
+    precision = config.sample.precision
     generated = generate_showers(trained, energies, steps=steps, batch_size=config.sample.batch_size,
-                                 seed=cell.seed, progress=False)  # (N, V) MeV
+                                 seed=cell.seed, progress=False, precision=precision)  # (N, V) MeV
     metrics = evaluate_samples((energies, showers), (energies, generated), ctx.settings.dataset,
                                config.evaluate, seed=cell.seed)
     metrics.update(time_generation(
-        lambda e: generate_showers(trained, e, steps=steps, batch_size=len(e), seed=cell.seed, progress=False),
-        energies, config.evaluate.timing_batch_sizes, log=ctx.log))
+        lambda e: generate_showers(trained, e, steps=steps, batch_size=len(e), seed=cell.seed, progress=False,
+                                   precision=precision),
+        energies, config.evaluate.timing_batch_sizes, repeats=config.evaluate.timing_repeats, log=ctx.log))
     metrics["sample_steps"] = steps
     ctx.samples_dir.mkdir(parents=True, exist_ok=True)
-    name = sample_name or f"{cell.ablation.name}-s{cell.seed}"
-    np.savez_compressed(ctx.samples_dir / f"{name}.npz", energies_mev=energies, showers_mev=generated)
+    np.savez_compressed(ctx.samples_dir / f"{cell.ablation.name}-s{cell.seed}.npz", energies_mev=energies, showers_mev=generated)
     reference = ctx.samples_dir / f"reference-s{cell.seed}.npz"
     if not reference.is_file():
         np.savez_compressed(reference, energies_mev=energies, showers_mev=showers)
@@ -156,13 +169,15 @@ def run_reference(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOut
     from calo_ablate.evaluation.evaluate import reference_noise_floor
 
     config = ctx.plan.base_cell(0).config
+    started = time.perf_counter()
     queue.set_detail(claim, "reference vs reference")
     ctx.log("reference vs reference: the metrics' noise floor")
     datamodule = CaloDataModule(config, ctx.files, ctx.study_dir / "cache")
     sample = datamodule.eval_sample(2 * config.evaluate.n_events, seed=REFERENCE_SEED)
     metrics = reference_noise_floor(sample, ctx.settings.dataset, config.evaluate, seed=REFERENCE_SEED)
     tracking.log_metrics(ctx.tracking_uri, ctx.settings.parent_run_id,
-                         {REFERENCE_PREFIX + k: v for k, v in metrics.items()})
+                         {**{REFERENCE_PREFIX + k: v for k, v in metrics.items()},
+                          "reference_seconds": time.perf_counter() - started})
     queue.cell_done(claim, REFERENCE_UNIT)
     return UnitOutcome(True, None)
 
@@ -194,17 +209,20 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
             return UnitOutcome(False, None)
     cells = [ctx.plan.cell(name) for name in claim.cells]
     training: Any = None
-    train_seconds = 0.0
+    train_seconds: float | None = None
     trained_model: Any = None
     training_error: str | None = None
     ok = True
     for cell in cells:
         run_id = cell_run_id(ctx, cell)
         tracking.set_running(ctx.tracking_uri, run_id)
-        tracking.log_params(ctx.tracking_uri, run_id, config_params(cell.config))
+        params = config_params(cell.config)
+        if cell.ablation.search:  # its value is the best trial's (a search_best_value metric)
+            params.pop(cell.ablation.search.param)
+        tracking.log_params(ctx.tracking_uri, run_id, params)
         tracking.log_config(ctx.tracking_uri, run_id, cell.config.model_dump(mode="json"))
         if training_error is not None:
-            _fail(ctx, queue, claim, cell, run_id, training_error, RuntimeError(training_error))
+            _fail(ctx, queue, claim, cell, run_id, training_error, TrainingError(training_error))
             ok = False
             continue
         try:
@@ -218,6 +236,8 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
             metrics = training_metrics(training, train_seconds if training.run_id == run_id else 0.0)
             if training.run_id != run_id:
                 tracking.set_tags(ctx.tracking_uri, run_id, {"shares_training_run": training.run_id})
+            else:  # the training run has the per-epoch values already; a copy at step 0 would join its curve
+                metrics = {k: v for k, v in metrics.items() if k not in training.metrics}
             if cell.config.evaluate.enabled:
                 if trained_model is None:
                     from calo_ablate.generate import load_run
@@ -227,7 +247,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
             tracking.log_metrics(ctx.tracking_uri, run_id, metrics)
             tracking.set_finished(ctx.tracking_uri, run_id)
             queue.cell_done(claim, cell.name)
-            ctx.log(f"done {cell.name}: val/loss {metrics['val/loss']:.4f}")
+            ctx.log(f"done {cell.name}: val/loss {training.metrics['val/loss']:.4f}")
         except Exception as err:  # noqa: BLE001 (a failed cell is recorded, the study goes on)
             error = _error_text(err)
             _fail(ctx, queue, claim, cell, run_id, error, err)

@@ -110,7 +110,8 @@ def ablate(args: Namespace) -> int:
     queue.sync(units)
     pending = [c for c in plan_cells if c not in queue.done_cells()]
     print(f"study '{study}': {len(plan.cells)} cells ({len(registry.ablations)} ablations x {args.seeds} seeds) "
-          f"in {len(units)} units; {len(pending)} cells to run; state in {storage}; MLflow {tracking_uri}")
+          f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
+    print(f"  state: {storage}\n  MLflow: {tracking_uri} (experiment '{study}', parent run {parent_run_id})")
     exit_code = 0
     if pending:
         workers = min(args.workers, len({key for key, cells in units if set(cells) & set(pending)}))
@@ -131,6 +132,7 @@ def ablate(args: Namespace) -> int:
     elapsed = time.perf_counter() - started
     tracking.log_invocation_seconds(tracking_uri, parent_run_id, elapsed)
     path = _write_report(study_dir, tracking_uri, parent_run_id)
+    tracking.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if exit_code else "FINISHED")
     print(f"report: {path} ({time.perf_counter() - started:.0f} s in this call)")
     if exit_code:
         failed = ", ".join(f"{c} ({e})" for c, e in sorted(progress.failed.items()))
@@ -164,12 +166,13 @@ def worker(args: Namespace) -> int:
     base = resolve_config(settings.dataset, settings.profile, settings.registry().get(BASE).overrides,
                           settings.cli_set, 0)
     files = ensure_data(settings.dataset, base.data.data_dir, log=lambda s: None)
+    spawned = "CALO_ABLATE_WORKERS_HERE" in os.environ  # started by `ablate`, which shows the progress
     workers_here = int(os.environ.get("CALO_ABLATE_WORKERS_HERE", "1"))
     pid = os.getpid()
     ctx = build_context(settings, files, _study_dir(args.results_dir, args.study), workers_here,
                         log=lambda s: print(f"[worker {pid}] {s}", flush=True))
     plan_cells = ([REFERENCE_UNIT] if base.evaluate.enabled else []) + [c.name for c in ctx.plan.cells]
-    return 1 if run_worker(ctx, queue, plan_cells) else 0
+    return 1 if run_worker(ctx, queue, plan_cells, show_progress=not spawned) else 0
 
 
 def report(args: Namespace) -> int:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from calo_ablate.errors import ConfigError
-from calo_ablate.study.plan import Plan, Unit, make_plan
+from calo_ablate.study.plan import Plan, make_plan
 from calo_ablate.study.registry import Ablation, Registry, Search
 
 
@@ -82,8 +82,6 @@ class StudyContext:
     def samples_dir(self) -> Path:
         return self.study_dir / "samples"
 
-    def units(self) -> list[Unit]:
-        return self.plan.units()
 
 
 def build_context(settings: StudySettings, files: Any, study_dir: Path, workers_here: int,

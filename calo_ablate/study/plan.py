@@ -10,9 +10,8 @@ the sampled values).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from calo_ablate.config import Config, diff_from, eval_key, flatten, resolve_config, train_key
+from calo_ablate.config import Config, diff_from, eval_key, resolve_config, train_key
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.registry import BASE, Ablation, Registry
 
@@ -46,10 +45,6 @@ class Unit:
     key: str
     cells: tuple[Cell, ...]
 
-    @property
-    def is_search(self) -> bool:
-        return self.cells[0].ablation.search is not None
-
 
 @dataclass(frozen=True)
 class Plan:
@@ -60,12 +55,10 @@ class Plan:
     registry: Registry
     cells: tuple[Cell, ...]  # registry order, then seed
 
-    def units(self, pending: set[str] | None = None) -> list[Unit]:
-        """Train units in order of their first cell; with `pending`, only those cells (by name)."""
+    def units(self) -> list[Unit]:
+        """Train units in order of their first cell."""
         groups: dict[str, list[Cell]] = {}
         for cell in self.cells:
-            if pending is not None and cell.name not in pending:
-                continue
             key = f"search-{cell.ablation.name}-s{cell.seed}" if cell.ablation.search else cell.train_key
             groups.setdefault(key, []).append(cell)
         return [Unit(key, tuple(cells)) for key, cells in groups.items()]
@@ -124,7 +117,3 @@ def describe_difference(ablation: Ablation, config: Config, base: Config) -> lis
                      f"{s.trials} trials, best by validation loss")
     return lines
 
-
-def flat_params(config: Config) -> dict[str, Any]:
-    """The resolved config as flat {dotted key: value} (for MLflow params)."""
-    return flatten(config.model_dump(mode="json"))

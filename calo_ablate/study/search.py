@@ -73,7 +73,7 @@ def _run_trial(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, s
     ctx.log(f"  {name}: {search.param} = {value:.4g}")
     run_dir = ctx.runs_dir / "search" / f"{cell.ablation.name}-s{cell.seed}" / f"trial-{trial.number}"
     try:
-        result, _ = train_cell(ctx, queue, claim, cell, run_dir=run_dir, run_id=run_id, config=config,
+        result, _ = train_cell(ctx, queue, claim, cell, run_dir=run_dir, run_id=run_id, config=config, label=name,
                                extra_callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)])
     except optuna.TrialPruned:
         tracking.set_tags(ctx.tracking_uri, run_id, {"pruned": "true"})

@@ -53,6 +53,7 @@ def find_or_create_parent(tracking_uri: str, exp_id: str, study: str, tags: dict
     found = _search(c, exp_id, f"tags.`{ROLE_TAG}` = 'study'")
     if found:
         run_id = found[0].info.run_id
+        c.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
     else:
         run_id = c.create_run(exp_id, run_name=study, tags={ROLE_TAG: "study"}).info.run_id
     for key, value in tags.items():

@@ -21,8 +21,11 @@ from calo_ablate.study.queue import Progress, StudyQueue
 POLL_S = 2.0
 
 
-def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str]) -> int:
-    """Run units until the queue is empty or the study is stopped; returns the number of failed units."""
+def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_progress: bool = True) -> int:
+    """Run units until the queue is empty or the study is stopped; returns the number of failed units.
+
+    show_progress: print the study's progress after each unit (off when a parent `ablate` shows it).
+    """
     failures = 0
     while not queue.stop_reason():
         claim = queue.take()
@@ -31,7 +34,8 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str]) -> i
         with queue.heartbeat(claim):
             outcome = run_unit(ctx, queue, claim)
         queue.finish(claim, outcome.value)
-        ctx.log(format_progress(queue.progress(plan_cells)))
+        if show_progress:
+            ctx.log(format_progress(queue.progress(plan_cells)))
         if not outcome.ok:
             failures += 1
             if ctx.settings.fail_fast:
