@@ -10,7 +10,9 @@ One function per measurement, `main` prints them:
   on random preprocessed-shape batches of train.batch_size;
 - generation_ms_per_shower: DDIM generation with the EMA net at a given batch size. To bound the
   bench's time a few DDIM steps are timed and the time per step is scaled to the full step count;
-- peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss).
+- peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss);
+- runner_overhead: a small smoke study with 1 and 2 workers: study wall time against the time spent
+  inside its cells (calo_ablate/study/overhead.py); --skip-study leaves it out.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ __all__ = [
     "main",
     "matmul_flops",
     "peak_memory_mib",
+    "runner_overhead",
     "train_flops_per_shower",
     "training_throughput",
 ]
@@ -180,6 +183,18 @@ def peak_memory_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def runner_overhead(dataset: str, data_dir: str = "data") -> None:
+    """Print the study runner's overhead on a smoke study (base, higher_lr, fewer_steps; 1 seed) run with
+    1 and 2 workers: 1 - summed in-cell training and evaluation seconds / (workers x study wall time)."""
+    from calo_ablate.study.overhead import measure
+
+    print("runner overhead (smoke study: base, higher_lr, fewer_steps, 1 seed; target <= 10% with 1 worker):")
+    for workers in (1, 2):
+        overhead, elapsed = measure(workers, dataset=dataset, data_dir=data_dir)
+        print(f"  {workers} worker(s): study {overhead.wall_seconds:6.1f} s ({elapsed:.1f} s with start-up), "
+              f"in cells {overhead.in_cell_seconds:6.1f} s -> overhead {100 * overhead.fraction:5.1f} %")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calo_ablate.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="1", help="CaloChallenge dataset (default 1 = 1-photons)")
@@ -188,6 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--train-steps", type=int, default=4, help="timed training steps (after 2 warm-up)")
     parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed"],
                         help="train.precision for the training measurement (default: the config's)")
+    parser.add_argument("--skip-study", action="store_true", help="leave out the runner-overhead study (minutes)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -228,6 +244,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                   f"steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
                   f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s)")
     print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
+    if not args.skip_study:
+        runner_overhead(dataset)
     return 0
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from calo_ablate.cli import main
+from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
@@ -94,7 +95,8 @@ def test_list_prints_the_resolved_difference(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "model.voxel.widths: [32, 64, 96, 128] -> [128]" in out
     assert "diffusion.noise_scale: 1.0 -> 0.5" in out
-    assert "sampling steps: 32 -> 4" in out
+    steps = resolve_config("1", "quick").sample.steps
+    assert f"sampling steps: {steps} -> {round(steps / 8)}" in out
 
 
 def test_list_stops_on_a_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -60,11 +60,12 @@ def plot_histogram_grid(
     gen = {label: compute_features(*sample, geometry, threshold) for label, sample in samples.items()}
     names = plotted_features(geometry)
     rows = math.ceil(len(names) / COLUMNS)
-    height = 3.1 * rows + 0.8  # inches
+    height = 3.1 * rows + 1.2  # inches
     fig = plt.figure(figsize=(3.3 * COLUMNS, height), dpi=90)
     outer = fig.add_gridspec(rows, COLUMNS, hspace=0.32, wspace=0.32, left=0.04, right=0.99,
-                             top=1 - 0.8 / height, bottom=0.3 / height)
+                             top=1 - 1.2 / height, bottom=0.3 / height)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"][1:]
+    single = len(gen) == 1  # one sample: its separation power in each panel's legend; else one legend on top
     for k, name in enumerate(names):
         row, col = divmod(k, COLUMNS)
         cell = outer[row, col].subgridspec(2, 1, height_ratios=[3, 1], hspace=0.06)
@@ -78,12 +79,16 @@ def plot_histogram_grid(
             h = histogram_counts(features[name], edges)
             h /= max(h.sum(), 1.0)
             sep = separation_power(ref[name], features[name], edges)
-            top.stairs(h, edges, color=colour, linewidth=1.3, label=f"{label} (S={sep:.3f})")
+            top.stairs(h, edges, color=colour, linewidth=1.3, label=f"{label} (S={sep:.3f})" if single else label)
             ratio = np.divide(h, h_ref, out=np.full_like(h, np.nan), where=h_ref > 0)
             bottom.stairs(ratio, edges, color=colour, linewidth=1.0, baseline=None)
         top.set_title(_label(name), fontsize=9)
         top.tick_params(labelbottom=False, labelsize=7)
-        top.legend(fontsize=6, loc="upper right", frameon=False)  # "best" costs seconds per grid
+        if single:
+            top.legend(fontsize=6, loc="upper right", frameon=False)  # "best" costs seconds per grid
+        elif k == 0:
+            fig.legend(*top.get_legend_handles_labels(), loc="upper center", ncol=min(len(gen) + 1, 4),
+                       fontsize=9, frameon=False, bbox_to_anchor=(0.5, 1 - 0.45 / height))
         bottom.axhline(1.0, color="C0", linewidth=0.8)
         bottom.set_ylim(0.0, 2.0)
         bottom.set_yticks([0.5, 1.0, 1.5])
