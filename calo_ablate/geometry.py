@@ -17,7 +17,7 @@ import numpy as np
 from calo_ablate.config import canonical_dataset
 from calo_ablate.errors import DataError
 
-__all__ = ["Layer", "Geometry", "parse_binning_xml", "load_geometry", "BINNING_FILES"]
+__all__ = ["BINNING_FILES", "Geometry", "Layer", "load_geometry", "parse_binning_xml"]
 
 BINNING_FILES = {
     "1-photons": "binning_dataset_1_photons.xml",
