@@ -113,6 +113,7 @@ def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_step
     from torch.utils.data import DataLoader, TensorDataset
 
     from calo_ablate.model.calo_score import CaloScoreModule
+    from calo_ablate.train import quiet_lightning
 
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
@@ -137,6 +138,7 @@ def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_step
     data = TensorDataset(*_random_batch(size * steps, n_layers, n_voxels, torch.device("cpu")))
     timer = StepTimer()
     pl.seed_everything(0, verbose=False)
+    quiet_lightning()
     trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
                          precision=config.train.precision, callbacks=[timer],

@@ -176,7 +176,7 @@ def _attach_run(client: Any, experiment_id: str, run_dir: Path, run_id: str | No
     return run_id
 
 
-def _quiet_lightning() -> None:
+def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (accelerator lines, tips, 'stopped' notes) out of the log;
     its warnings and errors still show, and our own per-epoch lines say what happens."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -260,7 +260,7 @@ def run_training(
     callbacks.extend(extra_callbacks or [])
     logger = MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
                           log_model=False)
-    _quiet_lightning()
+    quiet_lightning()
     trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config))
 
     last = run_dir / LAST_CHECKPOINT
