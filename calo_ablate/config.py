@@ -300,18 +300,19 @@ def stage_values(config: Config, stages: tuple[str, ...]) -> dict[str, Any]:
     return dict(sorted(flat.items()))
 
 
-def _digest(payload: dict[str, Any]) -> str:
+def digest(payload: dict[str, Any]) -> str:
+    """16 hex digits of SHA-256 over the payload as sorted JSON: the form of every cache and run key."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def train_key(config: Config, data_checksums: dict[str, str]) -> str:
     """Hash of the data checksums and every data- and train-stage value: equal keys, equal weights."""
-    return _digest({"checksums": data_checksums, "values": stage_values(config, ("data", "train"))})
+    return digest({"checksums": data_checksums, "values": stage_values(config, ("data", "train"))})
 
 
 def eval_key(config: Config, data_checksums: dict[str, str]) -> str:
     """The train key plus every evaluation-stage value."""
-    return _digest({"train": train_key(config, data_checksums), "values": stage_values(config, ("evaluate",))})
+    return digest({"train": train_key(config, data_checksums), "values": stage_values(config, ("evaluate",))})
 
 
 def diff_from(config: Config, base: Config) -> dict[str, tuple[Any, Any]]:

@@ -9,8 +9,6 @@ every data setting that changes the arrays, so a changed file or setting never m
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 import zipfile
@@ -20,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from calo_ablate.config import DataConfig
+from calo_ablate.config import DataConfig, digest
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.preprocess import CaloScorePreprocessor, Features, write_npz_atomic
 from calo_ablate.errors import DataError
@@ -98,7 +96,7 @@ def cache_key(files: DataFiles, data_config: DataConfig, split_seed: int = SPLIT
         **data_config.model_dump(include={"dataset", "max_train_events", "val_fraction", "max_deposit",
                                           "energy_min_gev", "energy_max_gev", "voxel_cut_gev"}),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(payload)
 
 
 def cache_path(cache_dir: str | Path, files: DataFiles, data_config: DataConfig,
