@@ -39,8 +39,9 @@ bench: $(STAMP)  ## speed and memory figures for this machine (prints, asserts n
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 for the study store (STUDY=name, default the newest)
 	$(VENV)/bin/calo-ablate ui $(if $(STUDY),--study $(STUDY))
 
-lint: $(STAMP)  ## ruff
+lint: $(STAMP)  ## ruff, and import-linter's layer contracts (pyproject.toml)
 	$(VENV)/bin/ruff check calo_ablate tests
+	$(VENV)/bin/lint-imports
 
 clean:  ## remove the virtualenv and caches (keeps data/ and results/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

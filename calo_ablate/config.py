@@ -138,6 +138,10 @@ class Config(_Section):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
+# Fields that say where or how fast a run goes, never what it computes: outside every hashed stage, so
+# moving the data folder or changing the loader's worker count keeps every train and eval key.
+RUNTIME_KEYS = frozenset({"data.data_dir", "data.num_workers"})
+
 STAGE_OF_SECTION = {
     "data": "data",
     "model": "train",
@@ -294,10 +298,10 @@ def resolve_config(
 
 
 def stage_values(config: Config, stages: tuple[str, ...]) -> dict[str, Any]:
-    """The flat {key: value} of every field whose section belongs to one of `stages`."""
+    """The flat {key: value} of every field whose section belongs to one of `stages` (RUNTIME_KEYS left out)."""
     dumped = config.model_dump(mode="json")
     flat = flatten({s: v for s, v in dumped.items() if STAGE_OF_SECTION[s] in stages})
-    return dict(sorted(flat.items()))
+    return {k: v for k, v in sorted(flat.items()) if k not in RUNTIME_KEYS}
 
 
 def digest(payload: dict[str, Any]) -> str:
@@ -313,6 +317,11 @@ def train_key(config: Config, data_checksums: dict[str, str]) -> str:
 def eval_key(config: Config, data_checksums: dict[str, str]) -> str:
     """The train key plus every evaluation-stage value."""
     return digest({"train": train_key(config, data_checksums), "values": stage_values(config, ("evaluate",))})
+
+
+def with_value(config: Config, key: str, value: Any) -> Config:
+    """A copy of `config` with one dotted key set to `value`, validated (ConfigError on a bad key or value)."""
+    return build_config([("config", flatten(config.model_dump(mode="json"))), (f"set {key}", {key: value})])
 
 
 def diff_from(config: Config, base: Config) -> dict[str, tuple[Any, Any]]:

@@ -6,14 +6,12 @@ from pathlib import Path
 
 import pytest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
+from calo_ablate.data.synthetic import synthesise
 
 
 @pytest.fixture(scope="session")
 def photon_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder holding a small synthetic dataset-1-photon pair (600 showers each) under synthetic/."""
-    from calo_ablate.data.synthetic import synthesise
-
     data_dir = tmp_path_factory.mktemp("data")
     synthesise("1-photons", data_dir / "synthetic", events=600, seed=0, progress=False)
     return data_dir

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import lightning.pytorch as pl
 import numpy as np
@@ -20,11 +19,9 @@ from calo_ablate.config import Config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.feature_cache import DEFAULT_CACHE_DIR, PreparedData, load_or_build_features
 from calo_ablate.data.preprocess import CaloScorePreprocessor, Features
+from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
-
-if TYPE_CHECKING:
-    from calo_ablate.data.source import DataFiles
 
 __all__ = ["CaloDataModule", "FeatureDataset"]
 

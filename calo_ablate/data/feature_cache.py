@@ -14,18 +14,15 @@ import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from calo_ablate.config import DataConfig, digest
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.preprocess import CaloScorePreprocessor, Features, write_npz_atomic
+from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
-
-if TYPE_CHECKING:
-    from calo_ablate.data.source import DataFiles
 
 __all__ = [
     "DEFAULT_CACHE_DIR",

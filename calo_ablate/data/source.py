@@ -20,6 +20,7 @@ from typing import Literal
 from calo_ablate.config import canonical_dataset
 from calo_ablate.data.calochallenge import count_events, validate_file
 from calo_ablate.data.catalogue import OfficialFile, official_files
+from calo_ablate.data.synthetic import synthesise
 from calo_ablate.errors import DataError
 
 __all__ = ["SYNTHETIC_DIR", "DataFiles", "ensure_data"]
@@ -92,10 +93,8 @@ def ensure_data(dataset: str, data_dir: str | Path = "data", *,
     synthetic_dir = data_dir / SYNTHETIC_DIR
     stand_in = [(f, synthetic_dir / f.name) for f in wanted]
     if not all(p.exists() for _, p in stand_in):
-        from calo_ablate.data import synthetic  # imported here: only needed when there is no real data
-
         log(f"synthesising the stand-in for dataset {dataset} into {synthetic_dir}/ (done once)")
-        synthetic.synthesise(dataset, synthetic_dir)
+        synthesise(dataset, synthetic_dir)
     files = _checked(stand_in, dataset, "synthetic")
     log(_RULE)
     log(f"!!! using the SYNTHETIC stand-in, not Geant4, for dataset {dataset}: {synthetic_dir}/")

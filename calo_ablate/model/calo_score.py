@@ -33,10 +33,11 @@ from calo_ablate.model.diffusion import CosineLogSNR, sample_layers_then_voxels,
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.network import CaloScoreNetwork, count_parameters
 
-__all__ = ["CaloScoreModule"]
+__all__ = ["EPOCH_SECONDS", "LOSS_NAMES", "CaloScoreModule"]
 
 VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch: seed + batch index)
-_LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")
+LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and val/<name>
+EPOCH_SECONDS = "epoch_seconds"
 
 
 class CaloScoreModule(pl.LightningModule):
@@ -93,14 +94,14 @@ class CaloScoreModule(pl.LightningModule):
         if self._counts[stage] == 0:
             return
         means = self._sums[stage] / self._counts[stage]
-        for name, value in zip(_LOSS_NAMES, means, strict=True):
+        for name, value in zip(LOSS_NAMES, means, strict=True):
             self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch)
         if not bool(torch.isfinite(losses[0])):
-            values = ", ".join(f"{n} {float(v)}" for n, v in zip(_LOSS_NAMES, losses, strict=True))
+            values = ", ".join(f"{n} {float(v)}" for n, v in zip(LOSS_NAMES, losses, strict=True))
             msg = (f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
                    f"(batch {batch_idx}): {values}; try a lower train.lr={self.config.train.lr}")
             raise TrainingError(msg)
@@ -131,7 +132,7 @@ class CaloScoreModule(pl.LightningModule):
                  sync_dist=True)
         seconds = time.perf_counter() - self._epoch_start
         self._epoch_seconds.append(seconds)
-        self.log("epoch_seconds", seconds, on_step=False, on_epoch=True, sync_dist=True)
+        self.log(EPOCH_SECONDS, seconds, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
         lr = self.config.train.lr * self.trainer.world_size

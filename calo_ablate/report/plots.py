@@ -18,15 +18,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from calo_ablate.evaluation.plots import plot_histogram_grid
 from calo_ablate.report.table import StudyTable
-from calo_ablate.study import tracking
+from calo_ablate.runs import record
 
-CURVES = (("train/loss", "training loss"), ("val/loss", "validation loss"))
+CURVES = ((record.TRAIN_LOSS, "training loss"), (record.VAL_LOSS, "validation loss"))
 
 
 def _history(tracking_uri: str, run_id: str, metric: str) -> np.ndarray:
     """The per-epoch values of `metric` in step order, shape (epochs,)."""
-    history = tracking.client(tracking_uri).get_metric_history(run_id, metric)
+    history = record.client(tracking_uri).get_metric_history(run_id, metric)
     return np.array([m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))], dtype=float)
 
 
@@ -62,24 +63,19 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
 
 
 def plot_histograms(table: StudyTable, study_dir: Path, path: Path) -> Path | None:
-    """E's histogram grid of every row's seed-0 sample against the reference; None without cached samples."""
-    from calo_ablate.evaluation.plots import plot_histogram_grid
-
-    samples_dir = study_dir / "samples"
-    reference_file = samples_dir / "reference-s0.npz"
+    """The histogram grid of every row's seed-0 sample against the reference; None without cached samples."""
+    reference_file = record.sample_path(study_dir, record.REFERENCE_SAMPLE, 0)
     if not reference_file.is_file():
         return None
-    with np.load(reference_file) as f:
-        reference = (f["energies_mev"], f["showers_mev"])
+    reference = record.load_sample(reference_file)
     samples = {}
     for row in table.rows:
-        file = samples_dir / f"{row.name}-s0.npz"
+        file = record.sample_path(study_dir, row.name, 0)
         if file.is_file() and any(c.seed == 0 and c.status == "FINISHED" for c in row.cells):
-            with np.load(file) as f:
-                samples[row.title] = (f["energies_mev"], f["showers_mev"])
+            samples[row.title] = record.load_sample(file)
     if not samples:
         return None
-    return plot_histogram_grid(reference, samples, table.header.get("dataset", "1-photons"), path)
+    return plot_histogram_grid(reference, samples, table.header.get(record.TAG_DATASET, "1-photons"), path)
 
 
 def write_plots(table: StudyTable, tracking_uri: str, study_dir: Path) -> list[Path]:

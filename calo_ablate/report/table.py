@@ -23,23 +23,22 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from calo_ablate.study import tracking
-from calo_ablate.study.tracking import ERROR_TAG
+from calo_ablate.runs import record
+from calo_ablate.runs.record import BASE
 
-REFERENCE_PREFIX = "refref/"
 REFERENCE_ROW = "reference"
-BASE = "base"
 P_THRESHOLD = 0.05
-LOSSES = [("val/loss", "Loss"), ("val/voxel_loss", "Voxel Loss"), ("val/layer_loss", "Layer Loss")]
+LOSSES = [(record.VAL_LOSS, "Loss"), (record.VAL_VOXEL_LOSS, "Voxel Loss"), (record.VAL_LAYER_LOSS, "Layer Loss")]
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
            ("auc_high", "AUC high"), ("fpd", "FPD x1e3")]
-FORMATS = {"val/loss": ".4f", "val/voxel_loss": ".4f", "val/layer_loss": ".4f", "seconds_per_epoch": ".3g",
-           "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f", "auc_high": ".3f", "fpd": ".3g"}
+FORMATS = {record.VAL_LOSS: ".4f", record.VAL_VOXEL_LOSS: ".4f", record.VAL_LAYER_LOSS: ".4f",
+           record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
+           "auc_high": ".3f", "fpd": ".3g"}
 BUDGET = [("data.max_train_events", "training showers (train + validation)"), ("train.max_epochs", "max epochs"),
           ("train.early_stopping_patience", "early-stopping patience"), ("sample.steps", "sampling steps"),
           ("evaluate.n_events", "evaluation showers")]
 # columns whose spread over seeds is not sampling noise: no std, no test
-EXACT = {"n_params"}
+EXACT = {record.N_PARAMS}
 
 
 @dataclass
@@ -56,7 +55,7 @@ class CellResult:
     @property
     def training_run(self) -> str | None:
         """The run whose metric histories hold this cell's training curves."""
-        return self.tags.get("shares_training_run") or self.run_id
+        return self.tags.get(record.TAG_SHARES_TRAINING_RUN) or self.run_id
 
 
 @dataclass
@@ -73,7 +72,7 @@ class Row:
 
     @property
     def comparable(self) -> bool:
-        return all(c.tags.get("loss_comparable", "true") == "true" for c in self.cells if c.run_id)
+        return all(c.tags.get(record.TAG_LOSS_COMPARABLE, "true") == "true" for c in self.cells if c.run_id)
 
 
 @dataclass
@@ -127,39 +126,39 @@ def summarise(values: list[float], base: list[float] | None, exact: bool = False
 
 def _cell_results(tracking_uri: str, parent_run_id: str, seeds: int) -> dict[str, list[CellResult]]:
     by_row: dict[str, list[CellResult]] = {}
-    for run in tracking.child_runs(tracking_uri, parent_run_id):
+    for run in record.child_runs(tracking_uri, parent_run_id):
         tags = dict(run.data.tags)
-        seed = int(tags.get("seed", -1))
-        if "ablation" not in tags or not 0 <= seed < seeds:
+        seed = int(tags.get(record.TAG_SEED, -1))
+        if record.TAG_ABLATION not in tags or not 0 <= seed < seeds:
             continue
-        by_row.setdefault(tags["ablation"], []).append(
+        by_row.setdefault(tags[record.TAG_ABLATION], []).append(
             CellResult(seed, run.info.status, dict(run.data.metrics), tags, run.info.run_id, dict(run.data.params)))
     return by_row
 
 
 def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     """Read the parent run and its cell runs; nothing but the MLflow store is needed."""
-    c = tracking.client(tracking_uri)
+    c = record.client(tracking_uri)
     parent = c.get_run(parent_run_id)
     tags = dict(parent.data.tags)
-    seeds = int(tags.get("seeds", "1"))
+    seeds = int(tags.get(record.TAG_SEEDS, "1"))
     cells = _cell_results(tracking_uri, parent_run_id, seeds)
     rows = []
-    for entry in _json_tag(tags, "rows", []):
+    for entry in _json_tag(tags, record.TAG_ROWS, []):
         found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
         row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(seeds)]
         rows.append(Row(entry["name"], entry["title"], row_cells))
-    reference = {k[len(REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
-                 if k.startswith(REFERENCE_PREFIX)}
+    reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
+                 if k.startswith(record.REFERENCE_PREFIX)}
     metrics_seen = {m for r in rows for cr in r.finished() for m in cr.metrics} | set(reference)
-    timing = sorted((m for m in metrics_seen if m.startswith("gen_ms_per_shower_b")),
-                    key=lambda m: int(m.rsplit("b", 1)[1]))
-    columns = [("n_params", "Parameters"), ("seconds_per_epoch", "s / epoch")]
-    columns += [(m, f"Gen. ms / shower (batch {m.rsplit('b', 1)[1]})") for m in timing]
+    timing = sorted((m for m in metrics_seen if m.startswith(record.GEN_MS_PREFIX)),
+                    key=lambda m: int(m[len(record.GEN_MS_PREFIX):]))
+    columns = [(record.N_PARAMS, "Parameters"), (record.SECONDS_PER_EPOCH, "s / epoch")]
+    columns += [(m, f"Gen. ms / shower (batch {m[len(record.GEN_MS_PREFIX):]})") for m in timing]
     columns += [(m, label) for m, label in QUALITY if m in metrics_seen]
-    history = c.get_metric_history(parent_run_id, "invocation_seconds")
+    history = c.get_metric_history(parent_run_id, record.INVOCATION_SECONDS)
     wall = float(sum(m.value for m in history))
-    return StudyTable(tags.get("study", parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
+    return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
                       columns, wall)
 
 
@@ -177,7 +176,7 @@ def row_stats(table: StudyTable, row: Row, metrics: list[str]) -> dict[str, Stat
 
 
 def _fmt_number(metric: str, value: float) -> str:
-    if metric == "n_params" or abs(value) >= 1000:  # no exponents for large numbers
+    if metric == record.N_PARAMS or abs(value) >= 1000:  # no exponents for large numbers
         return f"{round(value):,}"
     return format(value, FORMATS.get(metric, ".3g"))
 
@@ -196,8 +195,8 @@ def delta_text(table: StudyTable, row: Row) -> str:
         return ""
     if not row.comparable:
         return "not comparable"
-    base = table.row(BASE).values("val/loss") if any(r.name == BASE for r in table.rows) else []
-    mine = row.values("val/loss")
+    base = table.row(BASE).values(record.VAL_LOSS) if any(r.name == BASE for r in table.rows) else []
+    mine = row.values(record.VAL_LOSS)
     if not base or not mine or np.mean(base) == 0:
         return ""
     return f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
@@ -205,32 +204,32 @@ def delta_text(table: StudyTable, row: Row) -> str:
 
 def note_text(table: StudyTable, row: Row) -> str:
     notes = []
-    shared = {c.tags.get("shares_training_of") for c in row.cells if c.tags.get("shares_training_of")}
+    shared = {c.tags.get(record.TAG_SHARES_TRAINING_OF) for c in row.cells if c.tags.get(record.TAG_SHARES_TRAINING_OF)}
     for owner in sorted(shared):
         title = next((r.title for r in table.rows if r.name == owner), owner)
         notes.append("shares the base's training" if owner == BASE else f"shares the training of '{title}'")
     for cell in row.cells:
         if cell.status == "FAILED":
-            notes.append(f"s{cell.seed} failed: {cell.tags.get(ERROR_TAG, 'unknown error')}")
+            notes.append(f"s{cell.seed} failed: {cell.tags.get(record.TAG_ERROR, 'unknown error')}")
         elif cell.status != "FINISHED":
             notes.append(f"s{cell.seed} {'not run' if cell.run_id is None else 'unfinished'}")
     finished = row.finished()
-    if finished and "search_trials" in finished[0].metrics:
-        param = finished[0].tags.get("search_param", "param")
+    if finished and record.SEARCH_TRIALS in finished[0].metrics:
+        param = finished[0].tags.get(record.TAG_SEARCH_PARAM, "param")
         for cell in finished:
             m = cell.metrics
-            notes.append(f"s{cell.seed}: best of {int(m['search_trials'])} trials ({int(m.get('search_pruned', 0))} "
-                         f"pruned): {param} = {m['search_best_value']:.4g}")
+            notes.append(f"s{cell.seed}: best of {int(m[record.SEARCH_TRIALS])} trials ({int(m.get(record.SEARCH_PRUNED, 0))} "
+                         f"pruned): {param} = {m[record.SEARCH_BEST_VALUE]:.4g}")
     return "; ".join(notes)
 
 
 def _header_lines(table: StudyTable) -> list[str]:
     h = table.header
-    source = h.get("data_source", "?")
+    source = h.get(record.TAG_DATA_SOURCE, "?")
     source_text = ("**synthetic stand-in** (generated by calo-ablate, not the Geant4 CaloChallenge files)"
                    if source == "synthetic" else "real CaloChallenge files")
-    checksums = ", ".join(f"{k} md5 {v}" for k, v in _json_tag(h, "data_checksums", {}).items())
-    cli_set = _json_tag(h, "cli_set", [])
+    checksums = ", ".join(f"{k} md5 {v}" for k, v in _json_tag(h, record.TAG_DATA_CHECKSUMS, {}).items())
+    cli_set = _json_tag(h, record.TAG_CLI_SET, [])
     params = next((c.params for r in table.rows if r.name == BASE for c in r.cells if c.params), {})
     budget = ", ".join(f"{label} {'none' if params[key] == 'null' else params[key]}"
                        for key, label in BUDGET if key in params)
@@ -238,13 +237,13 @@ def _header_lines(table: StudyTable) -> list[str]:
     return [
         f"# Ablation study `{table.study}`",
         "",
-        f"- Dataset: {h.get('dataset', '?')}, {source_text}; {checksums}",
-        f"- Profile: {h.get('profile', '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
-        + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get('workers', '?')}",
+        f"- Dataset: {h.get(record.TAG_DATASET, '?')}, {source_text}; {checksums}",
+        f"- Profile: {h.get(record.TAG_PROFILE, '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
+        + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get(record.TAG_WORKERS, '?')}",
         f"- Budget per cell (base): {budget or 'unknown'}",
-        f"- Machine: {h.get('machine', '?')}",
+        f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
         f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
-        f"- Written: {now}; code version: {h.get('git_revision', '?')}; MLflow parent run {table.parent_run_id}",
+        f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
     ]
 
 
@@ -253,15 +252,15 @@ def _not_measured(table: StudyTable) -> list[str]:
     lines = []
     if table.seeds < 2:
         lines.append("spread over seeds and significance against the base: one seed, so no std and no test")
-    if h.get("profile") != "full":
-        lines.append(f"converged models: profile {h.get('profile')} trains a few epochs, so the losses are "
+    if h.get(record.TAG_PROFILE) != "full":
+        lines.append(f"converged models: profile {h.get(record.TAG_PROFILE)} trains a few epochs, so the losses are "
                      "early-training values (as in the seed study's table)")
-    if h.get("data_source") == "synthetic":
+    if h.get(record.TAG_DATA_SOURCE) == "synthetic":
         lines.append("real Geant4 showers: these numbers come from the synthetic stand-in and say nothing "
                      "quantitative about the CaloChallenge data")
-    if h.get("evaluate") == "false" or not any(m for m, _ in table.columns if m in dict(QUALITY)):
+    if h.get(record.TAG_EVALUATE) == "false" or not any(m for m, _ in table.columns if m in dict(QUALITY)):
         lines.append("sample quality (no evaluation metrics were logged)")
-    elif h.get("profile") != "full":
+    elif h.get(record.TAG_PROFILE) != "full":
         lines.append("the official CaloChallenge classifier (this profile trains a smaller one on fewer showers)")
     lines.append("generation time on other hardware (timed on the machine above, model loading excluded)")
     return lines

@@ -1,21 +1,26 @@
-"""Everything a worker needs to run a study's cells, stored in the study (Optuna user attrs) as JSON.
+"""A study as one process sees it: its settings (stored in the study, JSON), its plan, data and folder.
 
-The `ablate` command writes StudySettings once it has validated the registry and made the data; a
-`calo-ablate worker` on any machine reads them back, makes (or finds) the same data, checks its
-checksums and rebuilds the identical plan.
+The `ablate` command writes StudySettings, with the plan serialised, once it has validated the
+registry, made the data and planned the cells; a `calo-ablate worker` on any machine reads them back,
+makes (or finds) the same data, checks its checksums and takes the plan as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import ConfigError
-from calo_ablate.study.plan import Plan, make_plan
-from calo_ablate.study.registry import Ablation, Registry, Search
+from calo_ablate.study.plan import Plan
+
+Log = Callable[[str], None]
+THREADS_ENV = "CALO_ABLATE_THREADS"  # torch threads of a worker (default: this machine's cores shared evenly)
+WORKERS_HERE_ENV = "CALO_ABLATE_WORKERS_HERE"  # set by `ablate` for the workers it spawns on its machine
 
 
 @dataclass(frozen=True)
@@ -23,18 +28,22 @@ class StudySettings:
     """What defines a study's cells and where it logs (JSON-serialisable)."""
 
     study: str
-    dataset: str
-    profile: str
-    seeds: int
-    cli_set: list[str]
-    registry_path: str
-    ablations: list[dict[str, Any]]  # the selected, resolved registry entries in order
+    plan: dict[str, Any]  # Plan.to_json()
     checksums: dict[str, str]  # data file name -> md5
     data_source: str  # "real" or "synthetic"
+    data_dir: str  # where the planning machine found the data (a worker may use its own)
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
     fail_fast: bool
+
+    @property
+    def dataset(self) -> str:
+        return str(self.plan["dataset"])
+
+    @property
+    def profile(self) -> str:
+        return str(self.plan["profile"])
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -43,17 +52,6 @@ class StudySettings:
     def from_json(cls, data: dict[str, Any]) -> StudySettings:
         return cls(**data)
 
-    def registry(self) -> Registry:
-        ablations = []
-        for entry in self.ablations:
-            search = Search(**entry["search"]) if entry.get("search") else None
-            ablations.append(Ablation(entry["name"], entry["title"], entry["why"], entry["overrides"], search))
-        return Registry(Path(self.registry_path), ablations)
-
-
-def serialise_registry(registry: Registry) -> list[dict[str, Any]]:
-    return [dataclasses.asdict(a) for a in registry.ablations]
-
 
 @dataclass
 class StudyContext:
@@ -61,10 +59,10 @@ class StudyContext:
 
     settings: StudySettings
     plan: Plan
-    files: Any  # calo_ablate.data.source.DataFiles
+    files: DataFiles
     study_dir: Path
     threads: int
-    log: Any = print
+    log: Log = print
 
     @property
     def name(self) -> str:
@@ -78,20 +76,19 @@ class StudyContext:
     def runs_dir(self) -> Path:
         return self.study_dir / "runs"
 
-    @property
-    def samples_dir(self) -> Path:
-        return self.study_dir / "samples"
+
+def threads_per_worker(workers_here: int) -> int:
+    """Torch threads of one worker: CALO_ABLATE_THREADS, else this machine's cores shared evenly."""
+    return int(os.environ.get(THREADS_ENV, "0")) or max(1, (os.cpu_count() or 1) // max(1, workers_here))
 
 
-
-def build_context(settings: StudySettings, files: Any, study_dir: Path, workers_here: int,
-                  log: Any = print) -> StudyContext:
-    """The context of a worker on this machine; raises when its data differ from the study's."""
+def build_context(settings: StudySettings, files: DataFiles, study_dir: Path, workers_here: int,
+                  log: Log = print, plan: Plan | None = None) -> StudyContext:
+    """The context of a worker on this machine (the plan deserialised unless given); raises when its data
+    differ from the study's."""
     if dict(files.checksums) != settings.checksums:
         msg = (f"study '{settings.study}' was planned on data with checksums {settings.checksums}, "
                f"but this machine's files have {dict(files.checksums)}: use the same data files")
         raise ConfigError(msg)
-    plan = make_plan(settings.registry(), dataset=settings.dataset, profile=settings.profile,
-                     seeds=settings.seeds, checksums=settings.checksums, cli_set=settings.cli_set)
-    threads = int(os.environ.get("CALO_ABLATE_THREADS", "0")) or max(1, (os.cpu_count() or 1) // max(1, workers_here))
-    return StudyContext(settings, plan, files, Path(study_dir), threads, log)
+    plan = plan if plan is not None else Plan.from_json(settings.plan)
+    return StudyContext(settings, plan, files, Path(study_dir), threads_per_worker(workers_here), log)

@@ -1,19 +1,24 @@
 """The plan of a study: cells (ablation x seed), their resolved configs and keys, and the train units.
 
 A cell's config comes from the dataset file, the profile file, the ablation's override set, the
-command line's `--set` options and the seed, in that order. Cells with equal train keys share one
-training (a train unit): "fewer time steps" changes only sampling, so it reuses the base's model of
-the same seed. A cell of an ablation with a `search:` block is its own unit (its trainings depend on
-the sampled values).
+command line's `--set` options and the seed, in that order, resolved once (`resolve_cells`) by the
+`ablate` command. Workers receive the plan serialised with the study (`Plan.to_json`/`from_json`),
+never YAML files or option strings to resolve again. Cells with equal train keys share one training
+(a train unit): "fewer time steps" changes only sampling, so it reuses the base's model of the same
+seed. A cell of an ablation with a `search:` block is its own unit (its trainings depend on the
+sampled values).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from calo_ablate.config import Config, diff_from, eval_key, resolve_config, train_key
 from calo_ablate.errors import ConfigError
-from calo_ablate.study.registry import BASE, Ablation, Registry
+from calo_ablate.study.registry import BASE, Ablation, Registry, Search
 
 # Fields that define what the loss measures: a row that changes one of them cannot compare its loss
 # with the base's (the noise schedule sets the loss's scale; the preprocessing constants set the
@@ -84,6 +89,36 @@ class Plan:
         changed = diff_from(cell.config, self.base_cell(cell.seed).config)
         return not any(k.startswith(LOSS_DEFINING_PREFIXES) or k in LOSS_DEFINING_KEYS for k in changed)
 
+    def to_json(self) -> dict[str, Any]:
+        """The whole plan as JSON-able data: every cell's resolved config and keys."""
+        return {
+            "dataset": self.dataset, "profile": self.profile, "seeds": self.seeds, "cli_set": list(self.cli_set),
+            "registry_path": str(self.registry.path),
+            "ablations": [dataclasses.asdict(a) for a in self.registry.ablations],
+            "cells": [{"ablation": c.ablation.name, "seed": c.seed, "config": c.config.model_dump(mode="json"),
+                       "train_key": c.train_key, "eval_key": c.eval_key} for c in self.cells],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Plan:
+        """The plan as `to_json` wrote it (configs validated against this version's schema)."""
+        ablations = [Ablation(**{**a, "search": Search(**a["search"]) if a.get("search") else None})
+                     for a in data["ablations"]]
+        registry = Registry(Path(data["registry_path"]), ablations)
+        cells = tuple(Cell(registry.get(c["ablation"]), c["seed"], Config.model_validate(c["config"]),
+                           c["train_key"], c["eval_key"]) for c in data["cells"])
+        return cls(data["dataset"], data["profile"], data["seeds"], tuple(data["cli_set"]), registry, cells)
+
+
+def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int,
+                  cli_set: list[str] | tuple[str, ...] = ()) -> list[tuple[Ablation, int, Config]]:
+    """Every (ablation, seed) and its config, in registry order then seed: the study's one resolution."""
+    if seeds < 1:
+        msg = f"--seeds must be at least 1, got {seeds}"
+        raise ConfigError(msg)
+    return [(ablation, seed, resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed))
+            for ablation in registry.ablations for seed in range(seeds)]
+
 
 def make_plan(
     registry: Registry,
@@ -93,17 +128,17 @@ def make_plan(
     seeds: int,
     checksums: dict[str, str],
     cli_set: list[str] | tuple[str, ...] = (),
+    resolved: list[tuple[Ablation, int, Config]] | None = None,
 ) -> Plan:
-    """Every cell's config and keys; `checksums` are the data files' MD5s (file name -> md5)."""
-    if seeds < 1:
-        msg = f"--seeds must be at least 1, got {seeds}"
-        raise ConfigError(msg)
-    cells = []
-    for ablation in registry.ablations:
-        for seed in range(seeds):
-            config = resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed)
-            cells.append(Cell(ablation, seed, config, train_key(config, checksums), eval_key(config, checksums)))
-    return Plan(dataset, profile, seeds, tuple(cli_set), registry, tuple(cells))
+    """Every cell's config and keys; `checksums` are the data files' MD5s (file name -> md5).
+
+    resolved: the output of `resolve_cells` when the caller has it already (nothing is resolved twice).
+    """
+    if resolved is None:
+        resolved = resolve_cells(registry, dataset=dataset, profile=profile, seeds=seeds, cli_set=cli_set)
+    cells = tuple(Cell(ablation, seed, config, train_key(config, checksums), eval_key(config, checksums))
+                  for ablation, seed, config in resolved)
+    return Plan(dataset, profile, seeds, tuple(cli_set), registry, cells)
 
 
 def describe_difference(ablation: Ablation, config: Config, base: Config) -> list[str]:

@@ -26,9 +26,10 @@ from typing import Any
 
 import yaml
 
-from calo_ablate.config import Config, ConfigError, build_config, experiments_dir, flatten, resolve_config
+from calo_ablate.config import Config, build_config, experiments_dir, flatten, resolve_config
+from calo_ablate.errors import ConfigError
+from calo_ablate.runs.record import BASE
 
-BASE = "base"
 ENTRY_FIELDS = ("title", "why", "set", "with", "search")
 SEARCH_FIELDS = ("param", "low", "high", "log", "trials")
 

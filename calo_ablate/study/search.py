@@ -14,20 +14,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from optuna_integration import PyTorchLightningPruningCallback
 
-from calo_ablate.config import resolve_config
+from calo_ablate.config import with_value
 from calo_ablate.errors import TrainingError
-from calo_ablate.study import tracking
+from calo_ablate.runs import record
+from calo_ablate.runs.generate import load_run
+from calo_ablate.runs.train import RESULT_FILE, TrainResult
+from calo_ablate.study.cell import evaluate_cell, train_cell, training_metrics
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import Claim, StudyQueue
 from calo_ablate.study.registry import search_is_int
 
-MONITOR = "val/loss"
+MONITOR = record.VAL_LOSS
 
 
 def search_study_name(ctx: StudyContext, cell: Cell) -> str:
@@ -55,20 +58,16 @@ def _suggest(trial: optuna.Trial, cell: Cell) -> float | int:
 
 def _run_trial(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, study: optuna.Study,
                cell_run_id: str) -> None:
-    from optuna_integration import PyTorchLightningPruningCallback
-
-    from calo_ablate.study.cell import train_cell
-
     trial = study.ask()
     value = _suggest(trial, cell)
     search = cell.ablation.search
     assert search is not None
     name = f"{cell.name}/trial{trial.number}"
-    config = resolve_config(ctx.settings.dataset, ctx.settings.profile,
-                            {**cell.ablation.overrides, search.param: value}, ctx.settings.cli_set, cell.seed)
-    run_id = tracking.find_or_create_cell_run(
+    config = with_value(cell.config, search.param, value)
+    run_id = record.open_child_run(
         ctx.tracking_uri, ctx.settings.experiment_id, cell_run_id, name,
-        {"ablation": cell.ablation.name, "seed": str(cell.seed), search.param: str(value)}, role="search_trial")
+        {record.TAG_ABLATION: cell.ablation.name, record.TAG_SEED: str(cell.seed), search.param: str(value)},
+        role=record.ROLE_SEARCH_TRIAL)
     trial.set_user_attr("run_id", run_id)
     ctx.log(f"  {name}: {search.param} = {value:.4g}")
     run_dir = ctx.runs_dir / "search" / f"{cell.ablation.name}-s{cell.seed}" / f"trial-{trial.number}"
@@ -76,27 +75,25 @@ def _run_trial(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, s
         result, _ = train_cell(ctx, queue, claim, cell, run_dir=run_dir, run_id=run_id, config=config, label=name,
                                extra_callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)])
     except optuna.TrialPruned:
-        tracking.set_tags(ctx.tracking_uri, run_id, {"pruned": "true"})
-        tracking.client(ctx.tracking_uri).set_terminated(run_id, "KILLED")
+        record.set_tags(ctx.tracking_uri, run_id, {record.TAG_PRUNED: "true"})
+        record.kill_run(ctx.tracking_uri, run_id)
         study.tell(trial, state=TrialState.PRUNED)
         ctx.log(f"  {name}: pruned")
         return
     except TrainingError as err:
-        tracking.set_failed(ctx.tracking_uri, run_id, str(err))
+        record.close_run(ctx.tracking_uri, run_id, str(err))
         study.tell(trial, state=TrialState.FAIL)
         ctx.log(f"  {name}: failed ({err})")
         return
+    record.close_run(ctx.tracking_uri, run_id)
     trial.set_user_attr("run_dir", str(run_dir))
     study.tell(trial, result.metrics[MONITOR])
 
 
 def run_search_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
                     cell_run_id: str) -> dict[str, float]:
-    """Run the cell's search to `trials` finished trials, then evaluate the best; log into the cell's run."""
-    from calo_ablate.generate import load_run
-    from calo_ablate.study.cell import evaluate_cell, training_metrics
-    from calo_ablate.train import TrainResult
-
+    """Run the cell's search to `trials` finished trials, then evaluate the best; log into the cell's run
+    (the caller closes it)."""
     search = cell.ablation.search
     assert search is not None
     study = _open_search(ctx, queue, cell)
@@ -109,28 +106,21 @@ def run_search_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Ce
         msg = f"search of {cell.name}: no trial finished with a finite {MONITOR}"
         raise TrainingError(msg)
     best = study.best_trial
-    result = TrainResult.load(_result_file(best.user_attrs["run_dir"]))
-    metrics: dict[str, Any] = training_metrics(result, 0.0)
+    result = TrainResult.load(Path(best.user_attrs["run_dir"]) / RESULT_FILE)
+    metrics = training_metrics(result, 0.0)
     metrics.update({
-        "search_trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))),
-        "search_pruned": len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
-        "search_failed": len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
-        "search_best_value": float(best.params[search.param]),
+        record.SEARCH_TRIALS: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))),
+        record.SEARCH_PRUNED: len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+        record.SEARCH_FAILED: len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+        record.SEARCH_BEST_VALUE: float(best.params[search.param]),
     })
-    tracking.set_tags(ctx.tracking_uri, cell_run_id, {
-        "search_param": search.param, "search_best_trial": str(best.number),
-        "shares_training_run": result.run_id})
+    record.set_tags(ctx.tracking_uri, cell_run_id, {
+        record.TAG_SEARCH_PARAM: search.param, record.TAG_SEARCH_BEST_TRIAL: str(best.number),
+        record.TAG_SHARES_TRAINING_RUN: result.run_id})
     if cell.config.evaluate.enabled:
         metrics.update(evaluate_cell(ctx, queue, claim, cell, load_run(result.run_id, ctx.tracking_uri)))
-    tracking.log_metrics(ctx.tracking_uri, cell_run_id, metrics)
-    tracking.set_finished(ctx.tracking_uri, cell_run_id)
+    record.log_metrics(ctx.tracking_uri, cell_run_id, metrics)
     ctx.log(f"done {cell.name}: best {search.param} = {best.params[search.param]:.4g}, "
-            f"val/loss {result.metrics[MONITOR]:.4f} ({metrics['search_trials']} trials, "
-            f"{metrics['search_pruned']} pruned)")
+            f"{MONITOR} {result.metrics[MONITOR]:.4f} ({int(metrics[record.SEARCH_TRIALS])} trials, "
+            f"{int(metrics[record.SEARCH_PRUNED])} pruned)")
     return metrics
-
-
-def _result_file(run_dir: str) -> Path:
-    from calo_ablate.train import RESULT_FILE
-
-    return Path(run_dir) / RESULT_FILE

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from calo_ablate.cli import main as cli_main
+from calo_ablate.commands.evaluate import equal_sizes
 from calo_ablate.config import ClassifierConfig, EvaluateConfig
 from calo_ablate.data.calochallenge import read_showers, write_showers
 from calo_ablate.errors import DataError
-from calo_ablate.evaluation.commands import equal_sizes
 from calo_ablate.evaluation.evaluate import evaluate_samples, reference_noise_floor
 from calo_ablate.evaluation.features import feature_names
 from calo_ablate.geometry import load_geometry

@@ -1,4 +1,4 @@
-"""`calo-ablate evaluate`: the metrics of a generated file against a reference file.
+"""`calo-ablate evaluate`: the metrics of a generated file against a reference file, printed.
 
     calo-ablate evaluate --reference REF.hdf5 --generated GEN.hdf5 --dataset 1-photons \
         [--out DIR] [--profile smoke|quick|full]

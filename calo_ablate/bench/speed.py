@@ -12,23 +12,28 @@ One function per measurement, `main` prints them:
   bench's time a few DDIM steps are timed and the time per step is scaled to the full step count;
 - peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss);
 - runner_overhead: a small smoke study with 1 and 2 workers: study wall time against the time spent
-  inside its cells (calo_ablate/study/overhead.py); --skip-study leaves it out.
+  inside its cells (calo_ablate/bench/overhead.py); --skip-study leaves it out.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import lightning.pytorch as pl
 import torch
+from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.flop_counter import FlopCounterMode
 
+from calo_ablate.bench.overhead import measure
 from calo_ablate.config import Config, canonical_dataset, resolve_config
 from calo_ablate.geometry import load_geometry
+from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.runs.train import quiet_lightning
 
 __all__ = [
     "GenerationTiming",
@@ -80,10 +85,6 @@ def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None
 
 def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: int = 16) -> float:
     """Model FLOPs per shower of one training step: forward and backward of both nets (no optimizer)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from calo_ablate.model.calo_score import CaloScoreModule
-
     module = CaloScoreModule(config, n_voxels, n_layers)
     inputs = _random_batch(batch, n_layers, n_voxels, torch.device("cpu"))
     counter = FlopCounterMode(display=False)
@@ -94,10 +95,6 @@ def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: 
 
 def generation_flops_per_shower_step(config: Config, n_voxels: int, n_layers: int, batch: int = 4) -> float:
     """Model FLOPs per shower of one DDIM step of both nets (forward only)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from calo_ablate.model.calo_score import CaloScoreModule
-
     module = CaloScoreModule(config, n_voxels, n_layers).eval()
     cond = torch.rand(batch, 1)
     counter = FlopCounterMode(display=False)
@@ -109,12 +106,6 @@ def generation_flops_per_shower_step(config: Config, n_voxels: int, n_layers: in
 def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_steps: int = 4,
                         warmup_steps: int = 2) -> float:
     """Showers/s of Lightning training steps at train.batch_size, after `warmup_steps` untimed steps."""
-    import lightning.pytorch as pl
-    from torch.utils.data import DataLoader, TensorDataset
-
-    from calo_ablate.model.calo_score import CaloScoreModule
-    from calo_ablate.train import quiet_lightning
-
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
             self.seconds = 0.0
@@ -165,8 +156,6 @@ def generation_ms_per_shower(config: Config, n_voxels: int, n_layers: int, batch
                              timed_steps: int = 2) -> GenerationTiming:
     """Time `timed_steps` DDIM steps (layer and voxel nets, EMA weights, sample.precision) at `batch_size`
     after a one-step warm-up (skipped for batches of 1000 and more, where one step already takes long)."""
-    from calo_ablate.model.calo_score import CaloScoreModule
-
     device = _device()
     module = CaloScoreModule(config, n_voxels, n_layers).to(device).eval()
     cond = torch.rand(batch_size, 1, device=device)
@@ -188,8 +177,6 @@ def peak_memory_mib() -> float:
 def runner_overhead(dataset: str, data_dir: str = "data") -> None:
     """Print the study runner's overhead on a smoke study (base, higher_lr, fewer_steps; 1 seed) run with
     1 and 2 workers: 1 - summed in-cell training and evaluation seconds / (workers x study wall time)."""
-    from calo_ablate.study.overhead import measure
-
     print("runner overhead (smoke study: base, higher_lr, fewer_steps, 1 seed; target <= 10% with 1 worker):")
     for workers in (1, 2):
         overhead, elapsed = measure(workers, dataset=dataset, data_dir=data_dir)
@@ -250,6 +237,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         runner_overhead(dataset)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

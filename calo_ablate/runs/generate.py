@@ -1,9 +1,8 @@
-"""Showers from a trained run: load its EMA weights and preprocessor, sample, write the official layout.
+"""Showers from a trained run: rebuild it from MLflow (config, EMA weights, preprocessor) and sample.
 
-`calo-ablate generate --run RUN_ID --events N --out FILE` draws N incident energies from the
-evaluation file (never the training data), generates one shower per energy with the EMA weights
-(layer variables first, then voxels; DDIM with sample.effective_steps of the run's config) and
-writes FILE with `incident_energies` (N, 1) and `showers` (N, V) in MeV.
+`load_run` finds a run's config artifact, best checkpoint and fitted preprocessor; `generate_showers`
+draws one shower per incident energy with the EMA weights (layer variables first, then voxels; DDIM
+with sample.effective_steps of the run's config), in MeV.
 """
 
 from __future__ import annotations
@@ -12,28 +11,26 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+import mlflow.artifacts
 import numpy as np
 import torch
 import yaml
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 
 from calo_ablate.config import Config
+from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.preprocess import CaloScorePreprocessor
+from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import CaloAblateError, ConfigError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calo_score import CaloScoreModule
-from calo_ablate.train import (
-    CONFIG_FILE,
-    LAST_CHECKPOINT,
-    PREPROCESSOR_FILE,
-    TAG_CHECKPOINT,
-    TAG_PREPROCESSOR,
-    TAG_RUN_DIR,
-    default_tracking_uri,
-)
+from calo_ablate.runs import record
+from calo_ablate.runs.train import CONFIG_FILE, LAST_CHECKPOINT, PREPROCESSOR_FILE
 
-__all__ = ["TrainedModel", "generate_showers", "load_run", "main"]
+__all__ = ["TrainedModel", "generate_showers", "load_run"]
 
 
 @dataclass
@@ -47,38 +44,35 @@ class TrainedModel:
     checkpoint_path: Path
 
 
-def _run_config(client: Any, run_id: str, run_dir: Path | None) -> Config:
+def _run_config(client: MlflowClient, run_id: str, run_dir: Path | None) -> Config:
     """The run's resolved config: its config.yaml artifact, else the copy in its run folder."""
-    import mlflow.artifacts
-    from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
-    from mlflow.exceptions import MlflowException
-
     os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"  # one small file: no bar
     text = None
     try:
-        text = mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{CONFIG_FILE}")
+        text = mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{record.CONFIG_ARTIFACT}")
     except (MlflowException, OSError):
         if run_dir is not None and (run_dir / CONFIG_FILE).is_file():
             text = (run_dir / CONFIG_FILE).read_text()
     if text is None:
-        msg = f"run {run_id}: no {CONFIG_FILE} artifact and no run folder copy ({run_dir}); cannot rebuild its model"
+        msg = (f"run {run_id}: no {record.CONFIG_ARTIFACT} artifact and no run folder copy ({run_dir}); "
+               "cannot rebuild its model")
         raise CaloAblateError(msg)
     try:
         return Config.model_validate(yaml.safe_load(text))
     except ValueError as err:
-        msg = f"run {run_id}: its {CONFIG_FILE} does not fit this version's config schema ({err})"
+        msg = f"run {run_id}: its {record.CONFIG_ARTIFACT} does not fit this version's config schema ({err})"
         raise ConfigError(msg) from err
 
 
 def _checkpoint(run_id: str, tags: dict[str, str], run_dir: Path | None) -> Path:
     """The run's best checkpoint (tag), else its last.ckpt (an unfinished run), else an error."""
-    if TAG_CHECKPOINT in tags and Path(tags[TAG_CHECKPOINT]).is_file():
-        return Path(tags[TAG_CHECKPOINT])
+    if record.TAG_CHECKPOINT in tags and Path(tags[record.TAG_CHECKPOINT]).is_file():
+        return Path(tags[record.TAG_CHECKPOINT])
     if run_dir is not None and (run_dir / LAST_CHECKPOINT).is_file():
         print(f"calo-ablate: run {run_id} has not finished; using its latest checkpoint "
               f"{run_dir / LAST_CHECKPOINT}", file=sys.stderr)
         return run_dir / LAST_CHECKPOINT
-    msg = (f"run {run_id}: no checkpoint found (tag {TAG_CHECKPOINT}={tags.get(TAG_CHECKPOINT)!r}, "
+    msg = (f"run {run_id}: no checkpoint found (tag {record.TAG_CHECKPOINT}={tags.get(record.TAG_CHECKPOINT)!r}, "
            f"run folder {run_dir}); train it first")
     raise CaloAblateError(msg)
 
@@ -86,13 +80,10 @@ def _checkpoint(run_id: str, tags: dict[str, str], run_dir: Path | None) -> Path
 def _preprocessor(config: Config, tags: dict[str, str], run_dir: Path | None) -> CaloScorePreprocessor:
     """The preprocessor saved with the run, else the one of the data module's cache (refitted if missing)."""
     geometry = load_geometry(config.data.dataset)
-    candidates = [tags.get(TAG_PREPROCESSOR)] + ([str(run_dir / PREPROCESSOR_FILE)] if run_dir else [])
+    candidates = [tags.get(record.TAG_PREPROCESSOR)] + ([str(run_dir / PREPROCESSOR_FILE)] if run_dir else [])
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return CaloScorePreprocessor.load(candidate, geometry, config.data)
-    from calo_ablate.data.datamodule import CaloDataModule
-    from calo_ablate.data.source import ensure_data
-
     files = ensure_data(config.data.dataset, config.data.data_dir)
     return CaloDataModule(config, files, Path(config.data.data_dir) / "cache").preprocessor
 
@@ -100,17 +91,14 @@ def _preprocessor(config: Config, tags: dict[str, str], run_dir: Path | None) ->
 def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None = None) -> TrainedModel:
     """Rebuild a trained run from MLflow: config artifact, checkpoint (best, with the EMA weights),
     saved preprocessor. device: where the module goes (default: cuda if available, else cpu)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = record.client(tracking_uri)
     try:
         run = client.get_run(run_id)
     except MlflowException as err:
         msg = f"run {run_id!r} not found in the tracking store {tracking_uri}"
         raise CaloAblateError(msg) from err
     tags = run.data.tags
-    run_dir = Path(tags[TAG_RUN_DIR]) if TAG_RUN_DIR in tags else None
+    run_dir = Path(tags[record.TAG_RUN_DIR]) if record.TAG_RUN_DIR in tags else None
     config = _run_config(client, run_id, run_dir)
     checkpoint_path = _checkpoint(run_id, tags, run_dir)
     geometry = load_geometry(config.data.dataset)
@@ -139,26 +127,3 @@ def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: 
                                          progress=progress and sys.stderr.isatty(), precision=precision)
     showers = trained.preprocessor.inverse(energies_mev, layer.float().cpu().numpy(), voxel.float().cpu().numpy())
     return np.asarray(showers, dtype=np.float32)
-
-
-def main(args: Any) -> int:
-    """`calo-ablate generate --run RUN_ID --events N --out FILE [--tracking-uri URI] [--seed S]`."""
-    from calo_ablate.data.calochallenge import write_showers
-    from calo_ablate.data.datamodule import CaloDataModule
-    from calo_ablate.data.source import ensure_data
-
-    if args.events < 1:
-        msg = f"--events {args.events}: expected a positive number of showers"
-        raise ConfigError(msg)
-    tracking_uri = args.tracking_uri or default_tracking_uri()
-    trained = load_run(args.run_id, tracking_uri)
-    config = trained.config
-    files = ensure_data(config.data.dataset, config.data.data_dir)
-    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache")
-    energies_mev, _ = datamodule.eval_sample(args.events, args.seed)
-    showers_mev = generate_showers(trained, energies_mev, seed=args.seed, progress=True)
-    out = Path(args.out)
-    write_showers(out, energies_mev, showers_mev)
-    print(f"{args.events} showers of run {args.run_id} ({config.sample.effective_steps} DDIM steps, EMA weights) "
-          f"-> {out}")
-    return 0

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from calo_ablate.study import tracking
+from calo_ablate.runs import record
 
 
 @dataclass(frozen=True)
@@ -34,16 +34,16 @@ class Overhead:
 
 def study_overhead(tracking_uri: str, study: str, workers: int) -> Overhead:
     """The overhead of a finished study, read from its MLflow parent and cell runs."""
-    parent = tracking.find_parent(tracking_uri, study)
+    parent = record.find_parent(tracking_uri, study)
     if parent is None:
         msg = f"no study '{study}' in {tracking_uri}"
         raise LookupError(msg)
-    c = tracking.client(tracking_uri)
-    wall = sum(m.value for m in c.get_metric_history(parent, "invocation_seconds"))
-    in_cell = c.get_run(parent).data.metrics.get("reference_seconds", 0.0)
-    for run in tracking.child_runs(tracking_uri, parent):
+    c = record.client(tracking_uri)
+    wall = sum(m.value for m in c.get_metric_history(parent, record.INVOCATION_SECONDS))
+    in_cell = c.get_run(parent).data.metrics.get(record.REFERENCE_SECONDS, 0.0)
+    for run in record.child_runs(tracking_uri, parent):
         metrics = run.data.metrics
-        in_cell += metrics.get("train_seconds", 0.0) + metrics.get("eval_seconds", 0.0)
+        in_cell += metrics.get(record.TRAIN_SECONDS, 0.0) + metrics.get(record.EVAL_SECONDS, 0.0)
     return Overhead(workers, wall, in_cell)
 
 

@@ -1,5 +1,5 @@
-"""Handlers of `calo-ablate data validate | download | synth | prepare` (each takes the argparse
-Namespace and returns the exit code; CaloAblateError is turned into a message by the CLI)."""
+"""`calo-ablate data validate | download | synth | prepare` (each takes the argparse Namespace and returns
+the exit code; CaloAblateError is turned into a message by the CLI)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from calo_ablate.config import canonical_dataset
 from calo_ablate.data.calochallenge import count_events, inspect_file, validate_file
 from calo_ablate.data.download import download_dataset
 from calo_ablate.data.source import SYNTHETIC_DIR, ensure_data
+from calo_ablate.data.synthetic import synthesise
 
 __all__ = ["download", "prepare", "synth", "validate"]
 
@@ -40,8 +41,6 @@ def download(args: argparse.Namespace) -> int:
 
 def synth(args: argparse.Namespace) -> int:
     """Write the synthetic stand-in of --dataset into DATA_DIR/synthetic (replacing what is there)."""
-    from calo_ablate.data.synthetic import synthesise  # heavy: only for this command
-
     dataset = canonical_dataset(args.dataset)
     out_dir = Path(args.data_dir) / SYNTHETIC_DIR
     for path in synthesise(dataset, out_dir, events=args.events, seed=args.seed, progress=True):

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from calo_ablate.cli import main
+from calo_ablate.commands import study as study_commands
 from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.plan import make_plan
@@ -107,14 +108,12 @@ def test_list_stops_on_a_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 
 def test_ui_serves_the_newest_study_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from calo_ablate.study import commands
-
     for age, name in ((100, "old"), (0, "new")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "mlflow.db").write_text("")
         os.utime(tmp_path / name / "mlflow.db", (time.time() - age, time.time() - age))
     calls = []
-    monkeypatch.setattr(commands.subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(study_commands.subprocess, "call", lambda command: calls.append(command) or 0)
     assert main(["ui", "--results-dir", str(tmp_path), "--port", "5001"]) == 0
     assert calls[0][1:] == ["ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}",
                             "--host", "127.0.0.1", "--port", "5001"]

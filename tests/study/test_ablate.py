@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
+from calo_ablate.study.queue import StudyQueue
 
 REGISTRY = """\
 ablations:
@@ -55,8 +56,6 @@ def table_rows(study_dir: Path) -> list[str]:
 
 
 def trials(study_dir: Path) -> list:
-    from calo_ablate.study.queue import StudyQueue
-
     return StudyQueue(str(study_dir / "optuna.journal"), study_dir.name, create=False).trials()
 
 
@@ -190,3 +189,27 @@ def test_search_reports_its_best_trial(study: dict) -> None:
     assert len(nested) == 2
     frame = (study_dir / "table.csv").read_text()
     assert "search_trials_mean" in frame
+
+
+KILL_IN_EVALUATION = """
+import os, signal, sys
+import calo_ablate.study.cell as cell
+cell.evaluate_samples = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
+from calo_ablate.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_kill_during_evaluation_never_leaves_a_finished_run(study: dict) -> None:
+    args = ablate_args(study["tmp"], study["data"], "evalkill", "base")
+    study_dir = study["tmp"] / "results" / "evalkill"
+    proc = subprocess.run([sys.executable, "-c", KILL_IN_EVALUATION, *args], capture_output=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL
+    runs = {r.info.run_name: r for r in child_runs(study_dir)}
+    assert runs["base/s0"].info.status == "RUNNING"  # trained, killed while evaluating: not done
+    assert "val/loss" in runs["base/s0"].data.metrics and "auc_low" not in runs["base/s0"].data.metrics
+
+    assert main(args) == 0  # the rerun evaluates the trained model into the same run
+    after = {r.info.run_name: r for r in child_runs(study_dir)}
+    assert after["base/s0"].info.run_id == runs["base/s0"].info.run_id
+    assert after["base/s0"].info.status == "FINISHED" and "auc_low" in after["base/s0"].data.metrics

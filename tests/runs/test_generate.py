@@ -11,16 +11,15 @@ import torch
 from calo_ablate.cli import main as cli_main
 from calo_ablate.config import resolve_config
 from calo_ablate.data.calochallenge import read_showers
-from calo_ablate.generate import generate_showers, load_run
-from calo_ablate.train import TrainResult, run_training
+from calo_ablate.data.source import ensure_data
+from calo_ablate.runs.generate import generate_showers, load_run
+from calo_ablate.runs.train import TrainResult, run_training
 
 SETTINGS = ["data.max_train_events=64", "train.batch_size=32", "sample.steps=2", "trainer.threads=1"]
 
 
 @pytest.fixture(scope="module")
 def trained_run(photon_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, str]:
-    from calo_ablate.data.source import ensure_data
-
     root = tmp_path_factory.mktemp("gen")
     uri = f"sqlite:///{root}/mlflow.db"
     config = resolve_config("1", "smoke", cli_set=[*SETTINGS, f"data.data_dir={photon_dir}"])

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from calo_ablate.config import DataConfig
+from calo_ablate.data import preprocess
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.preprocess import CaloScorePreprocessor
 from calo_ablate.errors import DataError
@@ -172,8 +173,6 @@ def test_misuse_raises_data_errors(train_events):
 
 
 def test_chunked_processing_gives_the_same_statistics_and_features(fitted, train_events, monkeypatch):
-    from calo_ablate.data import preprocess
-
     monkeypatch.setattr(preprocess, "_CHUNK_EVENTS", 97)      # 600 showers in 7 uneven chunks
     energies, showers = train_events
     chunked = CaloScorePreprocessor(GEOMETRY, CONFIG).fit(energies, showers)

@@ -1,0 +1,84 @@
+"""`calo-ablate list`, `ablate`, `worker`, `report` and `ui`: the study's commands (parsing and printing)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+from calo_ablate.config import canonical_dataset, resolve_config
+from calo_ablate.study.plan import describe_difference
+from calo_ablate.study.registry import BASE, load_registry
+from calo_ablate.study.runner import StudyRequest, find_store, join_study, rebuild_report, run_study
+
+__all__ = ["ablate", "list_ablations", "report", "ui", "worker"]
+
+
+def list_ablations(args: Namespace) -> int:
+    """Print every registry entry: title, why and its resolved difference from the base."""
+    dataset = canonical_dataset(args.dataset)
+    registry = load_registry(args.registry, dataset=dataset, profile=args.profile)
+    base = resolve_config(dataset, args.profile, registry.get(BASE).overrides, seed=0)
+    print(f"{registry.path} (dataset {dataset}, profile {args.profile}): {len(registry.ablations)} entries")
+    for ablation in registry.ablations:
+        print(f"\n{ablation.name}: {ablation.title}")
+        if ablation.why:
+            print(f"  why: {ablation.why}")
+        if ablation.name == BASE:
+            own = ", ".join(f"{k}={v!r}" for k, v in ablation.overrides.items())
+            print(f"  the reference row{'; sets ' + own if own else ''}")
+            continue
+        config = resolve_config(dataset, args.profile, ablation.overrides, seed=0)
+        for line in describe_difference(ablation, config, base) or ["(no difference from the base)"]:
+            print(f"  {line}")
+    return 0
+
+
+def _only(text: str | None) -> list[str] | None:
+    return [s.strip() for s in text.split(",") if s.strip()] if text else None
+
+
+def ablate(args: Namespace) -> int:
+    """Validate, make data, set up MLflow and the queue, run the cells, write the report."""
+    request = StudyRequest(
+        dataset=args.dataset, profile=args.profile, seeds=args.seeds, workers=args.workers,
+        cli_set=list(args.overrides), only=_only(args.only), study=args.study, registry=args.registry,
+        results_dir=args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
+        fail_fast=bool(args.fail_fast))
+    outcome = run_study(request, log=lambda s: print(s, flush=True))
+    if outcome.stop_reason:
+        print(f"study stopped: {outcome.stop_reason}")
+    print(f"report: {outcome.report}")
+    if outcome.exit_code:
+        progress = outcome.progress
+        failed = ", ".join(f"{c} ({e})" for c, e in sorted(progress.failed.items()))
+        print(f"incomplete: {progress.done}/{progress.total} cells done"
+              + (f"; failed: {failed}" if failed else "")
+              + "; run the same command again to retry and resume", file=sys.stderr)
+    return outcome.exit_code
+
+
+def worker(args: Namespace) -> int:
+    """`calo-ablate worker --study S --storage URL`: take cells of a running study until none waits."""
+    pid = os.getpid()
+    failures = join_study(args.study, args.storage, args.results_dir,
+                          log=lambda s: print(f"[worker {pid}] {s}", flush=True))
+    return 1 if failures else 0
+
+
+def report(args: Namespace) -> int:
+    """`calo-ablate report --study S`: rebuild table and plots from the MLflow store alone."""
+    print(f"report: {rebuild_report(args.study, args.results_dir, args.tracking_uri)}")
+    return 0
+
+
+def ui(args: Namespace) -> int:
+    """`calo-ablate ui [--study S]`: the MLflow UI on 127.0.0.1 for a study's store (default: the newest)."""
+    db = find_store(args.results_dir, args.study)
+    mlflow = Path(sys.executable).with_name("mlflow")
+    command = [str(mlflow) if mlflow.is_file() else "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
+               "--host", "127.0.0.1", "--port", str(args.port)]
+    print(f"MLflow UI for {db.parent.name} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    return subprocess.call(command)

@@ -1,0 +1,84 @@
+"""`calo-ablate train`, `params` and `generate`: one model, its size, its showers."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lightning.pytorch.utilities import rank_zero_only
+
+from calo_ablate.config import canonical_dataset, resolve_config, train_key
+from calo_ablate.data.calochallenge import write_showers
+from calo_ablate.data.datamodule import CaloDataModule
+from calo_ablate.data.source import ensure_data
+from calo_ablate.errors import ConfigError
+from calo_ablate.geometry import load_geometry
+from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.runs import record
+from calo_ablate.runs.generate import generate_showers, load_run
+from calo_ablate.runs.train import run_training
+
+__all__ = ["generate", "params", "train"]
+
+
+def train(args: argparse.Namespace) -> int:
+    """`calo-ablate train --dataset 1 [--profile P] [--seed N] [--set k=v ...] [--tracking-uri URI]`."""
+    dataset = canonical_dataset(args.dataset)
+    config = resolve_config(dataset, args.profile, cli_set=args.overrides, seed=args.seed)
+    files = ensure_data(dataset, config.data.data_dir)
+    tracking_uri = args.tracking_uri or record.default_tracking_uri()
+    experiment = f"train-{dataset}"
+    record.ensure_experiment(tracking_uri, experiment)
+    run_dir = Path("results") / "runs" / train_key(config, files.checksums)
+    started = time.perf_counter()
+    result = run_training(config, files=files, run_dir=run_dir, tracking_uri=tracking_uri,
+                          experiment_name=experiment, run_name=f"{dataset}-{args.profile}-seed{config.train.seed}")
+    if rank_zero_only.rank != 0:  # the other processes of a multi-process run report nothing
+        return 0
+    record.close_run(tracking_uri, result.run_id)
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
+    print(f"run {result.run_id} ({experiment} in {tracking_uri}): {result.epochs} epoch(s), {losses}; "
+          f"{result.seconds_per_epoch:.1f} s/epoch, {result.n_params:,} parameters, "
+          f"{time.perf_counter() - started:.0f} s in this call")
+    print(f"checkpoint: {result.checkpoint_path}")
+    print(f"generate:   calo-ablate generate --run {result.run_id} --events 1000 --out samples.hdf5"
+          + (f" --tracking-uri {tracking_uri}" if args.tracking_uri else ""))
+    return 0
+
+
+def params(args: argparse.Namespace) -> int:
+    """`calo-ablate params --dataset 1 [--set k=v ...]`: trainable parameters per net and in total."""
+    dataset = canonical_dataset(args.dataset)
+    config = resolve_config(dataset, "full", cli_set=args.overrides)
+    geometry = load_geometry(dataset)
+    module = CaloScoreModule(config, geometry.n_voxels, geometry.n_layers)
+    parts = {k: v for k, v in module.net.parameter_breakdown().items() if k != "total"}
+    width = max(len(name) for name in parts)
+    print(f"CaloScore v2, dataset {dataset} ({geometry.n_voxels} voxels, {geometry.n_layers} layers)")
+    for name, count in parts.items():
+        print(f"  {name:<{width}}  {count:>12,}")
+    print(f"  {'total':<{width}}  {module.n_trainable_parameters():>12,}")
+    return 0
+
+
+def generate(args: argparse.Namespace) -> int:
+    """`calo-ablate generate --run RUN_ID --events N --out FILE [--tracking-uri URI] [--seed S]`.
+
+    Draws N incident energies from the evaluation file (never the training data) and writes FILE with
+    `incident_energies` (N, 1) and `showers` (N, V) in MeV.
+    """
+    if args.events < 1:
+        msg = f"--events {args.events}: expected a positive number of showers"
+        raise ConfigError(msg)
+    trained = load_run(args.run_id, args.tracking_uri or record.default_tracking_uri())
+    config = trained.config
+    files = ensure_data(config.data.dataset, config.data.data_dir)
+    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache")
+    energies_mev, _ = datamodule.eval_sample(args.events, args.seed)
+    showers_mev = generate_showers(trained, energies_mev, seed=args.seed, progress=True)
+    out = Path(args.out)
+    write_showers(out, energies_mev, showers_mev)
+    print(f"{args.events} showers of run {args.run_id} ({config.sample.effective_steps} DDIM steps, EMA weights) "
+          f"-> {out}")
+    return 0

@@ -1,0 +1,235 @@
+"""One training run: seeded Lightning fit of CaloScore v2 into an MLflow run, resumable.
+
+`run_training` trains one model (the study calls it per cell, `calo-ablate train` once) and never
+closes its MLflow run: the caller does, after whatever it does with the model (a cell evaluates it).
+
+A run lives in a run folder (results/runs/<train_key>/ from the CLI) holding:
+- run.json         the MLflow run id, written before the first epoch (re-attached on restart);
+- last.ckpt        Lightning's latest checkpoint (optimizer, scheduler, EMA, loop state): resume point;
+- best-*.ckpt      the checkpoint with the lowest val/loss (its EMA weights are used for sampling);
+- config.yaml      the resolved config; preprocessor.npz the fitted preprocessing statistics;
+- result.json      written when the run finished: a run with it is never trained again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.loggers import MLFlowLogger
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from calo_ablate.config import Config
+from calo_ablate.data.datamodule import CaloDataModule
+from calo_ablate.data.source import DataFiles
+from calo_ablate.errors import TrainingError
+from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.runs import record
+
+__all__ = ["TrainResult", "quiet_lightning", "run_training"]
+
+RUN_FILE = "run.json"
+RESULT_FILE = "result.json"
+CONFIG_FILE = "config.yaml"
+PREPROCESSOR_FILE = "preprocessor.npz"
+LAST_CHECKPOINT = "last.ckpt"
+
+
+@dataclass
+class TrainResult:
+    """What one finished training run produced.
+
+    metrics: validation loss, voxel loss and layer loss of the final epoch ({"val/loss", ...});
+    seconds_per_epoch: mean wall time of an epoch (training plus validation), seconds;
+    n_params: trainable parameters of both nets; epochs: epochs trained in total.
+    """
+
+    run_id: str
+    checkpoint_path: str
+    metrics: dict[str, float]
+    seconds_per_epoch: float
+    n_params: int
+    epochs: int
+
+    def save(self, path: Path) -> None:
+        """Written whole or not at all (temporary file, then rename): a kill never leaves half a file."""
+        partial = path.with_name(path.name + ".partial")
+        partial.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        os.replace(partial, path)
+
+    @classmethod
+    def load(cls, path: Path) -> TrainResult:
+        return cls(**json.loads(path.read_text()))
+
+
+class _OpenRunLogger(MLFlowLogger):
+    """Lightning's MLflow logger, except that the end of fit leaves the run open: its owner closes it."""
+
+    def finalize(self, status: str = "success") -> None:
+        return None
+
+
+def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id: str | None, run_name: str,
+                tags: dict[str, str], config: Config, tracking_uri: str) -> str:
+    """The MLflow run of this run folder: the given id, else the one in run.json, else a new run.
+
+    A new run gets the params, the tags and the config artifact at once; the id is persisted in
+    run.json before any training so that a killed process re-attaches instead of duplicating.
+    """
+    run_file = run_dir / RUN_FILE
+    if run_id is None and run_file.is_file():
+        saved = json.loads(run_file.read_text())["run_id"]
+        try:
+            if client.get_run(saved).info.lifecycle_stage == "active":
+                run_id = saved
+                client.update_run(run_id, status="RUNNING")
+        except MlflowException:
+            print(f"calo-ablate: {run_file} names run {saved}, which this tracking store does not hold; "
+                  "starting a new run", file=sys.stderr)
+    if run_id is None:
+        run_id = client.create_run(experiment_id, run_name=run_name,
+                                   tags={record.TAG_ROLE: record.ROLE_TRAIN, **tags}).info.run_id
+        record.log_config(tracking_uri, run_id, config)
+    else:
+        record.set_tags(tracking_uri, run_id, tags)
+    run_file.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
+    return run_id
+
+
+def quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips, 'stopped' notes) out of the log;
+    its warnings and errors still show, and our own per-epoch lines say what happens."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch pytree deprecation inside Lightning
+
+
+def _trainer_kwargs(config: Config) -> dict[str, Any]:
+    t = config.trainer
+    return {
+        "accelerator": t.accelerator,
+        "devices": t.devices,
+        "strategy": t.strategy,
+        "num_nodes": t.num_nodes,
+        "precision": config.train.precision,
+        "max_epochs": config.train.max_epochs,
+        "deterministic": "warn",  # deterministic algorithms where they exist, a warning where not
+        "enable_progress_bar": sys.stderr.isatty(),
+        "enable_model_summary": False,
+        "log_every_n_steps": 10**6,  # nothing is logged per step; metrics are per epoch
+        "num_sanity_val_steps": 0,
+    }
+
+
+def run_training(
+    config: Config,
+    *,
+    files: DataFiles,
+    run_dir: Path,
+    tracking_uri: str,
+    experiment_name: str,
+    run_name: str,
+    run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    extra_callbacks: list[Callback] | None = None,
+) -> TrainResult:
+    """Train one model (or finish an interrupted run) and return its TrainResult; the run stays open.
+
+    The MLflow run is `run_id` if given (a study cell's run, opened by the cell), else the one recorded
+    in run_dir/run.json, else a new run. tags: added to record.run_tags(config, files).
+    Training resumes from run_dir/last.ckpt when it exists; a run folder with result.json is returned
+    without training. Raises TrainingError on a non-finite loss; a Ctrl-C surfaces as KeyboardInterrupt
+    (resume by calling again).
+    """
+    run_dir = Path(run_dir).resolve()
+    result_file = run_dir / RESULT_FILE
+    if result_file.is_file():
+        return TrainResult.load(result_file)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+    experiment_id = record.ensure_experiment(tracking_uri, experiment_name)
+    client = record.client(tracking_uri)
+    all_tags = {**record.run_tags(config, files), **(tags or {}), record.TAG_RUN_DIR: str(run_dir)}
+    run_id = _attach_run(client, experiment_id, run_dir, run_id, run_name, all_tags, config, tracking_uri)
+
+    pl.seed_everything(config.train.seed, workers=True, verbose=False)
+    if config.trainer.threads is not None:
+        torch.set_num_threads(config.trainer.threads)
+
+    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache")
+    preprocessor_path = run_dir / PREPROCESSOR_FILE
+    datamodule.preprocessor.save(preprocessor_path)  # fits or loads it; next to the checkpoints from the start
+    module = CaloScoreModule(config, datamodule.n_voxels, datamodule.n_layers)
+    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=record.VAL_LOSS, mode="min",
+                                 save_top_k=1, save_last=True)
+    callbacks: list[Callback] = [checkpoint]
+    if config.train.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(monitor=record.VAL_LOSS, mode="min",
+                                       patience=config.train.early_stopping_patience))
+    callbacks.extend(extra_callbacks or [])
+    logger = _OpenRunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
+                            log_model=False)
+    quiet_lightning()
+    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config))
+
+    last = run_dir / LAST_CHECKPOINT
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # run.json, config.yaml
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+        except SystemExit as err:
+            # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown and leaves SIGINT
+            # ignored: restore the handler and report an interruption (the run resumes from last.ckpt)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if trainer.interrupted:
+                raise KeyboardInterrupt from err
+            raise
+
+    if trainer.global_rank != 0:
+        return TrainResult(run_id, checkpoint.best_model_path, {}, module.mean_epoch_seconds(),
+                           module.n_trainable_parameters(), trainer.current_epoch)
+
+    # the final epoch's values: from this process, or from MLflow when the process that trained the last
+    # epoch died before result.json (the resumed fit then has no epoch left to run)
+    logged = client.get_run(run_id).data.metrics
+    metrics = {}
+    for name in record.VAL_LOSSES:
+        value = trainer.callback_metrics.get(name, logged.get(name))
+        if value is None:
+            msg = f"run {run_id}: no {name} was logged (did validation run? data.val_fraction=" \
+                  f"{config.data.val_fraction})"
+            raise TrainingError(msg)
+        metrics[name] = float(value)
+    best = checkpoint.best_model_path or str(last)
+    seconds = [m.value for m in client.get_metric_history(run_id, record.EPOCH_SECONDS_METRIC)]
+    result = TrainResult(
+        run_id=run_id,
+        checkpoint_path=str(best),
+        metrics=metrics,
+        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else module.mean_epoch_seconds(),
+        n_params=module.n_trainable_parameters(),
+        epochs=trainer.current_epoch,
+    )
+    record.set_tags(tracking_uri, run_id, {record.TAG_CHECKPOINT: result.checkpoint_path,
+                                           record.TAG_LAST_CHECKPOINT: str(last),
+                                           record.TAG_PREPROCESSOR: str(preprocessor_path)})
+    client.log_metric(run_id, record.N_PARAMS, result.n_params)
+    client.log_metric(run_id, record.BEST_VAL_LOSS, float(checkpoint.best_model_score or metrics[record.VAL_LOSS]))
+    result.save(result_file)
+    return result
