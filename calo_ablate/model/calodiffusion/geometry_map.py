@@ -103,17 +103,20 @@ class GeometryLatentMap(nn.Module):
     """encode: flat voxels (B, V) -> grid (B, z, alpha, r); decode: the way back.
 
     learned: C_i, D_i are trainable parameters with init_noise * N(0, 1) added (torch's global RNG);
-    otherwise they are frozen at the exact overlap map and its pseudo-inverse.
+    otherwise they are frozen at the exact overlap map and its pseudo-inverse (computed in float64, stored
+    as `dtype`).
     """
 
-    def __init__(self, geometry: Geometry, learned: bool, init_noise: float = 1e-5) -> None:
+    def __init__(self, geometry: Geometry, learned: bool, init_noise: float = 1e-5,
+                 dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.grid = regular_grid(geometry)
         self.slices = [layer.voxel_slice for layer in geometry.layers]
         self.layer_alpha = [layer.n_alpha for layer in geometry.layers]
-        encoders = [torch.tensor(overlap_encoder(layer.r_edges_mm, self.grid.r_edges_mm), dtype=torch.float32)
-                    for layer in geometry.layers]
-        decoders = [torch.linalg.pinv(c.double()).float() for c in encoders]
+        exact = [torch.tensor(overlap_encoder(layer.r_edges_mm, self.grid.r_edges_mm), dtype=torch.float64)
+                 for layer in geometry.layers]
+        encoders = [c.to(dtype) for c in exact]
+        decoders = [torch.linalg.pinv(c).to(dtype) for c in exact]
         if learned:
             encoders = [c + init_noise * torch.randn_like(c) for c in encoders]
             decoders = [d + init_noise * torch.randn_like(d) for d in decoders]

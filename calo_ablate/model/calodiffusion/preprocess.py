@@ -78,7 +78,7 @@ class CaloDiffusionPreprocessor:
         else:
             self.mean, self.std = published_standardisation(self.dataset, config.glam)
         grid = regular_grid(self.geometry)
-        self.map = GeometryLatentMap(self.geometry, learned=False).double() \
+        self.map = GeometryLatentMap(self.geometry, learned=False, dtype=torch.float64) \
             if config.glam == "fixed" and not grid.identity else None
         self.n_features = grid.n_voxels if self.map is not None else self.geometry.n_voxels
 
