@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
@@ -11,6 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
+from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
@@ -116,3 +118,17 @@ def test_every_registry_switch_trains_and_samples(changes: dict, n_features: int
     loss.backward()
     assert bool(torch.isfinite(loss))
     assert module.sample(batch[0], steps=2, offset=0).shape == (2, n_features)
+
+
+def test_early_stopping_counts_consecutive_epochs_with_validation_not_below_training() -> None:
+    callback = TrainValGapStopping(patience=3)
+    trainer = SimpleNamespace(callback_metrics={}, should_stop=False)
+    history = [(1.0, 1.1), (1.0, 1.0), (1.0, 0.9), (1.0, 1.2), (1.0, 1.3)]   # (train, val): reset at epoch 3
+    for train, val in history:
+        trainer.callback_metrics = {"train/loss": torch.tensor(train), "val/loss": torch.tensor(val)}
+        callback.on_train_epoch_end(trainer, None)
+    assert (callback.count, trainer.should_stop) == (2, False)
+    callback.on_train_epoch_end(trainer, None)
+    assert trainer.should_stop
+    assert isinstance(_tiny("2").configure_callbacks()[0], TrainValGapStopping)
+    assert _tiny("2", early_stopping_patience=None).configure_callbacks() == []

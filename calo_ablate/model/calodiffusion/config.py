@@ -64,6 +64,8 @@ class CaloDiffusionConfig(BaseModel):
     lr: float = Field(4e-4, gt=0.0, description="Adam learning rate")
     lr_plateau_factor: float = Field(0.1, gt=0.0, lt=1.0, description="ReduceLROnPlateau on the training loss")
     lr_plateau_patience: int = Field(15, ge=0, description="epochs without improvement before a reduction")
+    early_stopping_patience: int | None = Field(
+        20, ge=1, description="stop after this many consecutive epochs with val/loss >= train/loss; None: never")
 
     @model_validator(mode="after")
     def _consistent(self) -> CaloDiffusionConfig:

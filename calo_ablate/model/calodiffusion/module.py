@@ -6,8 +6,9 @@ val/loss, with t and the noise drawn from a fixed generator per batch so a given
 same validation loss (the reference draws fresh ones each epoch). Adam (default betas, no weight decay,
 no clipping, no EMA) on every trainable parameter, U-Net and learned GLaM together, at config.lr;
 ReduceLROnPlateau(config.lr_plateau_factor, config.lr_plateau_patience) stepped each epoch on the
-training loss. Batches are (cond (B, 1), ..., x (B, D)): the first tensor is the energy condition, the
-last the preprocessed showers (anything in between is ignored).
+training loss; early stopping (TrainValGapStopping, config.early_stopping_patience) comes with the
+module through configure_callbacks. Batches are (cond (B, 1), ..., x (B, D)): the first tensor is the
+energy condition, the last the preprocessed showers (anything in between is ignored).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from calo_ablate.config import canonical_dataset
 from calo_ablate.errors import TrainingError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
+from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork, count_trainable
 from calo_ablate.model.calodiffusion.objective import eps_from_output, training_loss
 from calo_ablate.model.calodiffusion.sampler import ddpm_sample
@@ -89,6 +91,10 @@ class CaloDiffusionModule(pl.LightningModule):
             optimizer, factor=self.config.lr_plateau_factor, patience=self.config.lr_plateau_patience)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "monitor": "train/loss", "interval": "epoch"}}
+
+    def configure_callbacks(self) -> list[pl.Callback]:
+        patience = self.config.early_stopping_patience
+        return [TrainValGapStopping(patience)] if patience is not None else []
 
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
