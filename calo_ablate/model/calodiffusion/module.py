@@ -25,7 +25,7 @@ from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork, count_trainable
 from calo_ablate.model.calodiffusion.objective import eps_from_output, training_loss
-from calo_ablate.model.calodiffusion.sampler import ddpm_sample
+from calo_ablate.model.calodiffusion.sampler import EpsModel, ddpm_sample
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
 
 __all__ = ["VALIDATION_SEED", "CaloDiffusionModule"]
@@ -110,17 +110,20 @@ class CaloDiffusionModule(pl.LightningModule):
         offset = self.config.sample_offset if offset is None else offset
         generator = seed if isinstance(seed, torch.Generator) else \
             torch.Generator(device=self.device).manual_seed(int(seed))
-        sigmas, alphabar = schedule.sigmas.tolist(), schedule.alphabar.tolist()
         cond = cond.reshape(-1).to(device=self.device, dtype=torch.float32)
         showers = []
         for start in range(0, len(cond), batch_size):
             energy = cond[start:start + batch_size]
-            b = len(energy)
-
-            def eps_model(x: torch.Tensor, t: int, energy: torch.Tensor = energy, b: int = b) -> torch.Tensor:
-                output = self.net(x, torch.full((b,), sigmas[t], device=x.device), energy)
-                return eps_from_output(self.config.objective, output, x, torch.tensor(alphabar[t], device=x.device))
-
-            noise = torch.randn((b, self.n_features), generator=generator, device=self.device)
-            showers.append(ddpm_sample(eps_model, noise, schedule, offset, generator))
+            noise = torch.randn((len(energy), self.n_features), generator=generator, device=self.device)
+            showers.append(ddpm_sample(self._eps_model(energy, schedule), noise, schedule, offset, generator))
         return torch.cat(showers)
+
+    def _eps_model(self, energy: torch.Tensor, schedule: DDPMSchedule) -> EpsModel:
+        """The noise estimate at step t of `schedule` for showers of the conditions `energy` (B,)."""
+        sigmas, alphabar = schedule.sigmas.tolist(), schedule.alphabar.tolist()
+
+        def eps_model(x: torch.Tensor, t: int) -> torch.Tensor:
+            output = self.net(x, torch.full((len(energy),), sigmas[t], device=x.device), energy)
+            return eps_from_output(self.config.objective, output, x, torch.tensor(alphabar[t], device=x.device))
+
+        return eps_model
