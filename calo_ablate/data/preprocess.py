@@ -18,12 +18,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.special import expit
 
 from calo_ablate.config import DataConfig
@@ -164,7 +164,7 @@ class CaloScorePreprocessor:
         return self._layer_scaler is not None
 
     # ---- checks -------------------------------------------------------------------------------
-    def _energies_gev(self, energies_mev: Any, n_events: int | None = None) -> np.ndarray:
+    def _energies_gev(self, energies_mev: npt.ArrayLike, n_events: int | None = None) -> np.ndarray:
         energies = np.asarray(energies_mev, dtype=np.float64).reshape(-1) / 1000.0   # (N,)
         if n_events is not None and len(energies) != n_events:
             msg = f"got {len(energies)} incident energies for {n_events} showers: expected one per shower"
@@ -175,7 +175,7 @@ class CaloScorePreprocessor:
             raise DataError(msg)
         return energies
 
-    def _matrix(self, values: Any, width: int, what: str) -> np.ndarray:
+    def _matrix(self, values: npt.ArrayLike, width: int, what: str) -> np.ndarray:
         array = np.asarray(values, dtype=np.float64)
         if array.ndim != 2 or array.shape[1] != width:
             msg = f"{what} has shape {array.shape}, expected (N, {width}) for geometry {self.geometry.name!r}"
@@ -199,7 +199,7 @@ class CaloScorePreprocessor:
         fractions = _safe_divide(showers_gev, layer_e[:, self._voxel_layer])      # (N, V)
         return u, fractions
 
-    def _raw_chunks(self, energies_mev: Any, showers_mev: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _raw_chunks(self, energies_mev: npt.ArrayLike, showers_mev: npt.ArrayLike) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         showers = np.asarray(showers_mev)
         if showers.ndim != 2 or showers.shape[1] != self.n_voxels:
             msg = f"showers have shape {showers.shape}, expected (N, {self.n_voxels}) for geometry " \
@@ -220,7 +220,7 @@ class CaloScorePreprocessor:
         return layer_e
 
     # ---- public API ---------------------------------------------------------------------------
-    def condition(self, energies_mev: Any) -> np.ndarray:
+    def condition(self, energies_mev: npt.ArrayLike) -> np.ndarray:
         """The network condition c = log10(E_inc / E_min) / log10(E_max / E_min), shape (N, 1) float32."""
         return self._condition(self._energies_gev(energies_mev)).astype(np.float32)
 
@@ -228,12 +228,12 @@ class CaloScorePreprocessor:
         scale = np.log10(self.energy_max_gev / self.energy_min_gev)
         return (np.log10(energies_gev / self.energy_min_gev) / scale)[:, None]               # (N, 1)
 
-    def fit(self, energies_mev: Any, showers_mev: Any) -> CaloScorePreprocessor:
+    def fit(self, energies_mev: npt.ArrayLike, showers_mev: npt.ArrayLike) -> CaloScorePreprocessor:
         """Fit min, max, mean and std of both feature sets on these (training) showers, MeV; returns self."""
         self._layer_scaler, self._voxel_scaler = _fit_scalers(lambda: self._raw_chunks(energies_mev, showers_mev))
         return self
 
-    def transform(self, energies_mev: Any, showers_mev: Any, dtype: type = np.float32) -> Features:
+    def transform(self, energies_mev: npt.ArrayLike, showers_mev: npt.ArrayLike, dtype: type = np.float32) -> Features:
         """Showers (N, V) MeV with energies (N,) MeV -> Features; dtype float64 keeps the exact round trip."""
         layer_scaler, voxel_scaler = self._require_fitted()
         n_events = len(showers_mev)
@@ -244,7 +244,7 @@ class CaloScorePreprocessor:
             voxel[part] = voxel_scaler.forward(fractions)
         return Features(self._condition(self._energies_gev(energies_mev)).astype(dtype), layer, voxel)
 
-    def inverse(self, energies_mev: Any, layer: Any, voxel: Any) -> np.ndarray:
+    def inverse(self, energies_mev: npt.ArrayLike, layer: npt.ArrayLike, voxel: npt.ArrayLike) -> np.ndarray:
         """Features (N, L) and (N, V) with energies (N,) MeV -> showers (N, V) in MeV, float32.
 
         Each layer's voxel fractions are renormalised to sum to 1 before they are scaled by the layer
@@ -279,8 +279,8 @@ class CaloScorePreprocessor:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: Any, geometry: Geometry | None = None, data_config: DataConfig | None = None,
-                    source: str = "preprocessor state") -> CaloScorePreprocessor:
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], geometry: Geometry | None = None,
+                    data_config: DataConfig | None = None, source: str = "preprocessor state") -> CaloScorePreprocessor:
         """Rebuild from to_arrays(); a given geometry or data config must match the stored one."""
         try:
             meta = json.loads(str(arrays["meta"]))
