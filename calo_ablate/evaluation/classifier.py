@@ -114,8 +114,10 @@ def train_once(
     dataset: str,
     build: ModelFactory,
     device: str | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> tuple[float, float]:
-    """One training on equal-size (N, D) inputs: (validation AUC, validation JSD)."""
+    """One training on equal-size (N, D) inputs: (validation AUC, validation JSD); network and inputs in
+    `dtype` (official: float64)."""
     n_train, n_test, _ = split_counts(dataset, len(reference))
     rng = np.random.default_rng(seed)
     rows = list(zip(_split_rows(len(generated), n_train, n_test, rng),
@@ -126,15 +128,15 @@ def train_once(
         mean, std = parts[0].mean(axis=0), parts[0].std(axis=0)
         parts = [(p - mean) / np.where(std > 0, std, 1.0) for p in parts]
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    x_train, x_test, x_val = (torch.as_tensor(p, dtype=torch.float64, device=device) for p in parts)
-    y_train, y_test = (torch.as_tensor(y, dtype=torch.float64, device=device) for y in labels[:2])
+    x_train, x_test, x_val = (torch.as_tensor(p, dtype=dtype, device=device) for p in parts)
+    y_train, y_test = (torch.as_tensor(y, dtype=dtype, device=device) for y in labels[:2])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build(x_train.shape[1]).to(device=device, dtype=torch.float64)
+        model = build(x_train.shape[1]).to(device=device, dtype=dtype)
     _fit(model, [x_train, y_train, x_test, y_test], settings, seed)
 
-    p_test = torch.sigmoid(_logits(model, x_test)).cpu().numpy()
-    p_val = torch.sigmoid(_logits(model, x_val)).cpu().numpy()
+    p_test = torch.sigmoid(_logits(model, x_test)).double().cpu().numpy()
+    p_val = torch.sigmoid(_logits(model, x_val)).double().cpu().numpy()
     calibrator = IsotonicRegression(y_min=PROB_CLIP, y_max=1 - PROB_CLIP, out_of_bounds="clip")
     calibrator.fit(p_test, labels[1])
     p_cal = np.clip(calibrator.predict(p_val), PROB_CLIP, 1 - PROB_CLIP)
@@ -152,6 +154,7 @@ def classifier_scores(
     build: ModelFactory | None = None,
     seed: int = 0,
     device: str | None = None,
+    dtype: torch.dtype = torch.float64,
 ) -> dict[str, float]:
     """{"AUC", "AUC std", "JSD", "JSD std"}: mean and ddof-0 std over settings.trainings trainings.
 
@@ -162,7 +165,7 @@ def classifier_scores(
                "have the same number of showers (the official split asserts it)")
         raise DataError(msg)
     build = build or (lambda n_inputs: dnn(n_inputs, settings))
-    results = np.array([train_once(reference, generated, settings, seed + i, dataset, build, device)
+    results = np.array([train_once(reference, generated, settings, seed + i, dataset, build, device, dtype)
                         for i in range(settings.trainings)])  # (trainings, 2)
     mean, std = results.mean(axis=0), results.std(axis=0)
     return {"AUC": float(mean[0]), "AUC std": float(std[0]), "JSD": float(mean[1]), "JSD std": float(std[1])}

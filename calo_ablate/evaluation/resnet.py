@@ -7,7 +7,8 @@ reported as cls-resnet but is not number for number):
 stem Conv3d(1 -> c, 3), then `blocks` residual blocks [Conv3d(c -> c, 3), LeakyReLU, Conv3d(c -> c, 3)]
 + skip, LeakyReLU, each after the first halving every spatial size (stride-2 convolution); global
 average pooling; the pooled c values and log10 E_inc go through Linear(c + 1 -> 2c), LeakyReLU,
-Linear(2c -> 1) to one logit.
+Linear(2c -> 1) to one logit. It trains in float32 (the official network is float64; float64 3D
+convolutions are about 10x slower on CPU, and this network is not the official one anyway).
 """
 
 from __future__ import annotations
