@@ -32,9 +32,10 @@ BASE = "base"
 P_THRESHOLD = 0.05
 LOSSES = [("val/loss", "Loss"), ("val/voxel_loss", "Voxel Loss"), ("val/layer_loss", "Layer Loss")]
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
-           ("auc_high", "AUC high"), ("fpd", "FPD x1e3")]
+           ("auc_high", "AUC high"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
 FORMATS = {"val/loss": ".4f", "val/voxel_loss": ".4f", "val/layer_loss": ".4f", "seconds_per_epoch": ".3g",
-           "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f", "auc_high": ".3f", "fpd": ".3g"}
+           "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f", "auc_high": ".3f", "fpd": ".3g",
+           "kpd": ".3g"}
 BUDGET = [("data.max_train_events", "training showers (train + validation)"), ("train.max_epochs", "max epochs"),
           ("train.early_stopping_patience", "early-stopping patience"), ("sample.steps", "sampling steps"),
           ("evaluate.n_events", "evaluation showers")]
