@@ -109,6 +109,12 @@ class ClassifierConfig(_Section):
     lr: float = Field(2e-4, gt=0.0)
     batch_size: int = Field(1000, ge=1)
     trainings: int = Field(10, ge=1)
+    standardise_inputs: bool = Field(False, description="own option: scale inputs by the training split's "
+                                     "mean and std (metric names get ' (standardised)')")
+    resnet_channels: int = Field(8, ge=1, description="channels of the cls-resnet CNN")
+
+
+ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-resnet"]
 
 
 class EvaluateConfig(_Section):
@@ -118,6 +124,12 @@ class EvaluateConfig(_Section):
     timing_batch_sizes: list[int] = Field(default_factory=lambda: [1, 100, 10000])
     timing_repeats: int = Field(3, ge=1, description="timed calls per batch size; the median is kept")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    classifiers: list[ClassifierMode] = Field(
+        default_factory=lambda: ["cls-low", "cls-low-normed", "cls-high", "cls-resnet"],
+        description="classifier metrics to train (cls-resnet only for datasets 2 and 3)")
+    prdc: bool = Field(True, description="precision, recall, density, coverage (N x N distances in memory)")
+    prdc_k: int = Field(5, ge=1, description="nearest neighbours of PRDC")
+    own_fpd_kpd: bool = Field(False, description="also FPD/KPD drawn without replacement (own variant)")
 
 
 class TrainerConfig(_Section):

@@ -3,56 +3,67 @@
     calo-ablate evaluate --reference REF.hdf5 --generated GEN.hdf5 --dataset 1-photons \
         [--out DIR] [--profile smoke|quick|full]
 
-Uses every shower of the smaller file; the larger one is subsampled to the same size (a fixed random
-choice, seed 0). The profile only chooses the classifier settings (full = the official network).
-With --out: DIR/metrics.json (flat {metric: number}) and DIR/histograms.png.
+Histograms, FPD/KPD and PRDC use every shower of both files (as the official script does); the
+classifiers need equal sizes, so the larger file is cut to a fixed random subset (seed 0). The profile
+chooses the classifier settings and which metrics run (`evaluate.*`; full = the official network).
+Each metric group is printed as soon as it is done, with its wall time, marked official or own.
+With --out: DIR/metrics.json ({"official": {...}, "own": {...}, "aliases": {alias: official key},
+"notes": [...]}) and DIR/histograms.png.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
-
-import numpy as np
 
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.data.calochallenge import read_showers
-from calo_ablate.evaluation.evaluate import evaluate_samples, threshold_for
+from calo_ablate.evaluation.evaluate import (
+    ALIASES,
+    OWN_GROUPS,
+    classifier_split_note,
+    evaluate_samples,
+    metric_kind,
+    threshold_for,
+)
 from calo_ablate.evaluation.plots import plot_histogram_grid
 
-__all__ = ["equal_sizes", "format_summary", "main"]
-
-Sample = tuple[np.ndarray, np.ndarray]
+__all__ = ["format_group", "main", "metrics_document"]
 
 
-def equal_sizes(first: Sample, second: Sample, seed: int = 0) -> tuple[Sample, Sample]:
-    """Both samples cut to the smaller size: the larger keeps a fixed random subset (order kept)."""
-    n = min(len(first[0]), len(second[0]))
-
-    def cut(sample: Sample) -> Sample:
-        if len(sample[0]) == n:
-            return sample
-        keep = np.sort(np.random.default_rng(seed).choice(len(sample[0]), n, replace=False))
-        return sample[0][keep], sample[1][keep]
-
-    return cut(first), cut(second)
+def _number(value: float) -> str:
+    """4 decimals (as the official files), 4 significant digits for small values, 'nan' for NaN."""
+    small = math.isfinite(value) and 0 < abs(value) < 1e-3
+    return f"{value:.4g}" if small else f"{value:.4f}"
 
 
-def format_summary(metrics: dict[str, float]) -> str:
-    """The headline numbers, one per line, then every separation power."""
-    lines = [
-        *(f"classifier AUC, {level + '-level':<11} {metrics[f'auc_{level}']:.4f} +- "
-          f"{metrics[f'auc_{level}_std']:.4f}   (JSD {metrics[f'jsd_{level}']:.4f} +- "
-          f"{metrics[f'jsd_{level}_std']:.4f})" for level in ("low", "high")),
-        f"FPD x 1e3                   {metrics['fpd']:.4f} +- {metrics['fpd_err']:.4f}",
-        f"KPD x 1e3                   {metrics['kpd']:.4f} +- {metrics['kpd_err']:.4f}",
-        f"separation power E_tot/E_inc {metrics['sep_e_ratio']:.4f}, mean {metrics['sep_mean']:.4f}",
-        "separation power per feature:",
-    ]
-    seps = sorted((k[4:], v) for k, v in metrics.items() if k.startswith("sep_") and k != "sep_mean")
-    lines += [f"  {name:<16} {value:.4f}" for name, value in seps]
+def format_group(group: str, values: dict[str, float], seconds: float) -> str:
+    """One group's lines: a header with official/own and its wall time, then `name: value` lines."""
+    kind = "own" if group.split(" (")[0] in OWN_GROUPS or group.endswith("(standardised)") else "official"
+    lines = [f"[{group}] ({kind}, {seconds:.1f} s)"]
+    if group.startswith("fpd_kpd"):
+        lines += [f"  {name}: {_number(values[name])} +- {_number(values[name + ' error'])}"
+                  for name in ("FPD (x10^3)", "KPD (x10^3)")]
+    elif "AUC" in values:
+        lines.append(f"  AUC / JSD: {values['AUC']:.4f} +- {values['AUC std']:.4f} / "
+                     f"{values['JSD']:.4f} +- {values['JSD std']:.4f}   (mean +- ddof-0 std)")
+    else:
+        lines += [f"  {name}: {_number(value)}" for name, value in values.items()]
     return "\n".join(lines)
+
+
+def metrics_document(metrics: dict[str, float], notes: list[str]) -> dict:
+    """metrics.json: the numbers grouped by kind, with the aliases' targets and the run's notes."""
+    document: dict = {"official": {}, "own": {}}
+    for key, value in metrics.items():
+        kind = metric_kind(key)
+        if kind != "alias":
+            document[kind][key] = value
+    document["aliases"] = {alias: key for alias, key in ALIASES.items() if alias in metrics}
+    document["notes"] = notes
+    return document
 
 
 def main(args: argparse.Namespace) -> int:
@@ -61,18 +72,24 @@ def main(args: argparse.Namespace) -> int:
     reference = read_showers(args.reference, dataset)
     generated = read_showers(args.generated, dataset)
     n_ref, n_gen = len(reference[0]), len(generated[0])
-    reference, generated = equal_sizes(reference, generated)
-    print(f"evaluate: dataset {dataset}, profile {args.profile}: {len(reference[0])} showers of each "
-          f"(reference file {n_ref}, generated file {n_gen}); readout threshold "
-          f"{threshold_for(dataset, settings):g} MeV; classifier hidden {settings.classifier.hidden} x "
-          f"{settings.classifier.num_hidden_layers}, {settings.classifier.epochs} epochs, "
-          f"{settings.classifier.trainings} trainings")
-    metrics = evaluate_samples(reference, generated, dataset, settings)
-    print(format_summary(metrics))
+    cls = settings.classifier
+    notes = [f"readout threshold {threshold_for(dataset, settings):g} MeV",
+             f"reference {n_ref} showers, generated {n_gen}: histograms, FPD/KPD and PRDC use all of them"]
+    if settings.classifiers:
+        notes += [(f"classifiers {', '.join(settings.classifiers)} on {min(n_ref, n_gen)} showers of each, "
+                   f"hidden {cls.hidden} x {cls.num_hidden_layers}, {cls.epochs} epochs, batch {cls.batch_size}, "
+                   f"{cls.trainings} trainings (seeds 0..{cls.trainings - 1}; official: one unseeded run)"),
+                  classifier_split_note(dataset, min(n_ref, n_gen))]
+    print(f"evaluate: dataset {dataset}, profile {args.profile}")
+    for note in notes:
+        print(f"  {note}")
+    metrics = evaluate_samples(reference, generated, dataset, settings,
+                               report=lambda *group: print(format_group(*group), flush=True))
+    print(f"own: mean of the official separation powers {_number(metrics['sep_mean'])}")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        (out / "metrics.json").write_text(json.dumps(metrics_document(metrics, notes), indent=2) + "\n")
         plot_histogram_grid(reference, {Path(args.generated).stem: generated}, dataset,
                             out / "histograms.png", threshold_mev=settings.threshold_mev)
         print(f"wrote {out / 'metrics.json'} and {out / 'histograms.png'}")

@@ -26,7 +26,6 @@ from calo_ablate.geometry import Geometry, Layer
 __all__ = [
     "READOUT_THRESHOLD_MEV",
     "apply_threshold",
-    "classifier_high_level_names",
     "compute_features",
     "default_threshold_mev",
     "feature_names",
@@ -42,9 +41,14 @@ def default_threshold_mev(dataset: str) -> float:
 
 
 def apply_threshold(showers_mev: np.ndarray, threshold_mev: float) -> np.ndarray:
-    """A copy of (N, V) showers with every voxel below `threshold_mev` set to 0 (float32)."""
-    showers = np.asarray(showers_mev, dtype=np.float32)
-    return np.where(showers < threshold_mev, np.float32(0.0), showers)
+    """A copy of (N, V) showers with every voxel below `threshold_mev` (negatives too) set to 0.
+
+    Keeps the input's floating dtype (float32 files stay float32, as the official script keeps them).
+    """
+    showers = np.asarray(showers_mev)
+    if not np.issubdtype(showers.dtype, np.floating):
+        showers = showers.astype(np.float64)
+    return np.where(showers < threshold_mev, showers.dtype.type(0.0), showers)
 
 
 def feature_names(geometry: Geometry) -> list[str]:
@@ -58,13 +62,6 @@ def feature_names(geometry: Geometry) -> list[str]:
     names += [f"centre_r_{i}" for i in ids] + [f"width_r_{i}" for i in ids]
     names += [f"sparsity_{i}" for i in ids]
     return names
-
-
-def classifier_high_level_names(geometry: Geometry) -> list[str]:
-    """The features of the official high-level classifier (and of FPD/KPD): E_layer of every layer,
-    centres and widths in eta and phi of the alpha-binned layers."""
-    return [n for n in feature_names(geometry) if n.startswith(("e_layer_", "centre_eta", "centre_phi",
-                                                                 "width_eta", "width_phi"))]
 
 
 def _moments(energy: np.ndarray, e_sum: np.ndarray, coord: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 
 from calo_ablate.config import canonical_dataset
 from calo_ablate.evaluation.features import compute_features, default_threshold_mev, feature_names
-from calo_ablate.evaluation.metrics import feature_bins, histogram_counts, separation_power
+from calo_ablate.evaluation.metrics import feature_bins, histogram_fractions, separation_power
 from calo_ablate.geometry import Geometry, load_geometry
 
 __all__ = ["plot_histogram_grid", "plotted_features"]
@@ -72,12 +72,10 @@ def plot_histogram_grid(
         top = fig.add_subplot(cell[0])
         bottom = fig.add_subplot(cell[1], sharex=top)
         edges = feature_bins(name, ref[name], geometry, dataset, threshold)
-        h_ref = histogram_counts(ref[name], edges)
-        h_ref /= max(h_ref.sum(), 1.0)
+        h_ref = histogram_fractions(ref[name], edges)  # out-of-range values dropped, as the official plots
         top.stairs(h_ref, edges, fill=True, alpha=0.3, color="C0", label="reference")
         for colour, (label, features) in zip(colours, gen.items(), strict=False):
-            h = histogram_counts(features[name], edges)
-            h /= max(h.sum(), 1.0)
+            h = histogram_fractions(features[name], edges)
             sep = separation_power(ref[name], features[name], edges)
             top.stairs(h, edges, color=colour, linewidth=1.3, label=f"{label} (S={sep:.3f})" if single else label)
             ratio = np.divide(h, h_ref, out=np.full_like(h, np.nan), where=h_ref > 0)

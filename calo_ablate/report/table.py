@@ -30,10 +30,10 @@ REFERENCE_ROW = "reference"
 P_THRESHOLD = 0.05
 LOSSES = [(record.VAL_LOSS, "Loss"), (record.VAL_VOXEL_LOSS, "Voxel Loss"), (record.VAL_LAYER_LOSS, "Layer Loss")]
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
-           ("auc_high", "AUC high"), ("fpd", "FPD x1e3")]
+           ("auc_high", "AUC high"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
 FORMATS = {record.VAL_LOSS: ".4f", record.VAL_VOXEL_LOSS: ".4f", record.VAL_LAYER_LOSS: ".4f",
            record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
-           "auc_high": ".3f", "fpd": ".3g"}
+           "auc_high": ".3f", "fpd": ".3g", "kpd": ".3g"}
 BUDGET = [("data.max_train_events", "training showers (train + validation)"), ("train.max_epochs", "max epochs"),
           ("train.early_stopping_patience", "early-stopping patience"), ("sample.steps", "sampling steps"),
           ("evaluate.n_events", "evaluation showers")]

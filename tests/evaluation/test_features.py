@@ -10,7 +10,6 @@ import pytest
 from calo_ablate.errors import DataError
 from calo_ablate.evaluation.features import (
     apply_threshold,
-    classifier_high_level_names,
     compute_features,
     default_threshold_mev,
     feature_names,
@@ -44,8 +43,6 @@ def test_feature_names_use_xml_layer_ids_and_alpha_binned_layers_only() -> None:
     assert {"e_layer_0", "e_layer_7", "centre_eta_7", "width_phi_7", "centre_r_0", "width_r_7",
             "sparsity_0"} <= set(names)
     assert "centre_eta_0" not in names and "width_phi_0" not in names
-    assert classifier_high_level_names(TINY) == ["e_layer_0", "e_layer_7", "centre_eta_7", "centre_phi_7",
-                                                 "width_eta_7", "width_phi_7"]
 
 
 def test_features_match_hand_computed_values() -> None:
@@ -90,9 +87,11 @@ def test_chunked_computation_equals_one_pass() -> None:
         np.testing.assert_allclose(chunked[name], whole[name], rtol=1e-12, err_msg=name)
 
 
-def test_threshold_zeroes_voxels_below_it() -> None:
+def test_threshold_zeroes_voxels_below_it_and_keeps_the_dtype() -> None:
     showers = np.array([[0.5, 1.0, 2.0, -3.0]])
-    np.testing.assert_array_equal(apply_threshold(showers, 1.0), [[0.0, 1.0, 2.0, 0.0]])
+    np.testing.assert_array_equal(apply_threshold(showers, 1.0), [[0.0, 1.0, 2.0, 0.0]])  # 1.0 itself stays
+    assert apply_threshold(showers, 1.0).dtype == np.float64
+    assert apply_threshold(showers.astype(np.float32), 1.0).dtype == np.float32
     assert default_threshold_mev("1") == 1.0
     assert default_threshold_mev("3") == pytest.approx(0.01515, rel=1e-3)
 
