@@ -87,7 +87,7 @@ def ablate(args: Namespace) -> int:
             msg = (f"study '{study}' in {storage} is a dataset {old['dataset']} / profile {old['profile']} "
                    f"study; choose another --study for dataset {dataset} / profile {args.profile}")
             raise ConfigError(msg)
-    rows = [{"name": a.name, "title": a.title} for a in registry.ablations]
+    rows = [{"name": a.name, "title": a.title, "expect": a.expect} for a in registry.ablations]
     parent_tags = {
         "study": study, "dataset": dataset, "profile": args.profile, "seeds": str(args.seeds),
         "data_source": files.source, "data_checksums": json.dumps(dict(sorted(files.checksums.items()))),
@@ -143,14 +143,16 @@ def ablate(args: Namespace) -> int:
 
 
 def _write_report(study_dir: Path, tracking_uri: str, parent_run_id: str) -> Path:
+    from calo_ablate.report.findings import sections
     from calo_ablate.report.plots import write_plots
-    from calo_ablate.report.table import build_table, write_table
-    from calo_ablate.study.tracking import log_artifacts
+    from calo_ablate.report.table import build_table, run_description, write_table
+    from calo_ablate.study.tracking import log_artifacts, set_tags
 
     table = build_table(tracking_uri, parent_run_id)
-    paths = write_table(table, study_dir)
+    paths = write_table(table, study_dir, sections(table))
     paths += write_plots(table, tracking_uri, study_dir)
     log_artifacts(tracking_uri, parent_run_id, paths)
+    set_tags(tracking_uri, parent_run_id, {"mlflow.note.content": run_description(paths[0].read_text())})
     return paths[0]
 
 
