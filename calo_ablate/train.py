@@ -50,6 +50,8 @@ LAST_CHECKPOINT = "last.ckpt"
 TAG_CHECKPOINT = "checkpoint_path"
 TAG_RUN_DIR = "run_dir"
 TAG_PREPROCESSOR = "preprocessor_path"
+# a model-training experiment: MLflow 3's UI then opens on its runs, not on the GenAI views
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 @dataclass
@@ -102,9 +104,11 @@ def ensure_experiment(tracking_uri: str, experiment_name: str) -> str:
     client = MlflowClient(tracking_uri=tracking_uri)
     experiment = client.get_experiment_by_name(experiment_name)
     if experiment is not None:
+        if EXPERIMENT_KIND[0] not in experiment.tags:  # a store made before the tag existed
+            client.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
         return experiment.experiment_id
-    return client.create_experiment(experiment_name, artifact_location=_artifact_root(tracking_uri,
-                                                                                     experiment_name))
+    return client.create_experiment(experiment_name, artifact_location=_artifact_root(tracking_uri, experiment_name),
+                                    tags=dict([EXPERIMENT_KIND]))
 
 
 def git_revision() -> str:

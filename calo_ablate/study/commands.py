@@ -31,6 +31,8 @@ def list_ablations(args: Namespace) -> int:
         print(f"\n{ablation.name}: {ablation.title}")
         if ablation.why:
             print(f"  why: {ablation.why}")
+        if ablation.expect:
+            print(f"  expect: {', '.join(f'{k} {v}' for k, v in ablation.expect.items())}")
         if ablation.name == BASE:
             own = ", ".join(f"{k}={v!r}" for k, v in ablation.overrides.items())
             print(f"  the reference row{'; sets ' + own if own else ''}")
@@ -215,5 +217,9 @@ def ui(args: Namespace) -> int:
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow) if mlflow.is_file() else "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
                "--host", "127.0.0.1", "--port", str(args.port)]
-    print(f"MLflow UI for {db.parent.name} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    from calo_ablate.study.tracking import experiment_id
+
+    exp_id = experiment_id(f"sqlite:///{db}", db.parent.name)
+    runs_view = f"http://127.0.0.1:{args.port}/#/experiments/{exp_id}/runs" if exp_id else f"http://127.0.0.1:{args.port}"
+    print(f"MLflow UI for {db.parent.name}: the study's runs at {runs_view} (Ctrl-C stops it)")
     return subprocess.call(command)

@@ -71,8 +71,9 @@ def find_parent(tracking_uri: str, study: str) -> str | None:
 
 def find_or_create_cell_run(tracking_uri: str, exp_id: str, parent_run_id: str, cell: str,
                             tags: dict[str, str], role: str = "cell") -> str:
-    """The run named `cell` ('base/s0') under the parent run, created on first use; tags rewritten.
+    """The run of `cell` ('base/s0') under the parent run, created on first use; tags rewritten.
 
+    Found by its CELL_TAG; created with the name '<title> s<seed>' from `tags` (else `cell`).
     role: "cell" for the study's cells, "search_trial" for a search trial nested under its cell.
     """
     c = client(tracking_uri)
@@ -80,7 +81,8 @@ def find_or_create_cell_run(tracking_uri: str, exp_id: str, parent_run_id: str, 
     if found:
         run_id = found[0].info.run_id
     else:
-        run = c.create_run(exp_id, run_name=cell, tags={CELL_TAG: cell, PARENT_TAG: parent_run_id,
+        name = f"{tags['title']} s{tags['seed']}" if role == "cell" and "title" in tags and "seed" in tags else cell
+        run = c.create_run(exp_id, run_name=name, tags={CELL_TAG: cell, PARENT_TAG: parent_run_id,
                                                         ROLE_TAG: role})
         run_id = run.info.run_id
     for key, value in tags.items():
