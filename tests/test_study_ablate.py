@@ -52,7 +52,8 @@ def child_runs(study_dir: Path) -> list:
 
 
 def table_rows(study_dir: Path) -> list[str]:
-    return [line for line in (study_dir / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
+    table = (study_dir / "table.md").read_text().split("\n## ")[0]  # the sections after it have tables too
+    return [line for line in table.splitlines() if line.startswith("| ")][1:]
 
 
 def trials(study_dir: Path) -> list:

@@ -18,8 +18,9 @@ plus validation wall time); per validation (once per epoch, or several times per
 fewer than VAL_CURVE_POINTS epochs, see validation_interval): val/loss, val/voxel_loss,
 val/layer_loss; about TRAIN_CURVE_POINTS times per run: train_steps/{loss,voxel_loss,layer_loss}
 (the mean over the steps since the previous point) and train_steps/lr. Every metric's MLflow step is,
-as Lightning logs it, the 0-based index of the last optimizer step before it (n steps done: n - 1). Validation draws t and the noise from a fixed generator per batch, so a given
-model always gets the same validation loss.
+as Lightning logs it, the 0-based index of the last optimizer step before it (n steps done: n - 1).
+Validation draws t and the noise from a fixed generator per batch, so a given model always gets the
+same validation loss.
 """
 
 from __future__ import annotations
@@ -99,7 +100,8 @@ class CaloScoreModule(pl.LightningModule):
         # (loss, voxel, layer) x showers of the epoch ("train", "val") and of the curve's window ("window")
         self._sums = {"train": torch.zeros(3), "val": torch.zeros(3), "window": torch.zeros(3)}
         self._counts = {"train": 0, "val": 0, "window": 0}
-        self._curve_every = 1
+        self._curve_every = 1  # optimizer steps between two points of the training-loss curve
+        self._total_steps = 1
         self._epoch_start = 0.0
         self._epoch_seconds: list[float] = []
 
@@ -162,13 +164,12 @@ class CaloScoreModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update(self.net)
-        total = int(self.trainer.estimated_stepping_batches)
-        if self.global_step % self._curve_every == 0 or self.global_step == total:
+        if self.global_step % self._curve_every == 0 or self.global_step == self._total_steps:
             self._log_curve_point()
 
     def on_train_start(self) -> None:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        self._curve_every = max(1, round(total / TRAIN_CURVE_POINTS))
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        self._curve_every = max(1, round(self._total_steps / TRAIN_CURVE_POINTS))
 
     def _log_curve_point(self) -> None:
         """The mean training losses since the previous point, at the current optimizer step."""
