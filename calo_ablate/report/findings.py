@@ -34,6 +34,8 @@ FAR_MARGIN = 0.4
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 ASPECT_METRIC = {"loss": "val/loss", "voxel_loss": "val/voxel_loss", "layer_loss": "val/layer_loss",
                  "n_params": "n_params", "s_per_epoch": "seconds_per_epoch"}
+NOT_COMPARABLE = "the row changes a loss-defining field"
+IDENTICAL = "identical values: the same training"
 UNDERTRAINED = "both far from the reference: undertrained, no quality comparison possible at this budget"
 
 
@@ -72,14 +74,14 @@ def compare(table: StudyTable, row: Row, metric: str) -> Comparison:
         return Comparison("undecided", reason="not measured")
     ratio = float(np.mean(mine) / np.mean(theirs)) if np.mean(theirs) else math.nan
     if metric.startswith("val/") and not row.comparable:
-        return Comparison("undecided", ratio, reason="not comparable: the row changes a loss-defining field")
+        return Comparison("undecided", ratio, reason=NOT_COMPARABLE)
     if sorted(mine) == sorted(theirs):
-        return Comparison("same", ratio, reason="the base's very values (same training)")
+        return Comparison("same", ratio, reason=IDENTICAL)
     if metric in EXACT:
         return Comparison("lower" if ratio < 1 else "higher", ratio)
     stat = summarise(mine, theirs)
     if stat is None or math.isnan(stat.p):
-        return Comparison("undecided", ratio, reason=f"no test ({min(len(mine), len(theirs))} seed(s))")
+        return Comparison("undecided", ratio, reason="one seed: no test")
     if stat.p >= P_THRESHOLD:
         return Comparison("same", ratio, stat.p)
     return Comparison("lower" if ratio < 1 else "higher", ratio, stat.p)
@@ -100,7 +102,7 @@ def quality(table: StudyTable, row: Row) -> tuple[str, str]:
     if far_from_reference(table, row) and far_from_reference(table, base):
         return "undertrained", UNDERTRAINED
     found = {m: compare(table, row, m) for m, _ in present}
-    detail = "; ".join(f"{label} {np.mean(row.values(m)):.3g} vs {np.mean(base.values(m)):.3g} ({found[m].text()})"
+    detail = "; ".join(f"{label} {np.mean(row.values(m)):.3g} vs {np.mean(base.values(m)):.3g}, {found[m].text()}"
                        for m, label in present)
     directions = {c.direction for c in found.values()}
     if "lower" in directions and "higher" in directions:
@@ -114,10 +116,12 @@ def quality(table: StudyTable, row: Row) -> tuple[str, str]:
 
 def _loss_text(table: StudyTable, row: Row) -> str:
     c = compare(table, row, "val/loss")
+    if c.reason == NOT_COMPARABLE:
+        return f"loss not comparable ({NOT_COMPARABLE})"
+    if c.reason == IDENTICAL:
+        return "loss identical to the base's (the same training)"
     word = {"lower": "lower", "higher": "higher", "same": "indistinguishable"}.get(c.direction, "undecided")
-    if c.reason.startswith("not comparable"):
-        word = "not comparable"
-    change = f"{100 * (c.ratio - 1):+.1f} %, " if not math.isnan(c.ratio) and word != "not comparable" else ""
+    change = f"{100 * (c.ratio - 1):+.1f} %, " if not math.isnan(c.ratio) else ""
     return f"loss {word} ({change}{c.text()})"
 
 
@@ -152,10 +156,12 @@ def findings_lines(table: StudyTable) -> list[str]:
         lines.append(f"- **{row.title}**: " + "; ".join(p for p in parts if p))
     rules = (f"Rules: a difference is one where a Welch t-test against the base gives p < {P_THRESHOLD} "
              "(two seeds or more on both sides), otherwise \"indistinguishable\"; a loss is compared only "
-             "where the row keeps the loss's definition (noise schedule, preprocessing constants); sample "
-             "quality combines mean separation power and the two classifier AUCs (lower is better); "
-             f"\"far from the reference\": an AUC at least {FAR_MARGIN} above its reference-vs-reference "
-             "value; ratios are of the means (row / base).")
+             "where the row keeps the loss's definition (noise schedule, preprocessing constants); ratios are "
+             "of the means (row / base).")
+    if any(m in dict(QUALITY_METRICS) for m, _ in table.columns):
+        rules += (" Sample quality combines mean separation power and the two classifier AUCs (lower is "
+                  f"better); \"far from the reference\": an AUC at least {FAR_MARGIN} above its "
+                  "reference-vs-reference value.")
     lines += ["", rules]
     return lines
 
@@ -186,7 +192,7 @@ def expectation_marks(table: StudyTable, row: Row) -> list[tuple[str, str, str, 
     marks = []
     for aspect, expected in row.expect.items():
         measured, evidence = _direction_of(table, row, aspect)
-        exact = ASPECT_METRIC.get(aspect) in EXACT or "very values" in evidence
+        exact = ASPECT_METRIC.get(aspect) in EXACT or IDENTICAL in evidence
         if measured == "undecided" or (measured == "same" and expected != "same" and not exact):
             mark = "undecided"
         else:

@@ -38,7 +38,7 @@ FORMATS = {"val/loss": ".4f", "val/voxel_loss": ".4f", "val/layer_loss": ".4f", 
 CURVES = ("val/loss", "val/voxel_loss", "val/layer_loss", "train_steps/loss", "train_steps/voxel_loss",
           "train_steps/layer_loss")
 # how the base's model starts and is updated (model.init, train.lr_horizon_steps, ...): a header line
-UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon in steps (none: the run's own)"),
+UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon (steps)"),
                ("model.layer.dropout_in_training", "layer-net dropout in training"),
                ("train.ema_start", "EMA start")]
 BUDGET = [("data.max_train_events", "training showers (train + validation)"), ("train.max_epochs", "max epochs"),
@@ -245,6 +245,13 @@ def note_text(table: StudyTable, row: Row) -> str:
     return "; ".join(notes)
 
 
+def _rule_value(value: str) -> str:
+    """A logged param as the header shows it: 'null' (an LR horizon of the run's own steps), integers with commas."""
+    if value == "null":
+        return "the run's own"
+    return f"{int(value):,}" if value.isdigit() else value
+
+
 def _header_lines(table: StudyTable) -> list[str]:
     h = table.header
     source = h.get("data_source", "?")
@@ -255,8 +262,7 @@ def _header_lines(table: StudyTable) -> list[str]:
     params = next((c.params for r in table.rows if r.name == BASE for c in r.cells if c.params), {})
     budget = ", ".join(f"{label} {'none' if params[key] == 'null' else params[key]}"
                        for key, label in BUDGET if key in params)
-    rule = ", ".join(f"{label} {'none' if params[key] == 'null' else params[key]}"
-                     for key, label in UPDATE_RULE if key in params)
+    rule = ", ".join(f"{label} {_rule_value(params[key])}" for key, label in UPDATE_RULE if key in params)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"# Ablation study `{table.study}`",
