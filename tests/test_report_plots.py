@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,3 +29,13 @@ def test_loss_curves_drawn_from_the_histories(tmp_path: Path) -> None:
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     empty = StudyTable("t", "p", {}, 1, rows, {}, [], 1.0, {})
     assert plot_loss_curves(empty, "", tmp_path / "none.png") is None
+
+
+def test_a_diverged_run_is_left_out(tmp_path: Path) -> None:
+    diverged = [[(0, 2.0), (1, 1.7976931348623157e308)]]  # an infinite loss as MLflow stores it
+    histories = {"base": {"val/loss": [[(0, 2.0), (1, 1.9)]]}, "broken": {"val/loss": diverged}}
+    rows = [Row(name, name, [CellResult(0, "FINISHED", {}, {}, "r")]) for name in histories]
+    table = StudyTable("t", "p", {}, 1, rows, {}, [], 1.0, histories)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in the axis limits
+        assert plot_loss_curves(table, "", tmp_path / "curves.png") is not None

@@ -25,6 +25,13 @@ LOSSES = (("loss", "loss"), ("voxel_loss", "voxel loss"), ("layer_loss", "layer 
 STAGES = (("train_steps/", "training"), ("val/", "validation"))
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")
+FLOAT_MAX = np.finfo(np.float64).max
+
+
+def _drawable(history: list[tuple[int, float]]) -> bool:
+    """False for a diverged run: a nan, or an infinity (MLflow stores it as the largest float)."""
+    values = np.array([v for _, v in history], dtype=float)
+    return len(values) > 0 and bool((np.abs(values) < FLOAT_MAX).all())
 
 
 def mean_band(runs: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -53,7 +60,7 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
         histories = table.histories.get(row.name, {})
         for r, (prefix, _) in enumerate(STAGES):
             for c, (loss, _) in enumerate(LOSSES):
-                runs = histories.get(prefix + loss)
+                runs = [h for h in histories.get(prefix + loss, []) if _drawable(h)]
                 if not runs:
                     continue
                 x, mean, std = mean_band(runs)
