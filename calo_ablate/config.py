@@ -64,11 +64,15 @@ class LayerNetConfig(_Section):
     mlp_dim: int = Field(128, ge=1)
     num_layer: int = Field(3, ge=2, description="residual blocks = num_layer - 1")
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout_in_training: bool = Field(
+        False, description="apply the dropout in training; false = as the published code runs it (never)")
 
 
 class ModelConfig(_Section):
     embed_dim: int = Field(64, ge=1)
     num_frequencies: int = Field(32, ge=2)
+    init: Literal["keras", "pytorch"] = Field(
+        "keras", description="keras: glorot-uniform kernels, zero biases (published); pytorch: torch's defaults")
     voxel: VoxelNetConfig = Field(default_factory=VoxelNetConfig)
     layer: LayerNetConfig = Field(default_factory=LayerNetConfig)
 
@@ -79,6 +83,10 @@ class DiffusionConfig(_Section):
     noise_scale: float = Field(1.0, gt=0.0, description="<1 shifts the log-SNR schedule up: less noise at every t")
 
 
+# the published run's optimizer steps: 300 epochs x ceil(96,800 training showers / batch 128)
+PUBLISHED_LR_HORIZON_STEPS = 300 * 757
+
+
 class TrainConfig(_Section):
     seed: int = 0
     lr: float = Field(3e-4, gt=0.0)
@@ -86,7 +94,13 @@ class TrainConfig(_Section):
     max_epochs: int = Field(300, ge=1)
     early_stopping_patience: int | None = Field(30, ge=1, description="None disables early stopping")
     grad_clip: float = Field(1.0, gt=0.0)
+    lr_horizon_steps: int | None = Field(
+        PUBLISHED_LR_HORIZON_STEPS, ge=1,
+        description="steps over which the cosine LR decays to 0 (the published run's); None = this run's own steps")
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_start: Literal["warmup", "published"] = Field(
+        "warmup", description="warmup: copy of the initial weights, warm-up decay; published: fresh random "
+                              "weights, plain decay")
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
 
 

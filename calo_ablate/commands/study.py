@@ -9,6 +9,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from calo_ablate.config import canonical_dataset, resolve_config
+from calo_ablate.runs import record
 from calo_ablate.study.plan import describe_difference
 from calo_ablate.study.registry import BASE, load_registry
 from calo_ablate.study.runner import StudyRequest, find_store, join_study, rebuild_report, run_study
@@ -26,6 +27,8 @@ def list_ablations(args: Namespace) -> int:
         print(f"\n{ablation.name}: {ablation.title}")
         if ablation.why:
             print(f"  why: {ablation.why}")
+        if ablation.expect:
+            print(f"  expect: {', '.join(f'{k} {v}' for k, v in ablation.expect.items())}")
         if ablation.name == BASE:
             own = ", ".join(f"{k}={v!r}" for k, v in ablation.overrides.items())
             print(f"  the reference row{'; sets ' + own if own else ''}")
@@ -80,5 +83,8 @@ def ui(args: Namespace) -> int:
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow) if mlflow.is_file() else "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
                "--host", "127.0.0.1", "--port", str(args.port)]
-    print(f"MLflow UI for {db.parent.name} on http://127.0.0.1:{args.port} (Ctrl-C stops it)")
+    exp_id = record.experiment_id(f"sqlite:///{db}", db.parent.name)
+    address = f"http://127.0.0.1:{args.port}"
+    runs_view = f"{address}/#/experiments/{exp_id}/runs" if exp_id else address
+    print(f"MLflow UI for {db.parent.name}: the study's runs at {runs_view} (Ctrl-C stops it)")
     return subprocess.call(command)

@@ -8,13 +8,19 @@ Optimisation: one Adamax with two parameter groups (layer net; voxel net with th
 embedding). The groups are disjoint and Adamax keeps its state per parameter, so one backward pass of
 the summed loss and one step is exactly the reference's two optimisers each stepping its own net with
 its own loss's gradient. Learning rate train.lr (times the number of processes, as the reference
-scales by workers) with cosine decay to 0 over all training steps; each parameter tensor's gradient
-clipped to norm train.grad_clip on its own; an EMA copy (train.ema_decay) updated after every step,
-used for sampling.
+scales by workers) with cosine decay to 0 over train.lr_horizon_steps optimizer steps (the published
+run's 227,100 by default, so a short run trains at the published run's first rates; None: over this
+run's own steps); each parameter tensor's gradient clipped to norm train.grad_clip on its own; an EMA
+copy (train.ema_decay, start per train.ema_start) updated after every step, used for sampling.
 
-Logged once per epoch (no per-step logging): train/loss, train/voxel_loss, train/layer_loss, the
-same for val/, lr and epoch_seconds (training plus validation wall time). Validation draws t and the
-noise from a fixed generator per batch, so a given model always gets the same validation loss.
+Logged per epoch: train/loss, train/voxel_loss, train/layer_loss, lr and epoch_seconds (training
+plus validation wall time); per validation (once per epoch, or several times per epoch in runs of
+fewer than VAL_CURVE_POINTS epochs, see validation_interval): val/loss, val/voxel_loss,
+val/layer_loss; about TRAIN_CURVE_POINTS times per run: train_steps/{loss,voxel_loss,layer_loss}
+(the mean over the steps since the previous point) and train_steps/lr. Every metric's MLflow step is,
+as Lightning logs it, the 0-based index of the last optimizer step before it (n steps done: n - 1).
+Validation draws t and the noise from a fixed generator per batch, so a given model always gets the
+same validation loss.
 """
 
 from __future__ import annotations
@@ -33,11 +39,44 @@ from calo_ablate.model.diffusion import CosineLogSNR, sample_layers_then_voxels,
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.network import CaloScoreNetwork, count_parameters
 
-__all__ = ["EPOCH_SECONDS", "LOSS_NAMES", "CaloScoreModule"]
+__all__ = ["EPOCH_SECONDS", "LOSS_NAMES", "TRAIN_CURVE_PREFIX", "CaloScoreModule", "cosine_lr_factor",
+           "validation_interval"]
 
 VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch: seed + batch index)
 LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and val/<name>
 EPOCH_SECONDS = "epoch_seconds"
+TRAIN_CURVE_POINTS = 20  # training-loss points per run (MLflow step metrics train_steps/*)
+TRAIN_CURVE_PREFIX = "train_steps/"
+VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, see validation_interval)
+
+
+def cosine_lr_factor(step: int, horizon_steps: int) -> float:
+    """Factor on train.lr after `step` optimizer steps: cosine from 1 at step 0 to 0 at the horizon.
+
+    As Keras's CosineDecay (alpha 0), the schedule of the published run, whose horizon is its whole
+    training (train.lr_horizon_steps); it stays at 0 beyond the horizon.
+    """
+    return 0.5 * (1.0 + math.cos(math.pi * min(step, horizon_steps) / horizon_steps))
+
+
+def validation_interval(steps_per_epoch: int, max_epochs: int, points: int = VAL_CURVE_POINTS) -> int | float:
+    """Lightning's val_check_interval for at least `points` validations per run, the last at the last step.
+
+    1.0 (once per epoch) when the run has `points` epochs or more. Otherwise k validations per epoch,
+    every steps_per_epoch / k batches, with k the smallest divisor of steps_per_epoch from
+    ceil(points / max_epochs) up to 4x that (an interval that does not divide the epoch would leave
+    its last steps unvalidated, and the final validation loss is the one the report reads); 1.0 when
+    there is no such divisor. An epoch of fewer steps than needed validates after each step.
+    """
+    if max_epochs >= points:
+        return 1.0
+    per_epoch = math.ceil(points / max_epochs)
+    if steps_per_epoch <= per_epoch:
+        return 1
+    for k in range(per_epoch, 4 * per_epoch + 1):
+        if steps_per_epoch % k == 0:
+            return steps_per_epoch // k
+    return 1.0
 
 
 class CaloScoreModule(pl.LightningModule):
@@ -55,10 +94,16 @@ class CaloScoreModule(pl.LightningModule):
                                    "n_layers": n_layers}, logger=False)
         self.config = config
         self.net = CaloScoreNetwork(config.model, n_voxels, n_layers)
-        self.ema = EMA(self.net, config.train.ema_decay)
+        if config.train.ema_start == "published":  # a fresh net, as Keras's clone_model, plain decay
+            self.ema = EMA(CaloScoreNetwork(config.model, n_voxels, n_layers), config.train.ema_decay, warmup=False)
+        else:
+            self.ema = EMA(self.net, config.train.ema_decay)
         self.schedule = CosineLogSNR.from_config(config.diffusion)
-        self._sums = {"train": torch.zeros(3), "val": torch.zeros(3)}  # (loss, voxel, layer) x showers
-        self._counts = {"train": 0, "val": 0}
+        # (loss, voxel, layer) x showers of the epoch ("train", "val") and of the curve's window ("window")
+        self._sums = {"train": torch.zeros(3), "val": torch.zeros(3), "window": torch.zeros(3)}
+        self._counts = {"train": 0, "val": 0, "window": 0}
+        self._curve_every = 1  # optimizer steps between two points of the training-loss curve
+        self._total_steps = 1
         self._epoch_start = 0.0
         self._epoch_seconds: list[float] = []
 
@@ -106,6 +151,7 @@ class CaloScoreModule(pl.LightningModule):
                    f"(batch {batch_idx}): {values}; try a lower train.lr={self.config.train.lr}")
             raise TrainingError(msg)
         self._accumulate("train", losses, batch[0].shape[0])
+        self._accumulate("window", losses, batch[0].shape[0])
         return losses[0]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -120,6 +166,23 @@ class CaloScoreModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update(self.net)
+        if self.global_step % self._curve_every == 0 or self.global_step == self._total_steps:
+            self._log_curve_point()
+
+    def on_train_start(self) -> None:
+        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        self._curve_every = max(1, round(self._total_steps / TRAIN_CURVE_POINTS))
+
+    def _log_curve_point(self) -> None:
+        """The mean training losses since the previous point, at the current optimizer step."""
+        if self._counts["window"] == 0 or self.logger is None:
+            return
+        means = (self._sums["window"] / self._counts["window"]).tolist()
+        metrics = {f"{TRAIN_CURVE_PREFIX}{n}": v for n, v in zip(LOSS_NAMES, means, strict=True)}
+        metrics[f"{TRAIN_CURVE_PREFIX}lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
+        self.logger.log_metrics(metrics, step=self.global_step - 1)  # Lightning's step: the last batch's index
+        self._sums["window"].zero_()
+        self._counts["window"] = 0
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
@@ -140,12 +203,8 @@ class CaloScoreModule(pl.LightningModule):
             {"params": list(self.net.layer_parameters()), "name": "layer"},
             {"params": list(self.net.voxel_parameters()), "name": "voxel"},
         ], lr=lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-
-        def cosine(step: int) -> float:
-            return 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine)
+        horizon = self.config.train.lr_horizon_steps or max(1, int(self.trainer.estimated_stepping_batches))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: cosine_lr_factor(step, horizon))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- validation -----------------------------------------------------------------------------

@@ -11,22 +11,28 @@ __all__ = ["EMA"]
 
 
 class EMA(nn.Module):
-    """A frozen copy of `net` updated as ema <- decay_n * ema + (1 - decay_n) * net after each step.
+    """A frozen copy of `start` updated as ema <- decay_n * ema + (1 - decay_n) * net after each step.
 
-    decay_n = min(decay, (1 + n) / (10 + n)) after n updates (the warm-up of TensorFlow's
-    ExponentialMovingAverage with num_updates): identical to the plain decay after about
-    10 / (1 - decay) steps (10,000 for 0.999), while a short run's average is not dominated by the
-    initial weights. The copy and the update count live in the state dict (hence in checkpoints).
+    With warmup, decay_n = min(decay, (1 + n) / (10 + n)) after n updates (the warm-up of
+    TensorFlow's ExponentialMovingAverage with num_updates): identical to the plain decay after about
+    10 / (1 - decay) steps (10,000 for 0.999), while a short run's average is not dominated by its
+    starting weights. Without warmup decay_n = decay, as in the published code, whose average starts
+    from a freshly initialised copy (pass such a net as `start`): after n steps a fraction decay^n of
+    it (0.94 after 60 steps at 0.999) is still those random weights. The copy and the update count
+    live in the state dict (hence in checkpoints).
     """
 
-    def __init__(self, net: nn.Module, decay: float) -> None:
+    def __init__(self, start: nn.Module, decay: float, warmup: bool = True) -> None:
         super().__init__()
         self.decay = decay
-        self.net = copy.deepcopy(net).requires_grad_(False).eval()
+        self.warmup = warmup
+        self.net = copy.deepcopy(start).requires_grad_(False).eval()
         self.register_buffer("updates", torch.zeros((), dtype=torch.long))
 
     def current_decay(self) -> float:
         """The decay the next update uses."""
+        if not self.warmup:
+            return self.decay
         n = int(self.updates)
         return min(self.decay, (1 + n) / (10 + n))
 

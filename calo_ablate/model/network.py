@@ -6,6 +6,9 @@
   conditioning = Linear(E)(concat[time emb, layer emb, energy emb]) -> UNet1d.
 Each net has its own time embedding; the energy embedding Linear(E) -> swish is one module used by
 both (E = model.embed_dim). The networks know nothing of noise schedules: t is just an input in [0, 1].
+Weights start as `model.init` says (calo_ablate/model/init.py; Keras's glorot-uniform by default). The
+layer net's dropout acts only with `model.layer.dropout_in_training` (the published code never applies
+it in training, nor does anyone at sampling).
 
 Optimiser groups: layer_parameters() holds the layer net; voxel_parameters() holds the voxel net
 and the shared energy embedding. With one backward pass of loss = voxel loss + layer loss, the
@@ -22,6 +25,7 @@ from torch import nn
 
 from calo_ablate.config import ModelConfig
 from calo_ablate.model.embeddings import DenseSwish, TimeEmbedding
+from calo_ablate.model.init import initialise
 from calo_ablate.model.layer_resnet import LayerResNet
 from calo_ablate.model.unet1d import UNet1d
 
@@ -44,7 +48,9 @@ class LayerNet(nn.Module):
         self.time_embedding = TimeEmbedding(model_config.num_frequencies, e)
         self.conditioning = nn.Linear(2 * e, e)
         cfg = model_config.layer
-        self.resnet = LayerResNet(n_layers, e, cfg.mlp_dim, cfg.num_layer, cfg.dropout)
+        # the published train step calls the net without training=True, so its Dropout never fires
+        dropout = cfg.dropout if cfg.dropout_in_training else 0.0
+        self.resnet = LayerResNet(n_layers, e, cfg.mlp_dim, cfg.num_layer, dropout)
 
     def forward(self, layer_t: torch.Tensor, t: torch.Tensor, energy_emb: torch.Tensor) -> torch.Tensor:
         # layer_t (B, L), t (B,), energy_emb (B, E) -> (B, L)
@@ -86,6 +92,7 @@ class CaloScoreNetwork(nn.Module):
         self.energy_embedding = DenseSwish(_COND_FEATURES, model_config.embed_dim)
         self.layer_net = LayerNet(model_config, n_layers)
         self.voxel_net = VoxelNet(model_config, n_layers)
+        initialise(self, model_config.init)
 
     def layer_velocity(self, layer_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Predicted v for noisy layer variables: layer_t (B, L), t (B,), cond (B, 1) -> (B, L)."""

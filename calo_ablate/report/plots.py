@@ -1,10 +1,12 @@
 """The study's plots: loss_curves.png (from MLflow metric histories) and histograms.png (cached samples).
 
-loss_curves.png: training and validation loss per epoch of every row, mean over its seeds (a row
-that shares another's training shows that training's curve). histograms.png: the high-level feature
-histograms of every row's seed-0 generated sample against the seed-0 reference sample, from the
-samples cached in results/<study>/samples/ by the cells (absent when those files are not on this
-machine: the table never needs them).
+loss_curves.png: one panel per loss (total, voxel, layer), training (top, the train_steps/* points,
+about 20 per run) and validation (bottom, every validation); per row the mean over its seeds with a
+band of +- one standard deviation, x = optimizer steps done. Every row has its own colour, marker and
+line style, so a row on top of another (one sharing the base's training) still shows. histograms.png:
+the high-level feature histograms of every row's seed-0 generated sample against the seed-0
+reference sample, from the samples cached in results/<study>/samples/ by the cells (absent when
+those files are not on this machine: the table never needs them).
 """
 
 from __future__ import annotations
@@ -16,47 +18,76 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import MaxNLocator
 
 from calo_ablate.evaluation.plots import plot_histogram_grid
 from calo_ablate.report.table import StudyTable
 from calo_ablate.runs import record
 
-CURVES = ((record.TRAIN_LOSS, "training loss"), (record.VAL_LOSS, "validation loss"))
+LOSSES = (("loss", "loss"), ("voxel_loss", "voxel loss"), ("layer_loss", "layer loss"))
+STAGES = ((record.TRAIN_CURVE_PREFIX, "training"), ("val/", "validation"))
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+LINESTYLES = ("-", "--", "-.", ":")
+FLOAT_MAX = np.finfo(np.float64).max
 
 
-def _history(tracking_uri: str, run_id: str, metric: str) -> np.ndarray:
-    """The per-epoch values of `metric` in step order, shape (epochs,)."""
-    history = record.client(tracking_uri).get_metric_history(run_id, metric)
-    return np.array([m.value for m in sorted(history, key=lambda m: (m.step, m.timestamp))], dtype=float)
+def _drawable(history: list[tuple[int, float]]) -> bool:
+    """False for a diverged run: a nan, or an infinity (MLflow stores it as the largest float)."""
+    values = np.array([v for _, v in history], dtype=float)
+    return len(values) > 0 and bool((np.abs(values) < FLOAT_MAX).all())
+
+
+def mean_band(runs: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(optimizer steps done, mean, std over runs) on the first run's steps (others interpolated).
+
+    A history's MLflow step is the 0-based index of the last step before it, hence the + 1.
+    """
+    x = np.array([s + 1 for s, _ in runs[0]], dtype=float)
+    values = np.array([np.interp(x, [s + 1 for s, _ in h], [v for _, v in h]) for h in runs])  # (runs, points)
+    std = values.std(axis=0, ddof=1) if len(runs) > 1 else np.zeros(len(x))
+    return x, values.mean(axis=0), std
 
 
 def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path | None:
-    """Mean loss per epoch of each row; None when no run has a history."""
-    fig, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2), squeeze=False)
+    """The loss curves of every row (see the module docstring); None when no run has a history.
+
+    tracking_uri: unused (the histories come with the table); kept for the callers' signature.
+    """
+    fig, axes = plt.subplots(len(STAGES), len(LOSSES), figsize=(5.2 * len(LOSSES), 4.0 * len(STAGES)),
+                             squeeze=False)
     drawn = False
-    for row in table.rows:
-        runs = {c.training_run for c in row.cells if c.training_run and c.status in ("FINISHED", "FAILED")}
-        for ax, (metric, label) in zip(axes[0], CURVES, strict=True):
-            curves = [h for h in (_history(tracking_uri, r, metric) for r in sorted(runs)) if len(h)]
-            if not curves:
-                continue
-            length = min(len(h) for h in curves)
-            mean = np.mean([h[:length] for h in curves], axis=0)
-            ax.plot(np.arange(1, length + 1), mean, marker="o", label=row.title)
-            ax.set_title(label)
-            drawn = True
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, row in enumerate(table.rows):
+        style = {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)],
+                 "linestyle": LINESTYLES[i % len(LINESTYLES)], "markersize": 4, "linewidth": 1.2}
+        histories = table.histories.get(row.name, {})
+        for r, (prefix, _) in enumerate(STAGES):
+            for c, (loss, _) in enumerate(LOSSES):
+                runs = [h for h in histories.get(prefix + loss, []) if _drawable(h)]
+                if not runs:
+                    continue
+                x, mean, std = mean_band(runs)
+                ax = axes[r][c]
+                ax.plot(x, mean, label=row.title, **style)
+                ax.fill_between(x, mean - std, mean + std, color=style["color"], alpha=0.15, linewidth=0)
+                drawn = True
     if not drawn:
         plt.close(fig)
         return None
-    for ax in axes[0]:
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("loss (mean over seeds)")
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(f"{table.study}: loss per epoch")
-    fig.tight_layout()
+    for r, (_, stage) in enumerate(STAGES):
+        for c, (_, label) in enumerate(LOSSES):
+            ax = axes[r][c]
+            ax.set_title(f"{stage} {label}")
+            ax.set_xlabel("optimizer step")
+            ax.set_ylabel(f"{label} (mean ± std over seeds)")
+            ax.grid(alpha=0.3)
+    legend: dict[str, object] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    labels = list(legend)
+    fig.legend(list(legend.values()), labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(f"{table.study}: losses during training")
+    fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) - 1) // 4), 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

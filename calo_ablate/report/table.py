@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 from scipy import stats
 
 from calo_ablate.runs import record
@@ -34,6 +35,11 @@ QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc
 FORMATS = {record.VAL_LOSS: ".4f", record.VAL_VOXEL_LOSS: ".4f", record.VAL_LAYER_LOSS: ".4f",
            record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
            "auc_high": ".3f", "fpd": ".3g", "kpd": ".3g"}
+CURVES = (*record.VAL_LOSSES, *record.CURVE_LOSSES)
+# how the base's model starts and is updated (model.init, train.lr_horizon_steps, ...): a header line
+UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon (steps)"),
+               ("model.layer.dropout_in_training", "layer-net dropout in training"),
+               ("train.ema_start", "EMA start")]
 BUDGET = [("data.max_train_events", "training showers (train + validation)"), ("train.max_epochs", "max epochs"),
           ("train.early_stopping_patience", "early-stopping patience"), ("sample.steps", "sampling steps"),
           ("evaluate.n_events", "evaluation showers")]
@@ -63,6 +69,7 @@ class Row:
     name: str
     title: str
     cells: list[CellResult] = field(default_factory=list)
+    expect: dict[str, str] = field(default_factory=dict)  # the registry's `expect:` (aspect -> direction)
 
     def finished(self) -> list[CellResult]:
         return [c for c in self.cells if c.status == "FINISHED"]
@@ -97,6 +104,8 @@ class StudyTable:
     reference: dict[str, float]  # the noise floor's metrics (no prefix)
     columns: list[tuple[str, str]]  # (metric, label) shown in table.md, after the loss columns
     wall_seconds: float
+    # row name -> metric (CURVES) -> one [(MLflow step, value), ...] per training run of the row's cells
+    histories: dict[str, dict[str, list[list[tuple[int, float]]]]] = field(default_factory=dict)
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -147,7 +156,7 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     for entry in _json_tag(tags, record.TAG_ROWS, []):
         found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
         row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(seeds)]
-        rows.append(Row(entry["name"], entry["title"], row_cells))
+        rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {})))
     reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
                  if k.startswith(record.REFERENCE_PREFIX)}
     metrics_seen = {m for r in rows for cr in r.finished() for m in cr.metrics} | set(reference)
@@ -159,7 +168,20 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     history = c.get_metric_history(parent_run_id, record.INVOCATION_SECONDS)
     wall = float(sum(m.value for m in history))
     return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
-                      columns, wall)
+                      columns, wall, {r.name: _row_histories(c, r) for r in rows})
+
+
+def _row_histories(c: MlflowClient, row: Row) -> dict[str, list[list[tuple[int, float]]]]:
+    """The CURVES histories of each training run behind the row's finished or failed cells, in step order."""
+    runs = sorted({cell.training_run for cell in row.cells
+                   if cell.training_run and cell.status in ("FINISHED", "FAILED")})
+    out: dict[str, list[list[tuple[int, float]]]] = {}
+    for metric in CURVES:
+        for run_id in runs:
+            history = sorted(c.get_metric_history(run_id, metric), key=lambda m: (m.step, m.timestamp))
+            if history:
+                out.setdefault(metric, []).append([(m.step, m.value) for m in history])
+    return out
 
 
 def row_stats(table: StudyTable, row: Row, metrics: list[str]) -> dict[str, Stat]:
@@ -167,7 +189,7 @@ def row_stats(table: StudyTable, row: Row, metrics: list[str]) -> dict[str, Stat
     out = {}
     for metric in metrics:
         against = base.values(metric) if base is not None and row.name != BASE else None
-        if metric.startswith("val/") and not row.comparable:
+        if metric in record.VAL_LOSSES and not row.comparable:
             against = None
         stat = summarise(row.values(metric), against, exact=metric in EXACT)
         if stat is not None:
@@ -223,6 +245,13 @@ def note_text(table: StudyTable, row: Row) -> str:
     return "; ".join(notes)
 
 
+def _rule_value(value: str) -> str:
+    """A logged param as the header shows it: 'null' (an LR horizon of the run's own steps), integers with commas."""
+    if value == "null":
+        return "the run's own"
+    return f"{int(value):,}" if value.isdigit() else value
+
+
 def _header_lines(table: StudyTable) -> list[str]:
     h = table.header
     source = h.get(record.TAG_DATA_SOURCE, "?")
@@ -233,6 +262,7 @@ def _header_lines(table: StudyTable) -> list[str]:
     params = next((c.params for r in table.rows if r.name == BASE for c in r.cells if c.params), {})
     budget = ", ".join(f"{label} {'none' if params[key] == 'null' else params[key]}"
                        for key, label in BUDGET if key in params)
+    rule = ", ".join(f"{label} {_rule_value(params[key])}" for key, label in UPDATE_RULE if key in params)
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"# Ablation study `{table.study}`",
@@ -241,6 +271,7 @@ def _header_lines(table: StudyTable) -> list[str]:
         f"- Profile: {h.get(record.TAG_PROFILE, '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
         + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get(record.TAG_WORKERS, '?')}",
         f"- Budget per cell (base): {budget or 'unknown'}",
+        f"- Start and update rule (base): {rule or 'unknown'}; the EMA weights generate the samples",
         f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
         f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
         f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
@@ -266,7 +297,8 @@ def _not_measured(table: StudyTable) -> list[str]:
     return lines
 
 
-def markdown(table: StudyTable) -> str:
+def markdown(table: StudyTable, sections: list[str] | None = None) -> str:
+    """table.md's text; `sections` (markdown lines, e.g. calo_ablate.report.findings) go after the legend."""
     loss_metrics = [m for m, _ in LOSSES]
     headers = ["Ablation", *[label for _, label in LOSSES], "Change vs base", *[label for _, label in table.columns],
                "Note"]
@@ -290,6 +322,7 @@ def markdown(table: StudyTable) -> str:
         "",
         legend + " All metrics, unrounded: table.csv.",
         "",
+        *(list(sections or []) + ([""] if sections else [])),
         "What was not measured:",
         *[f"- {line}" for line in _not_measured(table)],
         "",
@@ -316,10 +349,20 @@ def frame(table: StudyTable) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
-def write_table(table: StudyTable, study_dir: Path) -> list[Path]:
-    """table.md and table.csv in `study_dir`; returns their paths (table.md first)."""
+def run_description(markdown_text: str, limit: int = record.MAX_TAG_CHARS) -> str:
+    """table.md as the parent run's MLflow description (tag mlflow.note.content, at most `limit` chars):
+    whole lines up to the limit, then a pointer to the full artifact."""
+    if len(markdown_text) <= limit:
+        return markdown_text
+    tail = "\n\n(cut here to fit an MLflow tag: the whole report is the artifact report/table.md)\n"
+    head = markdown_text[:limit - len(tail)]
+    return head[:head.rfind("\n")] + tail
+
+
+def write_table(table: StudyTable, study_dir: Path, sections: list[str] | None = None) -> list[Path]:
+    """table.md (with `sections`, see markdown) and table.csv in `study_dir`; returns their paths (table.md first)."""
     study_dir.mkdir(parents=True, exist_ok=True)
     md, csv = study_dir / "table.md", study_dir / "table.csv"
-    md.write_text(markdown(table))
+    md.write_text(markdown(table, sections))
     frame(table).to_csv(csv, index=False)
     return [md, csv]

@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from calo_ablate.config import Config, flatten, train_key
 from calo_ablate.data.preprocess import write_npz_atomic
 from calo_ablate.data.source import DataFiles
-from calo_ablate.model.calo_score import EPOCH_SECONDS, LOSS_NAMES
+from calo_ablate.model.calo_score import EPOCH_SECONDS, LOSS_NAMES, TRAIN_CURVE_PREFIX
 
 BASE = "base"  # the registry's reference entry: its cells are what every other row is compared with
 
@@ -45,6 +45,9 @@ ROLE_STUDY, ROLE_CELL, ROLE_SEARCH_TRIAL, ROLE_TRAIN = "study", "cell", "search_
 TAG_CELL = "calo_ablate.cell"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_ERROR = "calo_ablate.error"
+TAG_DESCRIPTION = "mlflow.note.content"  # a run's description, rendered as Markdown by the UI
+# a model-training experiment: MLflow 3's UI then opens on its runs, not on the GenAI views
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 # every training or cell run
 TAG_DATASET = "dataset"
 TAG_DATA_SOURCE = "data_source"
@@ -82,6 +85,7 @@ TRAIN_LOSSES = tuple(f"train/{name}" for name in LOSS_NAMES)  # per epoch, from 
 VAL_LOSSES = tuple(f"val/{name}" for name in LOSS_NAMES)
 VAL_LOSS, VAL_VOXEL_LOSS, VAL_LAYER_LOSS = VAL_LOSSES
 TRAIN_LOSS = TRAIN_LOSSES[0]
+CURVE_LOSSES = tuple(f"{TRAIN_CURVE_PREFIX}{name}" for name in LOSS_NAMES)  # ~20 points per run, at their steps
 EPOCH_SECONDS_METRIC = EPOCH_SECONDS
 N_PARAMS = "n_params"
 BEST_VAL_LOSS = "best_val_loss"
@@ -165,8 +169,11 @@ def ensure_experiment(tracking_uri: str, experiment_name: str) -> str:
     c = client(tracking_uri)
     experiment = c.get_experiment_by_name(experiment_name)
     if experiment is not None:
+        if EXPERIMENT_KIND[0] not in experiment.tags:  # a store made before the tag existed
+            c.set_experiment_tag(experiment.experiment_id, *EXPERIMENT_KIND)
         return experiment.experiment_id
-    return c.create_experiment(experiment_name, artifact_location=_artifact_root(tracking_uri, experiment_name))
+    return c.create_experiment(experiment_name, artifact_location=_artifact_root(tracking_uri, experiment_name),
+                               tags=dict([EXPERIMENT_KIND]))
 
 
 def experiment_id(tracking_uri: str, name: str) -> str | None:
@@ -266,8 +273,11 @@ def find_parent(tracking_uri: str, study: str) -> str | None:
 
 def open_child_run(tracking_uri: str, exp_id: str, parent_run_id: str, name: str, tags: dict[str, str],
                    role: str = ROLE_CELL) -> str:
-    """The run named `name` under `parent_run_id` (created on first call), RUNNING, its error tag cleared
-    and `tags` (re)written; returns its id."""
+    """The run of `name` ('base/s0') under `parent_run_id` (created on first call), RUNNING, its error tag
+    cleared and `tags` (re)written; returns its id.
+
+    Found by its tag calo_ablate.cell = `name`; a cell's run is shown as '<title> s<seed>' (from `tags`).
+    """
     c = client(tracking_uri)
     found = _search(c, exp_id, f"tags.`{TAG_CELL}` = '{name}' and tags.`{TAG_PARENT}` = '{parent_run_id}'")
     if found:
@@ -276,8 +286,9 @@ def open_child_run(tracking_uri: str, exp_id: str, parent_run_id: str, name: str
         if TAG_ERROR in found[0].data.tags:
             c.delete_tag(run_id, TAG_ERROR)
     else:
-        run_id = c.create_run(exp_id, run_name=name, tags={TAG_CELL: name, TAG_PARENT: parent_run_id,
-                                                           TAG_ROLE: role}).info.run_id
+        shown = f"{tags[TAG_TITLE]} s{tags[TAG_SEED]}" if role == ROLE_CELL and TAG_TITLE in tags else name
+        run_id = c.create_run(exp_id, run_name=shown, tags={TAG_CELL: name, TAG_PARENT: parent_run_id,
+                                                            TAG_ROLE: role}).info.run_id
     set_tags(tracking_uri, run_id, tags)
     return run_id
 

@@ -36,7 +36,7 @@ from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import TrainingError
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.calo_score import CaloScoreModule, validation_interval
 from calo_ablate.runs import record
 
 __all__ = ["TrainResult", "quiet_lightning", "run_training"]
@@ -116,7 +116,7 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch pytree deprecation inside Lightning
 
 
-def _trainer_kwargs(config: Config) -> dict[str, Any]:
+def _trainer_kwargs(config: Config, val_check_interval: float = 1.0) -> dict[str, Any]:
     t = config.trainer
     return {
         "accelerator": t.accelerator,
@@ -125,10 +125,11 @@ def _trainer_kwargs(config: Config) -> dict[str, Any]:
         "num_nodes": t.num_nodes,
         "precision": config.train.precision,
         "max_epochs": config.train.max_epochs,
+        "val_check_interval": val_check_interval,  # batches between validations, or 1.0: once per epoch
         "deterministic": "warn",  # deterministic algorithms where they exist, a warning where not
         "enable_progress_bar": sys.stderr.isatty(),
         "enable_model_summary": False,
-        "log_every_n_steps": 10**6,  # nothing is logged per step; metrics are per epoch
+        "log_every_n_steps": 10**6,  # per epoch or per validation; the module logs its own loss curve
         "num_sanity_val_steps": 0,
     }
 
@@ -183,7 +184,8 @@ def run_training(
     logger = _OpenRunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
                             log_model=False)
     quiet_lightning()
-    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config))
+    val_every = validation_interval(len(datamodule.train_dataloader()), config.train.max_epochs)
+    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config, val_every))
 
     last = run_dir / LAST_CHECKPOINT
     with warnings.catch_warnings():

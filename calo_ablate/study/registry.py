@@ -10,6 +10,7 @@ Format:
         with: [<other entry>, ...]                                # applied in order, before `set`
         set: {<dotted config key>: <value>, ...}                  # the modification itself
         search: {param: <dotted key>, low: <x>, high: <y>, log: <bool>, trials: <n>}
+        expect: {<aspect>: <direction>, ...}                      # what the report checks (EXPECT_ASPECTS)
 
 Every entry starts from the base entry's `set` (so a base override reaches every row), then the
 `set` of each `with:` entry in order (recursively), then its own `set`. Everything is validated
@@ -30,8 +31,14 @@ from calo_ablate.config import Config, build_config, experiments_dir, flatten, r
 from calo_ablate.errors import ConfigError
 from calo_ablate.runs.record import BASE
 
-ENTRY_FIELDS = ("title", "why", "set", "with", "search")
+ENTRY_FIELDS = ("title", "why", "set", "with", "search", "expect")
 SEARCH_FIELDS = ("param", "low", "high", "log", "trials")
+# aspect of a row -> the directions an expectation may name (compared with the base by the report)
+_AMOUNT = ("lower", "higher", "same")
+EXPECT_ASPECTS: dict[str, tuple[str, ...]] = {
+    "loss": _AMOUNT, "voxel_loss": _AMOUNT, "layer_loss": _AMOUNT, "n_params": _AMOUNT,
+    "s_per_epoch": _AMOUNT, "gen_time": _AMOUNT, "quality": ("better", "worse", "same"),
+}
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,7 @@ class Ablation:
     why: str
     overrides: dict[str, Any] = field(default_factory=dict)
     search: Search | None = None
+    expect: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -188,6 +196,25 @@ def _check_search(path: Path, name: str, raw: Any) -> Search:
     return Search(raw["param"], float(low), float(high), log, trials)
 
 
+def _check_expect(path: Path, name: str, raw: Any) -> dict[str, str]:
+    where = f"{path}: ablation '{name}' expect"
+    if name == BASE:
+        msg = f"{where}: the base is what every expectation compares with; it takes none"
+        raise ConfigError(msg)
+    if not isinstance(raw, dict) or not raw:
+        msg = f"{where}: expected a mapping of aspect to direction, e.g. {{loss: lower, s_per_epoch: same}}"
+        raise ConfigError(msg)
+    for aspect, direction in raw.items():
+        if aspect not in EXPECT_ASPECTS:
+            msg = f"{where}: unknown aspect {aspect!r}; expected any of {', '.join(EXPECT_ASPECTS)}"
+            raise ConfigError(msg)
+        if direction not in EXPECT_ASPECTS[aspect]:
+            msg = f"{where}: {aspect}: {direction!r} is not a direction; expected one of " \
+                  f"{', '.join(EXPECT_ASPECTS[aspect])}"
+            raise ConfigError(msg)
+    return {str(k): str(v) for k, v in raw.items()}
+
+
 def _overrides(name: str, entries: dict[str, dict[str, Any]], stack: tuple[str, ...], path: Path) -> dict[str, Any]:
     """The entry's own override set after its `with:` entries (recursively), without the base."""
     if name in stack:
@@ -241,7 +268,8 @@ def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile
                     msg = f"{path}: ablation '{name}' search over '{search.param}': {err}"
                     raise ConfigError(msg) from None
         entry = entries[name]
-        ablations.append(Ablation(name, entry.get("title", name), entry.get("why", ""), overrides, search))
+        expect = _check_expect(path, name, entry["expect"]) if "expect" in entry else {}
+        ablations.append(Ablation(name, entry.get("title", name), entry.get("why", ""), overrides, search, expect))
     return Registry(path, ablations)
 
 

@@ -18,8 +18,9 @@ from pathlib import Path
 from calo_ablate.config import canonical_dataset
 from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import ConfigError
+from calo_ablate.report.findings import sections
 from calo_ablate.report.plots import write_plots
-from calo_ablate.report.table import build_table, write_table
+from calo_ablate.report.table import build_table, run_description, write_table
 from calo_ablate.runs import record
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
 from calo_ablate.study.plan import make_plan, resolve_cells
@@ -109,7 +110,8 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
         record.TAG_SEEDS: str(request.seeds), record.TAG_DATA_SOURCE: files.source,
         record.TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
         record.TAG_MACHINE: record.machine_description(), record.TAG_GIT_REVISION: record.git_revision(),
-        record.TAG_ROWS: json.dumps([{"name": a.name, "title": a.title} for a in registry.ablations]),
+        record.TAG_ROWS: json.dumps([{"name": a.name, "title": a.title, "expect": a.expect}
+                                     for a in registry.ablations]),
         record.TAG_CLI_SET: json.dumps(list(request.cli_set)), record.TAG_WORKERS: str(request.workers),
         record.TAG_EVALUATE: str(evaluate).lower(),
     }
@@ -163,11 +165,13 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
 
 
 def write_report(folder: Path, tracking_uri: str, parent_run_id: str) -> Path:
-    """table.md, table.csv and the plots from MLflow, logged as the parent run's artifacts; returns table.md."""
+    """table.md, table.csv and the plots from MLflow, logged as the parent run's artifacts (table.md also
+    as its description); returns table.md."""
     table = build_table(tracking_uri, parent_run_id)
-    paths = write_table(table, folder)
+    paths = write_table(table, folder, sections(table))
     paths += write_plots(table, tracking_uri, folder)
     record.log_artifacts(tracking_uri, parent_run_id, paths)
+    record.set_tags(tracking_uri, parent_run_id, {record.TAG_DESCRIPTION: run_description(paths[0].read_text())})
     return paths[0]
 
 

@@ -89,6 +89,7 @@ def test_ema_warms_up_then_uses_the_configured_decay() -> None:
 
 
 def test_optimizer_groups_cover_each_parameter_once(module: CaloScoreModule) -> None:
+    module.config.train.lr_horizon_steps = None  # the cosine over this run's own 10 steps
     module.trainer = pl.Trainer(max_steps=10, logger=False, enable_checkpointing=False, enable_progress_bar=False)
     setup = module.configure_optimizers()
     optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
@@ -148,9 +149,13 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(photon_dir: Path, tmp_
     assert run.info.status == "RUNNING"  # left open: its owner closes it (a study cell after its evaluation)
     assert run.data.tags["ablation"] == "base" and run.data.tags["data_source"] == "synthetic"
     assert run.data.params["train.max_epochs"] == "2" and run.data.params["data.dataset"] == "1-photons"
-    for name in ("train/loss", "val/loss", "val/layer_loss", "lr", "epoch_seconds"):
+    for name in ("train/loss", "lr", "epoch_seconds"):
         steps = [step for step, _ in _history(client, first_id, name)]
         assert len(steps) == 2 and steps[0] < steps[1], name   # epochs 0 and 1, each once
+    for name in ("val/loss", "val/layer_loss"):  # 2 epochs of 2 steps: validated after each step, once
+        assert [step for step, _ in _history(client, first_id, name)] == [0, 1, 2, 3], name
+    assert [step for step, _ in _history(client, first_id, "train_steps/loss")] == [0, 1, 2, 3]  # <= 20 steps
+    assert min(v for _, v in _history(client, first_id, "train_steps/lr")) >= 0.99 * config.train.lr
     assert result.epochs == 2 and Path(result.checkpoint_path).is_file()
 
     again = run_training(config, **kwargs)   # finished: returned, not retrained
@@ -159,7 +164,7 @@ def test_interrupted_run_resumes_into_the_same_mlflow_run(photon_dir: Path, tmp_
     recovered = run_training(config, **kwargs)
     assert recovered.run_id == first_id and recovered.epochs == 2
     assert recovered.metrics == pytest.approx(result.metrics)
-    assert len(_history(client, first_id, "val/loss")) == 2
+    assert len(_history(client, first_id, "val/loss")) == 4
     assert len(client.search_runs([runs[0].info.experiment_id])) == 1
 
 

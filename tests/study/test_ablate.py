@@ -16,6 +16,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
+from calo_ablate.report.table import run_description
 from calo_ablate.study.queue import StudyQueue
 
 REGISTRY = """\
@@ -52,7 +53,8 @@ def child_runs(study_dir: Path) -> list:
 
 
 def table_rows(study_dir: Path) -> list[str]:
-    return [line for line in (study_dir / "table.md").read_text().splitlines() if line.startswith("| ")][1:]
+    table = (study_dir / "table.md").read_text().split("\n## ")[0]  # the sections after it have tables too
+    return [line for line in table.splitlines() if line.startswith("| ")][1:]
 
 
 def trials(study_dir: Path) -> list:
@@ -73,7 +75,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> dict:
     args = ablate_args(tmp, photon_dir, "smoke", "fewer_steps,less_noise,broken", "--workers", "2")
     code = main(args)
     return {"tmp": tmp, "data": photon_dir, "args": args, "code": code, "dir": tmp / "results" / "smoke",
-            "runs": {r.info.run_name: r.info.run_id for r in child_runs(tmp / "results" / "smoke")}}
+            "runs": {r.data.tags["calo_ablate.cell"]: r.info.run_id for r in child_runs(tmp / "results" / "smoke")}}
 
 
 def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> None:
@@ -93,11 +95,19 @@ def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> N
     assert base[1:4] == fewer[1:4]  # the same training, the same losses
     for name in ("loss_curves.png", "histograms.png", "table.csv"):
         assert (study["dir"] / name).is_file()
+    assert "## Findings" in header and "- **Decrease noise**: loss not comparable" in header
+    client = MlflowClient(f"sqlite:///{study['dir'] / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("smoke")
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
+    parent = client.search_runs([experiment.experiment_id], filter_string="tags.`calo_ablate.role` = 'study'")[0]
+    assert parent.data.tags["mlflow.note.content"] == run_description(header)
 
 
 def test_two_workers_ran_every_cell_once(study: dict) -> None:
     names = sorted(study["runs"])
     assert names == ["base/s0", "broken/s0", "fewer_steps/s0", "less_noise/s0"]  # one run per cell
+    titles = sorted(r.info.run_name for r in child_runs(study["dir"]))
+    assert titles == ["Base s0", "Broken on purpose s0", "Decrease noise s0", "Fewer time steps s0"]
     done = [c for t in trials(study["dir"]) for c in t.user_attrs.get("cells_done", [])]
     assert sorted(done) == sorted(["reference", "base/s0", "fewer_steps/s0", "less_noise/s0"])
     results = list((study["dir"] / "runs").glob("*/result.json"))
@@ -124,7 +134,7 @@ def test_rerun_retries_the_failed_cell_and_retrains_nothing_else(study: dict,
     assert "1 cells to run" in capsys.readouterr().out
     assert stamps(study["dir"]) == before
     assert len(trials(study["dir"])) == n_trials + 1  # one new attempt: the failed unit
-    after = {r.info.run_name: r.info.run_id for r in child_runs(study["dir"])}
+    after = {r.data.tags["calo_ablate.cell"]: r.info.run_id for r in child_runs(study["dir"])}
     assert after == study["runs"]  # the retry went into the same run
 
     only_good = list(args)
@@ -133,7 +143,7 @@ def test_rerun_retries_the_failed_cell_and_retrains_nothing_else(study: dict,
     assert "0 cells to run" in capsys.readouterr().out
     assert stamps(study["dir"]) == before
     assert len(trials(study["dir"])) == n_trials + 1
-    assert {r.info.run_name: r.info.run_id for r in child_runs(study["dir"])} == study["runs"]
+    assert {r.data.tags["calo_ablate.cell"]: r.info.run_id for r in child_runs(study["dir"])} == study["runs"]
     assert "Broken" not in (study["dir"] / "table.md").read_text()
 
 
@@ -161,16 +171,16 @@ def test_kill_9_of_the_process_group_then_resume_into_the_same_runs(study: dict)
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    interrupted = {r.info.run_name: r.info.run_id for r in child_runs(study_dir)}
+    interrupted = {r.data.tags["calo_ablate.cell"]: r.info.run_id for r in child_runs(study_dir)}
     assert list(interrupted) == ["base/s0"]
 
     assert main(args) == 0
     runs = child_runs(study_dir)
     assert [(r.info.run_name, r.info.run_id, r.info.status) for r in runs] == \
-           [("base/s0", interrupted["base/s0"], "FINISHED")]
+           [("Base s0", interrupted["base/s0"], "FINISHED")]
     client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     steps = [m.step for m in client.get_metric_history(interrupted["base/s0"], "val/loss")]
-    assert len(set(steps)) == 3
+    assert len(set(steps)) == 9  # 3 epochs of 3 steps, fewer than 4 epochs: validated after every step
     # resumed from the checkpoint: the first epoch, finished before the kill, was never trained again
     # (an epoch cut short by the kill is trained again and may be logged twice)
     assert steps.count(min(steps)) == 1
@@ -206,11 +216,11 @@ def test_a_kill_during_evaluation_never_leaves_a_finished_run(study: dict) -> No
     proc = subprocess.run([sys.executable, "-c", KILL_IN_EVALUATION, *args], check=False, capture_output=True,
                           timeout=300)
     assert proc.returncode == -signal.SIGKILL
-    runs = {r.info.run_name: r for r in child_runs(study_dir)}
+    runs = {r.data.tags["calo_ablate.cell"]: r for r in child_runs(study_dir)}
     assert runs["base/s0"].info.status == "RUNNING"  # trained, killed while evaluating: not done
     assert "val/loss" in runs["base/s0"].data.metrics and "auc_low" not in runs["base/s0"].data.metrics
 
     assert main(args) == 0  # the rerun evaluates the trained model into the same run
-    after = {r.info.run_name: r for r in child_runs(study_dir)}
+    after = {r.data.tags["calo_ablate.cell"]: r for r in child_runs(study_dir)}
     assert after["base/s0"].info.run_id == runs["base/s0"].info.run_id
     assert after["base/s0"].info.status == "FINISHED" and "auc_low" in after["base/s0"].data.metrics

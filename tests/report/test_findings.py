@@ -1,0 +1,120 @@
+"""Verdicts, expectation marks and stability on hand-made metric tables (no MLflow needed)."""
+
+from __future__ import annotations
+
+from calo_ablate.report.findings import (
+    UNDERTRAINED,
+    compare,
+    expectation_marks,
+    findings_lines,
+    quality,
+    sections,
+    stability_lines,
+)
+from calo_ablate.report.table import CellResult, Row, StudyTable, markdown
+
+HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "quick", "machine": "test cpu",
+          "data_checksums": "{}", "git_revision": "abc", "workers": "1"}
+COLUMNS = [("n_params", "Parameters"), ("seconds_per_epoch", "s / epoch"), ("gen_ms_per_shower_b100", "Gen."),
+           ("sep_mean", "Mean sep."), ("auc_low", "AUC low"), ("auc_high", "AUC high")]
+REFERENCE = {"sep_mean": 0.05, "auc_low": 0.49, "auc_high": 0.48}
+
+
+def _cell(seed: int, loss: float, auc: float = 0.6, seconds: float = 2.0, params: int = 1000,
+          **tags: str) -> CellResult:
+    jitter = (seed - 1) / 100  # seeds 0, 1, 2: -0.01, 0, +0.01
+    metrics = {"val/loss": loss + jitter, "val/voxel_loss": loss / 2, "val/layer_loss": loss / 2,
+               "n_params": params, "seconds_per_epoch": seconds + jitter, "gen_ms_per_shower_b100": seconds + jitter,
+               "sep_mean": auc / 4 + jitter / 10, "auc_low": auc + jitter / 10, "auc_high": auc + jitter / 10}
+    return CellResult(seed, "FINISHED", metrics, {"loss_comparable": "true", **tags}, f"run{seed}-{loss}-{auc}")
+
+
+def _row(name: str, loss: float, expect: dict[str, str] | None = None, **kwargs: object) -> Row:
+    return Row(name, name.title(), [_cell(s, loss, **kwargs) for s in range(3)], expect or {})
+
+
+def _table(rows: list[Row], histories: dict | None = None) -> StudyTable:
+    return StudyTable("t", "parent", HEADER, 3, rows, REFERENCE, COLUMNS, 60.0, histories or {})
+
+
+def test_loss_lower_higher_indistinguishable_and_not_comparable() -> None:
+    base = _row("base", 1.0)
+    rows = [base, _row("lower", 0.8), _row("higher", 1.3), _row("same", 1.001),
+            Row("noise", "Noise", [_cell(s, 2.4, loss_comparable="false") for s in range(3)])]
+    table = _table(rows)
+    assert compare(table, rows[1], "val/loss").direction == "lower"
+    assert compare(table, rows[2], "val/loss").direction == "higher"
+    same = compare(table, rows[3], "val/loss")
+    assert same.direction == "same" and same.p > 0.05
+    assert compare(table, rows[4], "val/loss").direction == "undecided"
+    lines = {line.split("**")[1]: line for line in findings_lines(table) if line.startswith("- **")}
+    assert "loss lower (-20.0 %, p = " in lines["Lower"]
+    assert "loss higher (+30.0 %" in lines["Higher"]
+    assert "loss indistinguishable (+0.1 %, p = " in lines["Same"]
+    assert "loss not comparable (the row changes a loss-defining field)" in lines["Noise"]
+
+
+def test_one_seed_gives_no_verdict_and_a_shared_training_is_the_same() -> None:
+    base = Row("base", "Base", [_cell(0, 1.0)])
+    one = Row("one", "One", [_cell(0, 0.5)])
+    shared = Row("shared", "Shared", [_cell(0, 1.0, shares_training_of="base")])
+    table = StudyTable("t", "p", HEADER, 1, [base, one, shared], REFERENCE, COLUMNS, 1.0)
+    assert compare(table, one, "val/loss").direction == "undecided"
+    assert compare(table, shared, "val/loss").direction == "same"
+
+
+def test_quality_undertrained_when_both_far_from_the_reference() -> None:
+    table = _table([_row("base", 1.0, auc=0.93), _row("worse", 1.0, auc=0.97), _row("good", 1.0, auc=0.55)])
+    verdict, detail = quality(table, table.rows[1])
+    assert verdict == "undertrained" and detail == UNDERTRAINED
+    assert UNDERTRAINED in next(line for line in findings_lines(table) if "**Worse**" in line)
+    # the base alone is far: the comparison stands
+    assert quality(table, table.rows[2])[0] == "better"
+
+
+def test_quality_better_worse_and_indistinguishable_near_the_reference() -> None:
+    table = _table([_row("base", 1.0, auc=0.6), _row("worse", 1.0, auc=0.7), _row("same", 1.0, auc=0.6005)])
+    assert quality(table, table.rows[1])[0] == "worse"
+    assert quality(table, table.rows[2])[0] == "indistinguishable"
+
+
+def test_speed_and_parameters_as_ratios() -> None:
+    table = _table([_row("base", 1.0), _row("small", 1.0, seconds=0.5, params=250)])
+    line = next(line for line in findings_lines(table) if "**Small**" in line)
+    assert "training 0.25x the base's time per epoch (p = " in line
+    assert "generation 0.25x (batch 100" in line
+    assert "parameters 0.25x" in line
+
+
+def test_expectations_held_failed_and_undecided() -> None:
+    expect = {"loss": "lower", "s_per_epoch": "same", "n_params": "lower", "quality": "better", "layer_loss": "higher"}
+    rows = [_row("base", 1.0, auc=0.93), _row("fast", 0.8, expect, seconds=0.5, auc=0.95),
+            Row("noise", "Noise", [_cell(s, 2.4, loss_comparable="false") for s in range(3)], {"loss": "higher"})]
+    table = _table(rows)
+    marks = {aspect: mark for aspect, _, mark, _ in expectation_marks(table, rows[1])}
+    assert marks == {"loss": "held",          # significantly lower
+                     "s_per_epoch": "failed",  # significantly faster, expected the same
+                     "n_params": "failed",     # exactly equal, expected fewer
+                     "quality": "undecided",   # both far from the reference
+                     "layer_loss": "failed"}   # lower (0.4 against 0.5 on every seed), expected higher
+    assert expectation_marks(table, rows[2])[0][2] == "undecided"  # a loss that is not comparable
+    text = markdown(table, sections(table))
+    assert "## Expectations" in text and "| Fast | loss | lower | **held** |" in text
+
+
+def _history(losses: list[float]) -> list[tuple[int, float]]:
+    return [(15 * (i + 1) - 1, v) for i, v in enumerate(losses)]  # validated after steps 15, 30, 45, 60
+
+
+def test_stability_changes_at_fractions_and_rank_correlation() -> None:
+    rows = [_row("base", 1.0), _row("a", 1.0), _row("b", 1.0), _row("c", 1.0)]
+    settled = {"base": [2.0, 1.8, 1.6, 1.5], "a": [1.0, 0.9, 0.8, 0.75], "b": [3.0, 2.7, 2.4, 2.25],
+               "c": [2.2, 2.0, 1.8, 1.6]}
+    table = _table(rows, {n: {"val/loss": [_history(v)] * 2} for n, v in settled.items()})
+    lines = stability_lines(table)
+    assert "| A | -50.0 % | -50.0 % | -50.0 % | -50.0 % |" in lines
+    assert "Spearman rank correlation 1.00, the same ordering" in lines[-1]
+    changing = {**settled, "c": [2.2, 2.0, 1.4, 1.2]}  # c overtakes the base in the second half
+    table = _table(rows, {n: {"val/loss": [_history(v)]} for n, v in changing.items()})
+    last = stability_lines(table)[-1]
+    assert "Spearman rank correlation 0.80, a different ordering" in last
