@@ -154,7 +154,8 @@ def evaluate_samples(
     groups.metrics["sep_mean"] = float(np.nanmean(list(official.values())))
 
     high_ref, high_gen = cls_high_inputs(raw_ref[0], f_ref, geometry), cls_high_inputs(raw_gen[0], f_gen, geometry)
-    groups.run("fpd_kpd", lambda: _fpd_kpd(high_ref, high_gen, replace=True))
+    if settings.fpd_kpd:
+        groups.run("fpd_kpd", lambda: _fpd_kpd(high_ref, high_gen, replace=True))
     if settings.own_fpd_kpd:
         groups.run("fpd_kpd without replacement", lambda: _fpd_kpd(high_ref, high_gen, replace=False))
     if settings.prdc:
