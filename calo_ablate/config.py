@@ -141,6 +141,7 @@ class EvaluateConfig(_Section):
     classifiers: list[ClassifierMode] = Field(
         default_factory=lambda: ["cls-low", "cls-low-normed", "cls-high", "cls-resnet"],
         description="classifier metrics to train (cls-resnet only for datasets 2 and 3)")
+    fpd_kpd: bool = Field(True, description="the official FPD and KPD (minutes on CPU for datasets 2 and 3)")
     prdc: bool = Field(True, description="precision, recall, density, coverage (N x N distances in memory)")
     prdc_k: int = Field(5, ge=1, description="nearest neighbours of PRDC")
     own_fpd_kpd: bool = Field(False, description="also FPD/KPD drawn without replacement (own variant)")

@@ -22,13 +22,13 @@ from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.evaluation.evaluate import (
     ALIASES,
-    OWN_GROUPS,
     classifier_split_note,
     evaluate_samples,
     metric_kind,
     threshold_for,
 )
 from calo_ablate.evaluation.plots import plot_histogram_grid
+from calo_ablate.evaluation.resnet import RESNET_SHAPES
 
 __all__ = ["format_group", "main", "metrics_document"]
 
@@ -41,7 +41,7 @@ def _number(value: float) -> str:
 
 def format_group(group: str, values: dict[str, float], seconds: float) -> str:
     """One group's lines: a header with official/own and its wall time, then `name: value` lines."""
-    kind = "own" if group.split(" (")[0] in OWN_GROUPS or group.endswith("(standardised)") else "official"
+    kind = metric_kind(f"{group}/")
     lines = [f"[{group}] ({kind}, {seconds:.1f} s)"]
     if group.startswith("fpd_kpd"):
         lines += [f"  {name}: {_number(values[name])} +- {_number(values[name + ' error'])}"
@@ -80,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
                    f"hidden {cls.hidden} x {cls.num_hidden_layers}, {cls.epochs} epochs, batch {cls.batch_size}, "
                    f"{cls.trainings} trainings (seeds 0..{cls.trainings - 1}; official: one unseeded run)"),
                   classifier_split_note(dataset, min(n_ref, n_gen))]
+    if "cls-resnet" in settings.classifiers and dataset not in RESNET_SHAPES:
+        notes.append(f"cls-resnet: not defined for dataset {dataset} (datasets 2 and 3 only, as in the official script)")
     print(f"evaluate: dataset {dataset}, profile {args.profile}")
     for note in notes:
         print(f"  {note}")

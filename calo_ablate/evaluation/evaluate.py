@@ -33,7 +33,7 @@ from calo_ablate.evaluation.resnet import RESNET_SHAPES, ShowerResNet
 from calo_ablate.evaluation.separation import official_separation_powers, own_separation_powers
 from calo_ablate.geometry import Geometry, load_geometry
 
-__all__ = ["ALIASES", "OWN_GROUPS", "classifier_split_note", "equal_sizes", "evaluate_samples", "metric_kind", "reference_noise_floor",
+__all__ = ["ALIASES", "OFFICIAL_GROUPS", "classifier_split_note", "equal_sizes", "evaluate_samples", "metric_kind", "reference_noise_floor",
            "threshold_for"]
 
 Sample = tuple[np.ndarray, np.ndarray]  # (incident energies (N,) MeV, showers (N, V) MeV)
@@ -48,7 +48,6 @@ ALIASES = {
     "kpd": "fpd_kpd/KPD (x10^3)", "kpd_err": "fpd_kpd/KPD (x10^3) error",
 }
 OFFICIAL_GROUPS = ("hist-chi", "fpd_kpd", "prdc", "cls-low", "cls-low-normed", "cls-high")
-OWN_GROUPS = ("cls-resnet", "fpd_kpd without replacement", "seconds")
 
 
 def metric_kind(key: str) -> str:
@@ -155,7 +154,8 @@ def evaluate_samples(
     groups.metrics["sep_mean"] = float(np.nanmean(list(official.values())))
 
     high_ref, high_gen = cls_high_inputs(raw_ref[0], f_ref, geometry), cls_high_inputs(raw_gen[0], f_gen, geometry)
-    groups.run("fpd_kpd", lambda: _fpd_kpd(high_ref, high_gen, replace=True))
+    if settings.fpd_kpd:
+        groups.run("fpd_kpd", lambda: _fpd_kpd(high_ref, high_gen, replace=True))
     if settings.own_fpd_kpd:
         groups.run("fpd_kpd without replacement", lambda: _fpd_kpd(high_ref, high_gen, replace=False))
     if settings.prdc:

@@ -73,9 +73,10 @@ def test_float32_and_float64_files_give_the_same_numbers(eval_sample) -> None:
 
 
 def test_noise_floor_compares_two_disjoint_halves(eval_sample) -> None:
-    settings = TINY.model_copy(update={"classifiers": [], "prdc": False})
+    settings = TINY.model_copy(update={"classifiers": [], "prdc": False, "fpd_kpd": False})
     floor = reference_noise_floor(eval_sample, "1-photons", settings, seed=0)
     assert floor["sep_e_ratio"] < 0.2 and floor["sep_mean"] < 0.5
+    assert not any(k.startswith(("fpd", "kpd", "prdc", "cls-")) for k in floor)  # switched off
 
 
 def test_mismatched_shapes_are_reported(eval_sample) -> None:
