@@ -12,7 +12,12 @@ One function per measurement, `main` prints them:
   bench's time a few DDIM steps are timed and the time per step is scaled to the full step count;
 - peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss);
 - runner_overhead: a small smoke study with 1 and 2 workers: study wall time against the time spent
-  inside its cells (calo_ablate/study/overhead.py); --skip-study leaves it out.
+  inside its cells (calo_ablate/study/overhead.py); --skip-study leaves it out;
+- the profile of one training step and one sampling step by operator category, each rate beside the
+  matmul rate (calo_ablate/bench_profile.py); --skip-profile leaves it out.
+The instruction set (calo_ablate/model/precision.py) is printed next to the matmul rate, and the seed
+study's laptop (13 training showers/s) and CaloScore v2's published CPU generation (9,425 ms per
+shower at batch 100, 512 steps) next to our figures.
 """
 
 from __future__ import annotations
@@ -27,8 +32,15 @@ from dataclasses import dataclass
 
 import torch
 
+from calo_ablate.bench_profile import (
+    flop_counter,
+    format_profile,
+    profile_sampling_step,
+    profile_training_step,
+)
 from calo_ablate.config import Config, canonical_dataset, resolve_config
 from calo_ablate.geometry import load_geometry
+from calo_ablate.model.precision import instruction_set
 
 __all__ = [
     "GenerationTiming",
@@ -42,6 +54,8 @@ __all__ = [
 ]
 
 FEWER_STEPS_FACTOR = 0.125  # the registry's fewer-steps ablation: sample.steps_factor (64 of 512)
+SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
+CALOSCORE_CPU_MS_PER_SHOWER = 9425.0  # CaloChallenge final results, CPU, batch 100, 512 steps
 
 
 def _device() -> torch.device:
@@ -80,13 +94,11 @@ def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None
 
 def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: int = 16) -> float:
     """Model FLOPs per shower of one training step: forward and backward of both nets (no optimizer)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from calo_ablate.model.calo_score import CaloScoreModule
 
     module = CaloScoreModule(config, n_voxels, n_layers)
     inputs = _random_batch(batch, n_layers, n_voxels, torch.device("cpu"))
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         module.losses(inputs)[0].backward()
     return counter.get_total_flops() / batch
@@ -94,13 +106,11 @@ def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: 
 
 def generation_flops_per_shower_step(config: Config, n_voxels: int, n_layers: int, batch: int = 4) -> float:
     """Model FLOPs per shower of one DDIM step of both nets (forward only)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     from calo_ablate.model.calo_score import CaloScoreModule
 
     module = CaloScoreModule(config, n_voxels, n_layers).eval()
     cond = torch.rand(batch, 1)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         module.sample(cond, steps=1, batch_size=batch)
     return counter.get_total_flops() / batch
@@ -206,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed"],
                         help="train.precision for the training measurement (default: the config's)")
     parser.add_argument("--skip-study", action="store_true", help="leave out the runner-overhead study (minutes)")
+    parser.add_argument("--skip-profile", action="store_true", help="leave out the training and sampling profiles")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,12 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     reference = matmul_flops(device=device)
     print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s")
+    print(f"instruction set:          {instruction_set().describe()}")
     flops = train_flops_per_shower(config, v, layers)
     showers_s = training_throughput(config, v, layers, timed_steps=args.train_steps)
     achieved = showers_s * flops
     print(f"training ({config.train.precision}, batch {config.train.batch_size}): {showers_s:8.1f} showers/s; "
           f"{flops / 1e9:.3f} GFLOP/shower (fwd+bwd) -> {achieved / 1e9:.1f} GFLOP/s = "
-          f"{100 * achieved / reference:.0f}% of the matmul rate")
+          f"{100 * achieved / reference:.0f}% of the matmul rate (seed study's laptop: "
+          f"{SEED_LAPTOP_SHOWERS_S:.0f} showers/s)")
 
     gen_flops = generation_flops_per_shower_step(config, v, layers)
     print(f"generation (EMA net, {gen_flops / 1e6:.0f} MFLOP per shower per DDIM step; "
@@ -242,10 +255,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  batch {batch:>6} {label}: not measured ({str(err).splitlines()[0]})")
                 continue
             rate = gen_flops / (timing.ms_per_shower_step / 1000)
+            published = f"; CaloScore v2 published CPU: {CALOSCORE_CPU_MS_PER_SHOWER:,.0f} ms at 512" \
+                if batch == 100 else ""
             print(f"  batch {batch:>6} {label}: {timing.ms_per_shower(steps_full):10.1f} ms/shower at {steps_full} "
                   f"steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
-                  f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s)")
+                  f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s = "
+                  f"{100 * rate / reference:.0f}% of the matmul rate{published})")
     print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
+    if not args.skip_profile and device.type == "cpu":
+        for profiled in (profile_training_step(config, v, layers), profile_sampling_step(config, v, layers)):
+            print(format_profile(profiled, reference))
     if not args.skip_study:
         runner_overhead(dataset)
     return 0
