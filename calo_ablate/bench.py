@@ -40,7 +40,7 @@ from calo_ablate.bench_profile import (
 )
 from calo_ablate.config import Config, canonical_dataset, resolve_config
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.precision import instruction_set
+from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
 
 __all__ = [
     "GenerationTiming",
@@ -225,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     geometry = load_geometry(dataset)
     v, layers = geometry.n_voxels, geometry.n_layers
     device = _device()
+    check_precision(config.train.precision, device, "--precision (train.precision)")
     steps_full = config.sample.steps
     steps_fewer = max(1, round(steps_full * FEWER_STEPS_FACTOR))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
@@ -247,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"a few steps timed per batch size and scaled per step):")
     bf16 = config.model_copy(update={"sample": config.sample.model_copy(update={"precision": "bf16-mixed"})})
     for batch in (int(b) for b in args.gen_batches.split(",")):
-        # bf16 (sample.precision=bf16-mixed) only below batch 1000, to bound the bench's time
-        for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 else []):
+        # bf16 (sample.precision=bf16-mixed) only where native and below batch 1000, to bound the bench's time
+        for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 and bf16_native(device) else []):
             try:
                 timing = generation_ms_per_shower(cfg, v, layers, batch, timed_steps=1 if batch >= 1000 else 2)
             except RuntimeError as err:  # out of memory at a large batch

@@ -229,7 +229,10 @@ def run_training(
 
     from calo_ablate.data.datamodule import CaloDataModule
     from calo_ablate.model.calo_score import CaloScoreModule
+    from calo_ablate.model.precision import check_precision
+    from calo_ablate.runs_devices import resolve_device
 
+    check_precision(config.train.precision, resolve_device(config.trainer.accelerator), "train.precision")
     run_dir = Path(run_dir).resolve()
     result_file = run_dir / RESULT_FILE
     if result_file.is_file():
