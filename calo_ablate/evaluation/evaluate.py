@@ -55,10 +55,12 @@ def evaluate_samples(
     dataset: str,
     settings: EvaluateConfig,
     seed: int = 0,
+    device: str | None = None,
 ) -> dict[str, float]:
     """Every metric of `generated` against `reference` (each (energies (N,) MeV, showers (N, V) MeV)).
 
-    Both samples get the readout threshold first. Deterministic for a given seed.
+    Both samples get the readout threshold first. Deterministic for a given seed. device: where the
+    classifier trains (default: cuda if available, else cpu).
     """
     dataset = canonical_dataset(dataset)
     geometry = load_geometry(dataset)
@@ -83,7 +85,7 @@ def evaluate_samples(
 
     for level, (ref_in, gen_in) in (("low", (low_level_inputs(e_ref, s_ref), low_level_inputs(e_gen, s_gen))),
                                     ("high", (high_ref, high_gen))):
-        scores = classifier_scores(ref_in, gen_in, settings.classifier, seed=seed)
+        scores = classifier_scores(ref_in, gen_in, settings.classifier, seed=seed, device=device)
         for name in ("auc", "jsd"):
             metrics[f"{name}_{level}"], metrics[f"{name}_{level}_std"] = scores[name], scores[f"{name}_std"]
     return metrics

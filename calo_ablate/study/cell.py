@@ -148,7 +148,7 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     generated = generate_showers(trained, energies, steps=steps, batch_size=config.sample.batch_size,
                                  seed=cell.seed, progress=False, precision=precision)  # (N, V) MeV
     metrics = evaluate_samples((energies, showers), (energies, generated), ctx.settings.dataset,
-                               config.evaluate, seed=cell.seed)
+                               config.evaluate, seed=cell.seed, device=str(trained.module.device))
     metrics.update(time_generation(
         lambda e: generate_showers(trained, e, steps=steps, batch_size=len(e), seed=cell.seed, progress=False,
                                    precision=precision),
