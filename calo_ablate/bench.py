@@ -278,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
     if not args.skip_profile and device.type == "cpu":
         for profiled in (profile_training_step(config, v, layers), profile_sampling_step(config, v, layers)):
-            print(format_profile(profiled, reference))
+            print(format_profile(profiled, reference, cpu_time=args.cpu_time))
     if not args.skip_study:
         runner_overhead(dataset)
     return 0

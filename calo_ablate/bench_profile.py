@@ -60,6 +60,7 @@ class StepProfile:
     title: str
     showers: int
     wall_seconds: float
+    cpu_seconds: float  # process CPU time of the profiled step
     seconds: dict[str, float]
     flops: dict[str, float]
     top_operators: list[tuple[str, float, int]] = field(default_factory=list)  # (name, self seconds, calls)
@@ -128,10 +129,10 @@ def _profile(title: str, showers: int, step: Callable[[], None], top: int) -> St
     step()  # warm-up: oneDNN primitive creation, allocator
     flops = _flops_by_category(step)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         step()
-        wall = time.perf_counter() - start
-    return StepProfile(title, showers, wall, _categorised_seconds(prof, wall), flops, _top_operators(prof, top))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+    return StepProfile(title, showers, wall, cpu, _categorised_seconds(prof, wall), flops, _top_operators(prof, top))
 
 
 def _batch(n: int, n_layers: int, n_voxels: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -177,22 +178,30 @@ def profile_sampling_step(config: Config, n_voxels: int, n_layers: int, batch_si
     return _profile(title, batch_size, step, top)
 
 
-def format_profile(p: StepProfile, matmul_flops: float) -> str:
+def format_profile(p: StepProfile, matmul_flops: float, cpu_time: bool = False) -> str:
     """The profile as text: showers/s and achieved FLOP rate against `matmul_flops`, the category
-    table (share of the wall time, seconds, GFLOP/s and fraction of the matmul rate where FLOPs are
-    counted) and the busiest operators by self time."""
-    rate = p.total_flops / p.wall_seconds
-    lines = [(f"{p.title}: {1000 * p.wall_seconds:.0f} ms under the profiler = {p.showers / p.wall_seconds:.1f} "
-             f"showers/s, {rate / 1e9:.1f} GFLOP/s = {100 * rate / matmul_flops:.0f}% of the matmul rate"),
+    table (share of the wall time, ms, GFLOP/s and fraction of the matmul rate where FLOPs are
+    counted) and the busiest operators by self time.
+
+    cpu_time: state times and rates in process CPU time (for a matmul rate timed the same way): each
+    category's wall time is scaled by the step's CPU-to-wall ratio, i.e. the time other jobs took from
+    this process is assumed spread evenly over the step."""
+    scale = p.cpu_seconds / p.wall_seconds if cpu_time else 1.0
+    step_seconds = p.wall_seconds * scale
+    rate = p.total_flops / step_seconds
+    clock = "CPU time" if cpu_time else "wall time"
+    lines = [(f"{p.title}: {1000 * step_seconds:.0f} ms {clock} under the profiler = "
+              f"{p.showers / step_seconds:.1f} showers/s, {rate / 1e9:.1f} GFLOP/s = "
+              f"{100 * rate / matmul_flops:.0f}% of the matmul rate"),
              f"  {'category':<38} {'share':>6} {'ms':>8} {'GFLOP/s':>8} {'of matmul':>9}"]
     for category in CATEGORIES:
-        seconds = p.seconds[category]
+        seconds = p.seconds[category] * scale
         if seconds == 0.0 and category in _PHASES:
             continue
         flops = p.flops.get(category, 0.0)
         speed = f"{flops / seconds / 1e9:8.1f} {100 * flops / seconds / matmul_flops:8.0f}%" \
             if flops and seconds else f"{'':>8} {'':>9}"
-        lines.append(f"  {category:<38} {100 * seconds / p.wall_seconds:5.1f}% {1000 * seconds:8.1f} {speed}")
+        lines.append(f"  {category:<38} {100 * seconds / step_seconds:5.1f}% {1000 * seconds:8.1f} {speed}")
     lines.append("  busiest operators (self time): " + "; ".join(
         f"{name.removeprefix('aten::')} {1000 * s:.0f} ms x{calls}" for name, s, calls in p.top_operators))
     return "\n".join(lines)

@@ -63,4 +63,5 @@ def test_sampling_step_profile_and_table() -> None:
     for category in (CONVOLUTION, ATTENTION, DENSE, ELEMENTWISE, OUTSIDE):
         assert category in text
     assert OPTIMIZER not in text  # phases a sampling step does not have are left out
-    assert "% of the matmul rate" in text
+    assert "% of the matmul rate" in text and "wall time" in text
+    assert "CPU time" in format_profile(profile, matmul_flops=1e11, cpu_time=True)
