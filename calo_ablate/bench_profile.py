@@ -203,5 +203,5 @@ def format_profile(p: StepProfile, matmul_flops: float, cpu_time: bool = False) 
             if flops and seconds else f"{'':>8} {'':>9}"
         lines.append(f"  {category:<38} {100 * seconds / step_seconds:5.1f}% {1000 * seconds:8.1f} {speed}")
     lines.append("  busiest operators (self time): " + "; ".join(
-        f"{name.removeprefix('aten::')} {1000 * s:.0f} ms x{calls}" for name, s, calls in p.top_operators))
+        f"{name.removeprefix('aten::')} {1000 * s * scale:.0f} ms x{calls}" for name, s, calls in p.top_operators))
     return "\n".join(lines)
