@@ -67,7 +67,8 @@ class ResidualBlock1d(nn.Module):
     """out = res(x) + conv(swish(conv(swish(x)) + Linear(cond))), optionally followed by attention.
 
     res is the identity, or a 1x1 conv when the width changes; no normalisation. Dropout (if > 0)
-    acts before the second convolution.
+    acts before the second convolution. Takes and returns (B, C, 1, N) channels-last tensors (the
+    module docstring's memory layout).
     """
 
     def __init__(self, in_channels: int, width: int, cond_dim: int, kernel_size: int,
