@@ -48,10 +48,13 @@ class SelfAttention1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x (B, C, 1, N) channels-last: its (B, N, C) view is contiguous
-        h = self.norm(x.squeeze(2).transpose(1, 2))  # (B, N, C)
-        q, k, v = self.qkv(h).unsqueeze(1).chunk(3, dim=-1)  # each (B, 1 head, N, C)
-        h = F.scaled_dot_product_attention(q, k, v).squeeze(1)  # (B, N, C), scale 1/sqrt(C)
-        return x + self.out(h).transpose(1, 2).unsqueeze(2)  # (B, C, 1, N)
+        batch, width, _, length = x.shape
+        tokens = x.squeeze(2).transpose(1, 2)  # (B, N, C)
+        q, k, v = self.qkv(self.norm(tokens)).unsqueeze(1).chunk(3, dim=-1)  # each (B, 1 head, N, C)
+        h = F.scaled_dot_product_attention(q, k, v).reshape(batch * length, width)  # scale 1/sqrt(C)
+        # x + out(h) as one GEMM that accumulates onto the residual: (x + bias) + h W^T
+        out = torch.addmm((tokens + self.out.bias).reshape(batch * length, width), h, self.out.weight.t())
+        return out.view(batch, length, width).transpose(1, 2).unsqueeze(2)  # (B, C, 1, N)
 
 
 def conv_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -83,7 +86,7 @@ class ResidualBlock1d(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         # x (B, C_in, 1, N) channels-last, cond (B, E) -> (B, width, 1, N) channels-last
-        h = conv_as_2d(self.conv1, F.silu(x)) + self.cond(cond)[:, :, None, None]
+        h = conv_as_2d(self.conv1, F.silu(x)).add_(self.cond(cond)[:, :, None, None])
         h = conv_as_2d(self.conv2, self.dropout(F.silu(h)))
         residual = x if isinstance(self.residual, nn.Identity) else conv_as_2d(self.residual, x)
         return self.attention(residual + h)
