@@ -9,6 +9,7 @@ PROFILE ?= quick
 SEEDS ?= 2
 WORKERS ?= 2
 STUDY ?=
+THREADS ?=
 ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY))
 
 .PHONY: help venv data ablate test bench ui lint clean
@@ -33,8 +34,8 @@ ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [
 test: $(STAMP)  ## the test suite
 	$(PY) -m pytest
 
-bench: $(STAMP)  ## speed and memory figures for this machine (prints, asserts nothing)
-	$(PY) -m calo_ablate.bench --dataset $(DATASET)
+bench: $(STAMP)  ## speed, memory and profile figures for this machine (prints, asserts nothing): make bench [THREADS=1]
+	$(PY) -m calo_ablate.bench --dataset $(DATASET) $(if $(THREADS),--threads $(THREADS))
 
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 for the study store (STUDY=name, default the newest)
 	$(VENV)/bin/calo-ablate ui $(if $(STUDY),--study $(STUDY))

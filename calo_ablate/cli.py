@@ -11,6 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from calo_ablate.config import PROFILES
 from calo_ablate.errors import CaloAblateError
 
 DATASET_HELP = "CaloChallenge dataset: 1 (= 1-photons), 1-photons, 1-pions, 2 or 3"
@@ -22,7 +23,7 @@ def _handler(parser: argparse.ArgumentParser, target: str) -> None:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="1", help=DATASET_HELP)
-    p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"],
+    p.add_argument("--profile", default="quick", choices=PROFILES,
                    help="sizes: smoke (seconds), quick (default, minutes on a laptop), full (published, GPU)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=1e-3 (repeatable)")
@@ -80,13 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--generated", required=True, help="generated HDF5 file")
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--out", default=None, help="folder for metrics.json and the histogram grid")
-    p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"],
+    p.add_argument("--profile", default="quick", choices=PROFILES,
                    help="classifier settings (full = the official network)")
     _handler(p, "calo_ablate.commands.evaluate:main")
 
     p = sub.add_parser("list", help="the ablations of the registry and their difference from the base")
     p.add_argument("--dataset", default="1", help=DATASET_HELP)
-    p.add_argument("--profile", default="quick", choices=["smoke", "quick", "full"])
+    p.add_argument("--profile", default="quick", choices=PROFILES)
     p.add_argument("--registry", default=None, help="registry YAML (default: experiments/ablations.yaml)")
     _handler(p, "calo_ablate.commands.study:list_ablations")
 

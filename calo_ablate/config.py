@@ -24,7 +24,7 @@ from calo_ablate.errors import ConfigError
 
 DATASETS = ("1-photons", "1-pions", "2", "3")
 DATASET_ALIASES = {"1": "1-photons", "1-photons": "1-photons", "1-pions": "1-pions", "2": "2", "3": "3"}
-PROFILES = ("smoke", "quick", "full")
+PROFILES = ("smoke", "quick", "full", "gpu")
 
 
 class _Section(BaseModel):

@@ -11,8 +11,17 @@ One function per measurement, `main` prints them:
 - generation_ms_per_shower: DDIM generation with the EMA net at a given batch size. To bound the
   bench's time a few DDIM steps are timed and the time per step is scaled to the full step count;
 - peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss);
+- --cpu-time: matmul, training and generation timed by the process's CPU time instead of wall time.
+  On a CPU shared with other jobs, wall times with one thread mostly measure the other jobs; CPU time
+  counts only the cycles this process got (caches and memory bandwidth are still shared). It sums
+  over threads, so it is meant for --threads 1, and for CPU runs only;
 - runner_overhead: a small smoke study with 1 and 2 workers: study wall time against the time spent
-  inside its cells (calo_ablate/bench/overhead.py); --skip-study leaves it out.
+  inside its cells (calo_ablate/bench/overhead.py); --skip-study leaves it out;
+- the profile of one training step and one sampling step by operator category, each rate beside the
+  matmul rate (calo_ablate/bench/profile.py); --skip-profile leaves it out.
+The instruction set (calo_ablate/model/precision.py) is printed next to the matmul rate, and the seed
+study's laptop (13 training showers/s) and CaloScore v2's published CPU generation (9,425 ms per
+shower at batch 100, 512 steps) next to our figures.
 """
 
 from __future__ import annotations
@@ -21,18 +30,24 @@ import argparse
 import resource
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
-from torch.utils.flop_counter import FlopCounterMode
 
 from calo_ablate.bench.overhead import measure
+from calo_ablate.bench.profile import (
+    flop_counter,
+    format_profile,
+    profile_sampling_step,
+    profile_training_step,
+)
 from calo_ablate.config import Config, canonical_dataset, resolve_config
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
 from calo_ablate.runs.train import quiet_lightning
 
 __all__ = [
@@ -46,7 +61,10 @@ __all__ = [
     "training_throughput",
 ]
 
+Clock = Callable[[], float]  # seconds: time.perf_counter (wall) or time.process_time (CPU time of the process)
 FEWER_STEPS_FACTOR = 0.125  # the registry's fewer-steps ablation: sample.steps_factor (64 of 512)
+SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
+CALOSCORE_CPU_MS_PER_SHOWER = 9425.0  # CaloChallenge final results, CPU, batch 100, 512 steps
 
 
 def _device() -> torch.device:
@@ -67,7 +85,8 @@ def _random_batch(n: int, n_layers: int, n_voxels: int, device: torch.device, se
     return tuple(p.to(device) for p in parts)  # type: ignore[return-value]
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None = None) -> float:
+def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None = None,
+                 clock: Clock = time.perf_counter) -> float:
     """Best fp32 FLOP/s of a (size x size) @ (size x size) matmul over `repeats` tries (2 size^3 FLOPs each)."""
     device = device or _device()
     a = torch.randn(size, size, device=device)
@@ -76,10 +95,10 @@ def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None
     best = float("inf")
     for _ in range(repeats):
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         a @ b
         _sync(device)
-        best = min(best, time.perf_counter() - start)
+        best = min(best, clock() - start)
     return 2 * size**3 / best
 
 
@@ -87,7 +106,7 @@ def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: 
     """Model FLOPs per shower of one training step: forward and backward of both nets (no optimizer)."""
     module = CaloScoreModule(config, n_voxels, n_layers)
     inputs = _random_batch(batch, n_layers, n_voxels, torch.device("cpu"))
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         module.losses(inputs)[0].backward()
     return counter.get_total_flops() / batch
@@ -97,14 +116,14 @@ def generation_flops_per_shower_step(config: Config, n_voxels: int, n_layers: in
     """Model FLOPs per shower of one DDIM step of both nets (forward only)."""
     module = CaloScoreModule(config, n_voxels, n_layers).eval()
     cond = torch.rand(batch, 1)
-    counter = FlopCounterMode(display=False)
+    counter = flop_counter()
     with counter:
         module.sample(cond, steps=1, batch_size=batch)
     return counter.get_total_flops() / batch
 
 
 def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_steps: int = 4,
-                        warmup_steps: int = 2) -> float:
+                        warmup_steps: int = 2, clock: Clock = time.perf_counter) -> float:
     """Showers/s of Lightning training steps at train.batch_size, after `warmup_steps` untimed steps."""
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
@@ -115,13 +134,13 @@ def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_step
         def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Sequence,
                                  batch_idx: int) -> None:
             _sync(module.device)
-            self._start = time.perf_counter()
+            self._start = clock()
 
         def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: object,
                                batch: Sequence, batch_idx: int) -> None:
             _sync(module.device)
             if batch_idx >= warmup_steps:
-                self.seconds += time.perf_counter() - self._start
+                self.seconds += clock() - self._start
                 self.showers += batch[0].shape[0]
 
     size = config.train.batch_size
@@ -153,7 +172,7 @@ class GenerationTiming:
 
 
 def generation_ms_per_shower(config: Config, n_voxels: int, n_layers: int, batch_size: int,
-                             timed_steps: int = 2) -> GenerationTiming:
+                             timed_steps: int = 2, clock: Clock = time.perf_counter) -> GenerationTiming:
     """Time `timed_steps` DDIM steps (layer and voxel nets, EMA weights, sample.precision) at `batch_size`
     after a one-step warm-up (skipped for batches of 1000 and more, where one step already takes long)."""
     device = _device()
@@ -162,10 +181,10 @@ def generation_ms_per_shower(config: Config, n_voxels: int, n_layers: int, batch
     if batch_size < 1000:
         module.sample(cond, steps=1, batch_size=batch_size)
     _sync(device)
-    start = time.perf_counter()
+    start = clock()
     module.sample(cond, steps=timed_steps, batch_size=batch_size)
     _sync(device)
-    seconds = time.perf_counter() - start
+    seconds = clock() - start
     return GenerationTiming(batch_size, 1000 * seconds / timed_steps / batch_size, timed_steps)
 
 
@@ -193,6 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed"],
                         help="train.precision for the training measurement (default: the config's)")
     parser.add_argument("--skip-study", action="store_true", help="leave out the runner-overhead study (minutes)")
+    parser.add_argument("--skip-profile", action="store_true", help="leave out the training and sampling profiles")
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time matmul, training and generation by process CPU time (with --threads 1: the "
+                             "figures of a CPU shared with other jobs, without the time they take from us)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -201,38 +224,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     geometry = load_geometry(dataset)
     v, layers = geometry.n_voxels, geometry.n_layers
     device = _device()
+    check_precision(config.train.precision, device, "--precision (train.precision)")
+    if args.cpu_time and device.type != "cpu":
+        parser.error("--cpu-time times CPU runs only; this machine runs the bench on its GPU")
     steps_full = config.sample.steps
     steps_fewer = max(1, round(steps_full * FEWER_STEPS_FACTOR))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"calo-ablate bench: dataset {dataset} base model ({v} voxels, {layers} layers) on {name}, "
           f"torch {torch.__version__}")
 
-    reference = matmul_flops(device=device)
-    print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s")
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    reference = matmul_flops(device=device, clock=clock)
+    print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s ({'CPU' if args.cpu_time else 'wall'} time)")
+    print(f"instruction set:          {instruction_set().describe()}")
     flops = train_flops_per_shower(config, v, layers)
-    showers_s = training_throughput(config, v, layers, timed_steps=args.train_steps)
+    showers_s = training_throughput(config, v, layers, timed_steps=args.train_steps, clock=clock)
     achieved = showers_s * flops
     print(f"training ({config.train.precision}, batch {config.train.batch_size}): {showers_s:8.1f} showers/s; "
           f"{flops / 1e9:.3f} GFLOP/shower (fwd+bwd) -> {achieved / 1e9:.1f} GFLOP/s = "
-          f"{100 * achieved / reference:.0f}% of the matmul rate")
+          f"{100 * achieved / reference:.0f}% of the matmul rate (seed study's laptop: "
+          f"{SEED_LAPTOP_SHOWERS_S:.0f} showers/s)")
 
     gen_flops = generation_flops_per_shower_step(config, v, layers)
     print(f"generation (EMA net, {gen_flops / 1e6:.0f} MFLOP per shower per DDIM step; "
           f"a few steps timed per batch size and scaled per step):")
     bf16 = config.model_copy(update={"sample": config.sample.model_copy(update={"precision": "bf16-mixed"})})
     for batch in (int(b) for b in args.gen_batches.split(",")):
-        # bf16 (sample.precision=bf16-mixed) only below batch 1000, to bound the bench's time
-        for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 else []):
+        # bf16 (sample.precision=bf16-mixed) only where native and below batch 1000, to bound the bench's time
+        for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 and bf16_native(device) else []):
             try:
-                timing = generation_ms_per_shower(cfg, v, layers, batch, timed_steps=1 if batch >= 1000 else 2)
+                timing = generation_ms_per_shower(cfg, v, layers, batch, timed_steps=1 if batch >= 1000 else 2,
+                                                  clock=clock)
             except RuntimeError as err:  # out of memory at a large batch
                 print(f"  batch {batch:>6} {label}: not measured ({str(err).splitlines()[0]})")
                 continue
             rate = gen_flops / (timing.ms_per_shower_step / 1000)
+            published = f"; CaloScore v2 published CPU: {CALOSCORE_CPU_MS_PER_SHOWER:,.0f} ms at 512" \
+                if batch == 100 else ""
             print(f"  batch {batch:>6} {label}: {timing.ms_per_shower(steps_full):10.1f} ms/shower at {steps_full} "
                   f"steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
-                  f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s)")
+                  f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s = "
+                  f"{100 * rate / reference:.0f}% of the matmul rate{published})")
     print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
+    if not args.skip_profile and device.type == "cpu":
+        for profiled in (profile_training_step(config, v, layers), profile_sampling_step(config, v, layers)):
+            print(format_profile(profiled, reference, cpu_time=args.cpu_time))
     if not args.skip_study:
         runner_overhead(dataset)
     return 0

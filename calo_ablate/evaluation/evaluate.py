@@ -129,13 +129,15 @@ def evaluate_samples(
     seed: int = 0,
     *,
     report: Report | None = None,
+    device: str | None = None,
 ) -> dict[str, float]:
     """Every metric of `generated` against `reference` (each (energies (N,) MeV, showers (N, V) MeV)).
 
     Both samples get the readout threshold first. Histograms, FPD/KPD and PRDC use every shower;
     the classifiers need equal sizes, so the larger sample is cut (equal_sizes, `seed`). The groups
     run cheapest first; `report(group, metrics, seconds)` is called after each. Deterministic for a
-    given seed (FPD/KPD use JetNet's fixed seeds whatever `seed` is).
+    given seed (FPD/KPD use JetNet's fixed seeds whatever `seed` is). device: where the classifiers train
+    (default: cuda if available, else cpu).
     """
     dataset = canonical_dataset(dataset)
     geometry = load_geometry(dataset)
@@ -174,7 +176,7 @@ def evaluate_samples(
                                      geometry) for raw, s, f, rows in samples]
         dtype = torch.float32 if mode == "cls-resnet" else torch.float64  # float64 conv3d: ~10x slower on CPU
         groups.run(mode + suffix, lambda inputs=inputs, build=build, dtype=dtype: classifier_scores(
-            inputs[0], inputs[1], cls, dataset, build=build, seed=seed, dtype=dtype))
+            inputs[0], inputs[1], cls, dataset, build=build, seed=seed, dtype=dtype, device=device))
 
     metrics = groups.metrics
     metrics.update({alias: metrics[key] for alias, key in ALIASES.items() if key in metrics})

@@ -27,7 +27,9 @@ from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import CaloAblateError, ConfigError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
+from calo_ablate.runs.devices import resolve_device
 from calo_ablate.runs.train import CONFIG_FILE, LAST_CHECKPOINT, PREPROCESSOR_FILE
 
 __all__ = ["TrainedModel", "generate_showers", "load_run"]
@@ -90,7 +92,7 @@ def _preprocessor(config: Config, tags: dict[str, str], run_dir: Path | None) ->
 
 def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None = None) -> TrainedModel:
     """Rebuild a trained run from MLflow: config artifact, checkpoint (best, with the EMA weights),
-    saved preprocessor. device: where the module goes (default: cuda if available, else cpu)."""
+    saved preprocessor. device: where the module goes (default: the run's trainer.accelerator, as training)."""
     client = record.client(tracking_uri)
     try:
         run = client.get_run(run_id)
@@ -105,8 +107,7 @@ def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None =
     module = CaloScoreModule(config, geometry.n_voxels, geometry.n_layers)
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
-    device = torch.device(device) if device is not None else \
-        torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device) if device is not None else resolve_device(config.trainer.accelerator)
     module.to(device).eval()
     return TrainedModel(run_id, module, _preprocessor(config, tags, run_dir), config, checkpoint_path)
 
@@ -121,6 +122,7 @@ def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: 
     (shown only on a terminal); precision: "32-true" or "bf16-mixed" for the nets while sampling
     (default the run's sample.precision).
     """
+    check_precision(precision or trained.config.sample.precision, trained.module.device, "sample.precision")
     energies_mev = np.asarray(energies_mev, dtype=np.float32).reshape(-1)
     cond = torch.from_numpy(np.ascontiguousarray(trained.preprocessor.condition(energies_mev), dtype=np.float32))
     layer, voxel = trained.module.sample(cond, steps=steps, batch_size=batch_size, seed=seed,

@@ -37,7 +37,9 @@ from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.calo_score import CaloScoreModule, validation_interval
+from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
+from calo_ablate.runs.devices import resolve_device
 
 __all__ = ["TrainResult", "quiet_lightning", "run_training"]
 
@@ -154,6 +156,7 @@ def run_training(
     without training. Raises TrainingError on a non-finite loss; a Ctrl-C surfaces as KeyboardInterrupt
     (resume by calling again).
     """
+    check_precision(config.train.precision, resolve_device(config.trainer.accelerator), "train.precision")
     run_dir = Path(run_dir).resolve()
     result_file = run_dir / RESULT_FILE
     if result_file.is_file():

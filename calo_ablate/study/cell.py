@@ -132,7 +132,7 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
                                  precision=precision)  # (N, V) MeV
     gen_seconds = time.perf_counter() - started_gen
     metrics = evaluate_samples((energies, showers), (energies, generated), ctx.settings.dataset,
-                               config.evaluate, seed=cell.seed)
+                               config.evaluate, seed=cell.seed, device=str(trained.module.device))
     sizes = list(config.evaluate.timing_batch_sizes)
     if batch in sizes and len(energies) % batch == 0:  # the cell's own generation ran at this batch size
         metrics[f"{record.GEN_MS_PREFIX}{batch}"] = 1000.0 * gen_seconds / len(energies)

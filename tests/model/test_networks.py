@@ -1,13 +1,16 @@
-"""The CaloScore v2 networks: published parameter count, shapes per dataset, wiring, initialisation."""
+"""The CaloScore v2 networks: published parameter count, shapes per dataset, wiring, initialisation, and the
+U-Net's fast formulation against the plain Conv1d formulas (outputs, gradients, training losses)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from calo_ablate.config import ModelConfig
 from calo_ablate.model.embeddings import TimeEmbedding
 from calo_ablate.model.network import CaloScoreNetwork, count_parameters
+from calo_ablate.model.unet1d import ResidualBlock1d, SelfAttention1d, UNet1d
 
 PUBLISHED_PHOTON_PARAMS = 2_447_366  # CaloChallenge results table, CaloScore v2 on dataset 1 photons
 
@@ -133,3 +136,90 @@ def test_time_embedding_frequencies() -> None:
     assert emb.frequencies[-1].item() == pytest.approx(1e-4)
     assert "frequencies" not in emb.state_dict()
     assert emb(torch.tensor([0.0, 0.5])).shape == (2, 64)
+
+
+# ---- the U-Net's channels-last conv2d formulation against the plain Conv1d formulas -------------------
+
+def _conv1d(conv: torch.nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    return F.conv1d(x, conv.weight, conv.bias, padding=conv.padding)
+
+
+def _reference_unet(unet: UNet1d, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The U-Net in (B, C, N) layout with F.conv1d, avg_pool1d and 1-D nearest upsampling, reading the
+    module's parameters by name: the formulation before the channels-last rewrite."""
+    def attention(a: SelfAttention1d, h: torch.Tensor) -> torch.Tensor:
+        n = F.layer_norm(h.transpose(1, 2), (h.shape[1],))
+        q, k, v = F.linear(n, a.qkv.weight, a.qkv.bias).chunk(3, dim=-1)
+        weights = torch.softmax(q @ k.transpose(1, 2) / h.shape[1] ** 0.5, dim=-1)
+        return h + F.linear(weights @ v, a.out.weight, a.out.bias).transpose(1, 2)
+
+    def block(b: ResidualBlock1d, h: torch.Tensor) -> torch.Tensor:
+        inner = _conv1d(b.conv1, F.silu(h)) + F.linear(cond, b.cond.weight, b.cond.bias).unsqueeze(-1)
+        inner = _conv1d(b.conv2, F.silu(inner))
+        residual = h if isinstance(b.residual, torch.nn.Identity) else _conv1d(b.residual, h)
+        out = residual + inner
+        return attention(b.attention, out) if isinstance(b.attention, SelfAttention1d) else out
+
+    n_voxels = x.shape[1]
+    h = _conv1d(unet.lift, F.pad(x, (0, -n_voxels % unet.pad_multiple)).unsqueeze(1))
+    skips = []
+    for stage in unet.down:
+        for b in stage:
+            h = block(b, h)
+            skips.append(h)
+        h = F.avg_pool1d(h, 2)
+    for b in unet.bottleneck:
+        h = block(b, h)
+    for stage in unet.up:
+        h = F.interpolate(h, scale_factor=2, mode="nearest")
+        for b in stage:
+            h = block(b, torch.cat([h, skips.pop()], dim=1))
+    return _conv1d(unet.output, h).squeeze(1)[:, :n_voxels]
+
+
+@pytest.mark.parametrize(("widths", "attention", "kernel_size", "n_voxels"), [
+    ([8, 16, 24], [False, True, True], 3, 37),  # padded to 40 inside, cropped back
+    ([8, 16], [True, False], 4, 20),            # even kernel: asymmetric "same" padding
+    ([16], [True], 5, 23),                      # no sampling layers
+])
+def test_unet_matches_conv1d_formulas(widths: list[int], attention: list[bool], kernel_size: int,
+                                      n_voxels: int) -> None:
+    torch.manual_seed(4)
+    unet = UNet1d(4, widths, attention, block_depth=2, kernel_size=kernel_size, cond_dim=6)
+    with torch.no_grad():
+        unet.output.weight.normal_(0.0, 0.3)
+    x = torch.randn(3, n_voxels, requires_grad=True)
+    cond = torch.randn(3, 6)
+    out, expected = unet(x, cond), _reference_unet(unet, x, cond)
+    assert out.shape == (3, n_voxels)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-5)
+    grads = torch.autograd.grad(out.square().sum(), [x, *unet.parameters()])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, *unet.parameters()])
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_training_losses_match_conv1d_formulas(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same seed, same steps: the losses of 15 Adamax steps agree within 1e-3 relative."""
+    config = ModelConfig.model_validate({"voxel": {"lift_channels": 4, "widths": [8, 16], "attention": [False, True],
+                                                   "block_depth": 1}, "layer": {"mlp_dim": 16, "dropout": 0.0}})
+
+    def train() -> list[float]:
+        torch.manual_seed(5)
+        net = CaloScoreNetwork(config, n_voxels=40, n_layers=3)
+        optimizer = torch.optim.Adamax(net.parameters(), lr=1e-3)
+        losses = []
+        for step in range(15):
+            voxel, t, layer, cond = _inputs(16, 40, 3, seed=step)
+            loss = net.voxel_velocity(voxel, t, layer, cond).sub(layer.mean(1, keepdim=True)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        return losses
+
+    new = train()
+    monkeypatch.setattr(UNet1d, "forward", _reference_unet)
+    old = train()
+    assert new[-1] != new[0]
+    torch.testing.assert_close(torch.tensor(new), torch.tensor(old), rtol=1e-3, atol=0.0)
