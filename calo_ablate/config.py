@@ -401,6 +401,8 @@ def with_value(config: Config, key: str, value: Any) -> Config:
 
 
 def diff_from(config: Config, base: Config) -> dict[str, tuple[Any, Any]]:
-    """{key: (base value, value)} for every leaf that differs from `base`."""
+    """{key: (base value, value)} for every leaf that differs from `base` (None where one side lacks a
+    free-form model.options key)."""
     mine, theirs = flatten(config.model_dump(mode="json")), flatten(base.model_dump(mode="json"))
-    return {k: (theirs[k], v) for k, v in mine.items() if theirs.get(k) != v}
+    keys = [*mine, *(k for k in theirs if k not in mine)]
+    return {k: (theirs.get(k), mine.get(k)) for k in keys if theirs.get(k) != mine.get(k)}
