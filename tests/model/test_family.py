@@ -8,6 +8,8 @@ import pytest
 
 from calo_ablate.cli import main as cli_main
 from calo_ablate.config import resolve_config
+from calo_ablate.data.feature_cache import cache_key
+from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import CaloDiffusionFamily, CaloScoreFamily, family_class, load_family
 from calo_ablate.study.plan import make_plan
@@ -72,3 +74,14 @@ def test_calodiffusion_registry_steps_rows_reuse_the_base_training() -> None:
     assert not comparable["glam_off"]  # another diffusion space: the loss is not the base's
     assert all(comparable[r] for r in ("no_cylindrical", "no_rz_channels", "no_phi_channel", "no_attention"))
     assert {c.config.model.family for c in plan.cells} == {"calodiffusion"}
+
+
+def test_the_feature_cache_key_holds_the_family_and_its_preprocessing_settings() -> None:
+    files = DataFiles([Path("train.hdf5")], [Path("eval.hdf5")], "synthetic", {"train.hdf5": "0" * 32})
+    configs = [resolve_config("1", "smoke", cli_set=s) for s in
+               ([], ["model.family=calodiffusion"], ["model.family=calodiffusion", "model.calodiffusion.glam=fixed"],
+                ["model.family=calodiffusion", "model.calodiffusion.cylindrical=false"])]
+    keys = [cache_key(files, c.data, preprocessing=load_family(c).preprocessing()) for c in configs]
+    assert keys[0] == cache_key(files, configs[0].data)  # CaloScore v2's is the default
+    assert len(set(keys[:3])) == 3  # another family, another diffusion space: other features
+    assert keys[3] == keys[1]  # a network switch leaves the features alone
