@@ -127,6 +127,9 @@ def _import_family(path: str) -> type[ModelFamily]:
     if missing:
         msg = f"model.family {path!r}: {class_name} does not implement {', '.join(missing)}"
         raise ConfigError(msg)
+    if not found.loss_names or found.loss_names[0] != "loss":
+        msg = f"model.family {path!r}: {class_name}.loss_names {found.loss_names!r} must start with 'loss' (the total)"
+        raise ConfigError(msg)
     return found
 
 

@@ -10,8 +10,9 @@ ModelFamily. A family provides:
   float32 feature arrays with the condition first, `condition(energies_mev)`,
   `inverse(energies_mev, *sampled) -> showers_mev`, saved and loaded with the run;
 - `module()`: a LightningModule whose training and validation steps log train/<name> and val/<name>
-  once per epoch for every name of `loss_names` (the first is the total: early stopping, checkpoints
-  and the table's loss columns use val/<loss_names[0]>); batches are the feature arrays in order;
+  once per epoch for every name of `loss_names`; the first is the total and is named `loss` (early
+  stopping, checkpoints, searches and the table's "Change vs base" use val/loss); batches are the
+  feature arrays in order;
 - `sample(module, cond, steps, batch_size, seed, progress)`: a tuple of tensors in preprocessed units,
   the arguments of the preprocessor's `inverse` after the energies;
 - `parameter_breakdown(module)`: trainable parameters per part (`calo-ablate params`); their sum is
@@ -42,7 +43,7 @@ class ModelFamily(ABC):
     """A base model as the study sees it; subclass it to ablate your own model (see the module docstring).
 
     title: the name printed by `calo-ablate params`; loss_names: logged as train/<name> and val/<name>,
-    the first being the total.
+    the first being the total, named 'loss'.
     """
 
     title: ClassVar[str] = "model"

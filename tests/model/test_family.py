@@ -34,6 +34,7 @@ def test_builtin_and_dotted_families_resolve() -> None:
     ("tests.study.user_family:Missing", ["has no attribute 'Missing'"]),
     ("tests.study.user_family:LogShowers", ["is not a subclass of calo_ablate.model.family.ModelFamily"]),
     ("calo_ablate.model.family:ModelFamily", ["does not implement module, preprocessing, sample"]),
+    ("tests.study.user_family:UnnamedTotal", ["loss_names ('nll', 'mse') must start with 'loss'"]),
 ])
 def test_a_wrong_family_is_a_config_error_naming_it(value: str, expected: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
