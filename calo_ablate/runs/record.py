@@ -81,7 +81,7 @@ TAG_WORKERS = "workers"
 TAG_EVALUATE = "evaluate"  # "true" / "false"
 
 # ---- metrics ------------------------------------------------------------------------------------------
-TRAIN_LOSSES = tuple(f"train/{name}" for name in LOSS_NAMES)  # per epoch, from the module (CaloScore v2's)
+TRAIN_LOSSES = tuple(f"train/{name}" for name in LOSS_NAMES)  # per epoch, from the module
 VAL_LOSSES = tuple(f"val/{name}" for name in LOSS_NAMES)
 VAL_LOSS, VAL_VOXEL_LOSS, VAL_LAYER_LOSS = VAL_LOSSES
 TRAIN_LOSS = TRAIN_LOSSES[0]
