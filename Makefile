@@ -10,7 +10,9 @@ SEEDS ?= 2
 WORKERS ?= 2
 STUDY ?=
 THREADS ?=
-ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY))
+REGISTRY ?=
+ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY)) \
+	$(if $(REGISTRY),--registry $(REGISTRY))
 
 .PHONY: help venv data ablate test bench ui lint clean
 
@@ -28,7 +30,7 @@ venv: $(STAMP)  ## make or refresh the virtualenv (.venv)
 data: $(STAMP)  ## real files from data/ if present (validated), else the synthetic stand-in: make data DATASET=1
 	$(VENV)/bin/calo-ablate data prepare --dataset $(DATASET)
 
-ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2] [WORKERS=2]
+ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2] [WORKERS=2] [REGISTRY=experiments/calodiffusion.yaml]
 	$(VENV)/bin/calo-ablate ablate $(ABLATE_ARGS)
 
 test: $(STAMP)  ## the test suite

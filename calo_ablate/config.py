@@ -14,6 +14,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,6 +26,7 @@ from calo_ablate.errors import ConfigError
 DATASETS = ("1-photons", "1-pions", "2", "3")
 DATASET_ALIASES = {"1": "1-photons", "1-photons": "1-photons", "1-pions": "1-pions", "2": "2", "3": "3"}
 PROFILES = ("smoke", "quick", "full", "gpu")
+FAMILIES = ("caloscore_v2", "calodiffusion")  # built-in model families (calo_ablate/model/family.py)
 
 
 class _Section(BaseModel):
@@ -68,6 +70,60 @@ class LayerNetConfig(_Section):
         False, description="apply the dropout in training; false = as the published code runs it (never)")
 
 
+class CaloDiffusionConfig(_Section):
+    """Sizes and switches of one CaloDiffusion model (model.calodiffusion; defaults: dataset 1 photons,
+    see calo_ablate/model/calodiffusion/config.py); unknown keys are refused."""
+
+    # ---- U-Net sizes ------------------------------------------------------------------------------
+    widths: list[int] = Field(
+        default_factory=lambda: [16, 16, 16, 32], min_length=2,
+        description="LAYER_SIZE_UNET: input conv width, then one level per further entry "
+                    "(4 entries = 3 resolution levels, 2 downsamplings)")
+    embed_hidden: int = Field(32, ge=1, description="hidden width of the time and energy MLPs")
+    embed_dim: int = Field(64, ge=1, description="output of each MLP; the condition vector is twice this")
+    attention_heads: int = Field(1, ge=1)
+    attention_head_dim: int = Field(32, ge=1)
+    norm_groups: int = Field(8, ge=1, description="GroupNorm groups of every Block; divides every width")
+    # ---- switches (the natural ablations) ----------------------------------------------------------
+    block_attention: bool = Field(True, description="linear attention after every down and up level")
+    mid_attention: bool = Field(True, description="linear attention at the bottleneck")
+    cylindrical: bool = Field(True, description="circular padding in alpha; false: zero padding (Conv3d)")
+    rz_channels: bool = Field(True, description="R and Z coordinate input channels")
+    phi_channel: bool = Field(True, description="phi coordinate input channel")
+    glam: Literal["learned", "fixed"] = Field(
+        "learned", description="learned: GLaM trained with the U-Net; fixed: the bin-overlap map applied "
+                               "in preprocessing and its pseudo-inverse at the end (identity when regular)")
+    glam_init_noise: float = Field(1e-5, ge=0.0, description="std of the noise added to the learned maps at init")
+    voxel_mean: float | None = Field(None, description="global logit mean; None = the reference table")
+    voxel_std: float | None = Field(None, gt=0.0, description="global logit std; None = the reference table")
+    # ---- diffusion ------------------------------------------------------------------------------
+    objective: Literal["noise_pred", "hybrid_weight"] = "noise_pred"
+    diffusion_steps: int = Field(400, ge=2, description="T of the cosine schedule used in training")
+    sample_steps: int = Field(400, ge=1, description="schedule rebuilt at this many steps for sampling")
+    sample_offset: int = Field(2, ge=0, description="the k noisiest sampling steps skipped")
+    # ---- optimisation ---------------------------------------------------------------------------
+    lr: float = Field(4e-4, gt=0.0, description="Adam learning rate")
+    lr_plateau_factor: float = Field(0.1, gt=0.0, lt=1.0, description="ReduceLROnPlateau on the training loss")
+    lr_plateau_patience: int = Field(15, ge=0, description="epochs without improvement before a reduction")
+    early_stopping_patience: int | None = Field(
+        20, ge=1, description="stop after this many consecutive epochs with val/loss >= train/loss; None: never")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CaloDiffusionConfig:
+        bad = [w for w in self.widths if w < 1 or w % self.norm_groups]
+        if bad:
+            msg = f"calodiffusion.widths {self.widths}: every width must be a positive multiple of " \
+                  f"norm_groups={self.norm_groups}, not {bad}"
+            raise ValueError(msg)
+        if self.sample_offset >= self.sample_steps:
+            msg = f"calodiffusion.sample_offset={self.sample_offset} must be below sample_steps={self.sample_steps}"
+            raise ValueError(msg)
+        if (self.voxel_mean is None) != (self.voxel_std is None):
+            msg = "calodiffusion.voxel_mean and voxel_std: give both or neither (None = the reference table)"
+            raise ValueError(msg)
+        return self
+
+
 class ModelConfig(_Section):
     embed_dim: int = Field(64, ge=1)
     num_frequencies: int = Field(32, ge=2)
@@ -75,6 +131,24 @@ class ModelConfig(_Section):
         "keras", description="keras: glorot-uniform kernels, zero biases (published); pytorch: torch's defaults")
     voxel: VoxelNetConfig = Field(default_factory=VoxelNetConfig)
     layer: LayerNetConfig = Field(default_factory=LayerNetConfig)
+    family: str = Field(
+        "caloscore_v2", description="the base model: caloscore_v2, calodiffusion, or 'package.module:ClassName' "
+                                    "of a user's ModelFamily subclass (calo_ablate/model/family.py)")
+    calodiffusion: CaloDiffusionConfig = Field(default_factory=CaloDiffusionConfig)
+    options: dict[str, Any] = Field(default_factory=dict, description="free-form settings of a user's family")
+
+    @model_validator(mode="after")
+    def _family(self) -> ModelConfig:
+        if self.family not in FAMILIES and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.family):
+            msg = f"model.family {self.family!r}: expected one of {', '.join(FAMILIES)} or a dotted import path " \
+                  f"'package.module:ClassName' of a ModelFamily subclass"
+            raise ValueError(msg)
+        defaults = CaloDiffusionConfig()
+        for name, shared in (("lr", "train.lr"), ("sample_steps", "sample.steps")):
+            if getattr(self.calodiffusion, name) != getattr(defaults, name):
+                msg = f"model.calodiffusion.{name}: set {shared} instead (shared by every model family)"
+                raise ValueError(msg)
+        return self
 
 
 class DiffusionConfig(_Section):
@@ -167,6 +241,8 @@ class Config(_Section):
 
 # Fields that say where or how fast a run goes, never what it computes: outside every hashed stage, so
 # moving the data folder or changing the loader's worker count keeps every train and eval key.
+FREE_FORM_PREFIX = "model.options."  # a user family's own keys: any name below it is accepted
+
 RUNTIME_KEYS = frozenset({"data.data_dir", "data.num_workers"})
 
 STAGE_OF_SECTION = {
@@ -209,7 +285,7 @@ def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
 
 def _check_key(key: str, where: str) -> None:
     keys = valid_keys()
-    if key in keys:
+    if key in keys or key.startswith(FREE_FORM_PREFIX):
         return
     sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}
     if key in sections:
@@ -352,6 +428,8 @@ def with_value(config: Config, key: str, value: Any) -> Config:
 
 
 def diff_from(config: Config, base: Config) -> dict[str, tuple[Any, Any]]:
-    """{key: (base value, value)} for every leaf that differs from `base`."""
+    """{key: (base value, value)} for every leaf that differs from `base` (None where one side lacks a
+    free-form model.options key)."""
     mine, theirs = flatten(config.model_dump(mode="json")), flatten(base.model_dump(mode="json"))
-    return {k: (theirs[k], v) for k, v in mine.items() if theirs.get(k) != v}
+    keys = [*mine, *(k for k in theirs if k not in mine)]
+    return {k: (theirs.get(k), mine.get(k)) for k in keys if theirs.get(k) != mine.get(k)}

@@ -14,7 +14,7 @@ from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import ConfigError
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.families import load_family
 from calo_ablate.runs import record
 from calo_ablate.runs.generate import generate_showers, load_run
 from calo_ablate.runs.train import run_training
@@ -48,17 +48,19 @@ def train(args: argparse.Namespace) -> int:
 
 
 def params(args: argparse.Namespace) -> int:
-    """`calo-ablate params --dataset 1 [--set k=v ...]`: trainable parameters per net and in total."""
+    """`calo-ablate params --dataset 1 [--set k=v ...]`: trainable parameters of the config's model family
+    (model.family), per part and in total."""
     dataset = canonical_dataset(args.dataset)
     config = resolve_config(dataset, "full", cli_set=args.overrides)
     geometry = load_geometry(dataset)
-    module = CaloScoreModule(config, geometry.n_voxels, geometry.n_layers)
-    parts = {k: v for k, v in module.net.parameter_breakdown().items() if k != "total"}
-    width = max(len(name) for name in parts)
-    print(f"CaloScore v2, dataset {dataset} ({geometry.n_voxels} voxels, {geometry.n_layers} layers)")
+    family = load_family(config)
+    module = family.module()
+    parts = family.parameter_breakdown(module)
+    width = max(len(name) for name in [*parts, "total"])
+    print(f"{family.title}, dataset {dataset} ({geometry.n_voxels} voxels, {geometry.n_layers} layers)")
     for name, count in parts.items():
         print(f"  {name:<{width}}  {count:>12,}")
-    print(f"  {'total':<{width}}  {module.n_trainable_parameters():>12,}")
+    print(f"  {'total':<{width}}  {family.n_parameters(module):>12,}")
     return 0
 
 
@@ -79,6 +81,6 @@ def generate(args: argparse.Namespace) -> int:
     showers_mev = generate_showers(trained, energies_mev, seed=args.seed, progress=True)
     out = Path(args.out)
     write_showers(out, energies_mev, showers_mev)
-    print(f"{args.events} showers of run {args.run_id} ({config.sample.effective_steps} DDIM steps, EMA weights) "
-          f"-> {out}")
+    print(f"{args.events} showers of run {args.run_id} ({trained.family.title}, {config.sample.effective_steps} "
+          f"sampling steps) -> {out}")
     return 0

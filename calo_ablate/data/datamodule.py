@@ -1,8 +1,8 @@
-"""Lightning data module: cached CaloScore v2 features of the training file(s) and the evaluation sample.
+"""Lightning data module: cached features of the training file(s) and the evaluation sample.
 
 Training file(s) -> deterministic subset (data.max_train_events) -> 80/20 train/validation split with a
-fixed split seed (the same for every cell) -> preprocessor fitted on the train part -> features cached
-(feature_cache.py). The evaluation file(s) never enter training; eval_sample() draws from them.
+fixed split seed (the same for every cell) -> the model family's preprocessor (CaloScore v2's by
+default) fitted on the train part -> features cached (feature_cache.py). The evaluation file(s) never enter training; eval_sample() draws from them.
 """
 
 from __future__ import annotations
@@ -18,22 +18,21 @@ from torch.utils.data import DataLoader, Dataset
 from calo_ablate.config import Config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.feature_cache import DEFAULT_CACHE_DIR, PreparedData, load_or_build_features
-from calo_ablate.data.preprocess import CaloScorePreprocessor, Features
+from calo_ablate.data.preprocessing import Preprocessing, Preprocessor, caloscore_preprocessing
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
 
 __all__ = ["CaloDataModule", "FeatureDataset"]
 
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]   # cond (B, 1), layer (B, L), voxel (B, V)
+Batch = tuple[torch.Tensor, ...]   # cond (B, 1) first; CaloScore v2: layer (B, L), voxel (B, V)
 
 
 class FeatureDataset(Dataset):
-    """Features as float32 tensors; a batch is fetched with one index operation per tensor."""
+    """Feature arrays as float32 tensors; a batch is fetched with one index operation per tensor."""
 
-    def __init__(self, features: Features) -> None:
-        self.tensors = tuple(torch.from_numpy(np.ascontiguousarray(getattr(features, part), dtype=np.float32))
-                             for part in ("cond", "layer", "voxel"))
+    def __init__(self, features: tuple[np.ndarray, ...]) -> None:
+        self.tensors = tuple(torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)) for part in features)
 
     def __len__(self) -> int:
         return len(self.tensors[0])
@@ -47,7 +46,7 @@ class FeatureDataset(Dataset):
 
 
 def _keep_batch(batch: Batch) -> Batch:
-    """collate_fn: __getitems__ already returns the stacked (cond, layer, voxel) tuple."""
+    """collate_fn: __getitems__ already returns the stacked tuple (cond, ...)."""
     return batch
 
 
@@ -63,14 +62,19 @@ def _check_disjoint(files: DataFiles) -> None:
 
 
 class CaloDataModule(pl.LightningDataModule):
-    """Batches (cond, layer, voxel) float32 of the training file(s); held-out showers from the evaluation file(s)."""
+    """Batches (cond, ...) float32 of the training file(s); held-out showers from the evaluation file(s).
 
-    def __init__(self, config: Config, files: DataFiles, cache_dir: str | Path = DEFAULT_CACHE_DIR) -> None:
+    preprocessing: the model family's (model/family.py); CaloScore v2's, batches (cond, layer, voxel), when None.
+    """
+
+    def __init__(self, config: Config, files: DataFiles, cache_dir: str | Path = DEFAULT_CACHE_DIR,
+                 preprocessing: Preprocessing | None = None) -> None:
         super().__init__()
         _check_disjoint(files)
         self.config = config
         self.files = files
         self.cache_dir = Path(cache_dir)
+        self.preprocessing = preprocessing or caloscore_preprocessing(config.data)
         self.geometry = load_geometry(config.data.dataset)
         self.n_voxels = self.geometry.n_voxels
         self.n_layers = self.geometry.n_layers
@@ -80,11 +84,12 @@ class CaloDataModule(pl.LightningDataModule):
     def prepared(self) -> PreparedData:
         """Preprocessor and features, built or loaded from the cache on first use."""
         if self._prepared is None:
-            self._prepared = load_or_build_features(self.files, self.config.data, self.cache_dir)
+            self._prepared = load_or_build_features(self.files, self.config.data, self.cache_dir,
+                                                    preprocessing=self.preprocessing)
         return self._prepared
 
     @property
-    def preprocessor(self) -> CaloScorePreprocessor:
+    def preprocessor(self) -> Preprocessor:
         return self.prepared.preprocessor
 
     def prepare_data(self) -> None:
@@ -94,7 +99,7 @@ class CaloDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.prepared
 
-    def _loader(self, features: Features, shuffle: bool) -> DataLoader:
+    def _loader(self, features: tuple[np.ndarray, ...], shuffle: bool) -> DataLoader:
         workers = self.config.data.num_workers
         generator = torch.Generator().manual_seed(self.config.train.seed) if shuffle else None
         return DataLoader(FeatureDataset(features), batch_size=self.config.train.batch_size, shuffle=shuffle,

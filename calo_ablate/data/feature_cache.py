@@ -1,10 +1,11 @@
 """The train/validation split and the on-disk cache of preprocessed training features.
 
 A study trains many cells on one training file: the first cell reads it, takes the deterministic
-subset and split, fits the CaloScorePreprocessor on the training part only and writes everything
-(statistics, train and validation features) to one .npz under the cache folder; every later cell
-loads that file in seconds. The file name carries a key over the training files' MD5 checksums and
-every data setting that changes the arrays, so a changed file or setting never meets a stale cache.
+subset and split, fits the model family's preprocessor (CaloScore v2's by default) on the training part
+only and writes everything (statistics, train and validation features) to one .npz under the cache
+folder; every later cell loads that file in seconds. The file name carries a key over the training
+files' MD5 checksums, every data setting that changes the arrays and the family's name and
+preprocessing settings, so a changed file or setting never meets a stale cache.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import numpy as np
 
 from calo_ablate.config import DataConfig, digest
 from calo_ablate.data.calochallenge import read_showers
-from calo_ablate.data.preprocess import CaloScorePreprocessor, Features, write_npz_atomic
+from calo_ablate.data.preprocess import write_npz_atomic
+from calo_ablate.data.preprocessing import Preprocessing, Preprocessor, caloscore_preprocessing
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
-from calo_ablate.geometry import load_geometry
 
 __all__ = [
     "DEFAULT_CACHE_DIR",
@@ -37,20 +38,20 @@ __all__ = [
 # Fixed, never the run seed: every cell of every study sees the same subset and split.
 SPLIT_SEED = 20230803
 DEFAULT_CACHE_DIR = Path("data/cache")
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2  # 2: the family and its settings in the key; parts stored by position
 _SPLITS = ("train", "val")
-_PARTS = ("cond", "layer", "voxel")
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class PreparedData:
-    """The fitted preprocessor and the features of the training and validation parts (float32)."""
+    """The fitted preprocessor and the features of the training and validation parts (float32 arrays,
+    the condition first; CaloScore v2's as Features)."""
 
-    preprocessor: CaloScorePreprocessor
-    train: Features
-    val: Features
+    preprocessor: Preprocessor
+    train: tuple[np.ndarray, ...]
+    val: tuple[np.ndarray, ...]
     cache_path: Path
     from_cache: bool
 
@@ -84,12 +85,17 @@ def _train_checksums(files: DataFiles) -> list[tuple[str, str]]:
     return pairs
 
 
-def cache_key(files: DataFiles, data_config: DataConfig, split_seed: int = SPLIT_SEED) -> str:
-    """16 hex digits over the training files' MD5s and the data settings that shape the features."""
+def cache_key(files: DataFiles, data_config: DataConfig, split_seed: int = SPLIT_SEED,
+              preprocessing: Preprocessing | None = None) -> str:
+    """16 hex digits over the training files' MD5s, the data settings that shape the features and the
+    family's preprocessing (name and settings; CaloScore v2's when None)."""
+    preprocessing = preprocessing or caloscore_preprocessing(data_config)
     payload = {
         "format": _CACHE_FORMAT,
         "files": _train_checksums(files),
         "split_seed": split_seed,
+        "family": preprocessing.family,
+        "preprocessing": preprocessing.settings,
         **data_config.model_dump(include={"dataset", "max_train_events", "val_fraction", "max_deposit",
                                           "energy_min_gev", "energy_max_gev", "voxel_cut_gev"}),
     }
@@ -97,9 +103,10 @@ def cache_key(files: DataFiles, data_config: DataConfig, split_seed: int = SPLIT
 
 
 def cache_path(cache_dir: str | Path, files: DataFiles, data_config: DataConfig,
-               split_seed: int = SPLIT_SEED) -> Path:
+               split_seed: int = SPLIT_SEED, preprocessing: Preprocessing | None = None) -> Path:
     """Where the features of these files and settings are cached."""
-    return Path(cache_dir) / f"features_{data_config.dataset}_{cache_key(files, data_config, split_seed)}.npz"
+    key = cache_key(files, data_config, split_seed, preprocessing)
+    return Path(cache_dir) / f"features_{data_config.dataset}_{key}.npz"
 
 
 def _read_training_events(files: DataFiles, dataset: str) -> tuple[np.ndarray, np.ndarray]:
@@ -111,46 +118,51 @@ def _read_training_events(files: DataFiles, dataset: str) -> tuple[np.ndarray, n
     return np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts])
 
 
-def _build(files: DataFiles, data_config: DataConfig, split_seed: int) -> tuple[CaloScorePreprocessor,
-                                                                               Features, Features]:
+def _build(files: DataFiles, data_config: DataConfig, split_seed: int, preprocessing: Preprocessing,
+           ) -> tuple[Preprocessor, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     energies, showers = _read_training_events(files, data_config.dataset)
     train_idx, val_idx = split_indices(len(energies), data_config.val_fraction,
                                        data_config.max_train_events, split_seed)
-    preprocessor = CaloScorePreprocessor(load_geometry(data_config.dataset), data_config)
+    preprocessor = preprocessing.new()
     preprocessor.fit(energies[train_idx], showers[train_idx])   # statistics from the training part only
     train = preprocessor.transform(energies[train_idx], showers[train_idx])
     val = preprocessor.transform(energies[val_idx], showers[val_idx])
     return preprocessor, train, val
 
 
-def _read_cache(path: Path, key: str, data_config: DataConfig) -> PreparedData:
+def _read_cache(path: Path, key: str, preprocessing: Preprocessing) -> PreparedData:
     with np.load(path, allow_pickle=False) as arrays:
         if str(arrays["cache_key"]) != key:
             msg = f"{path}: holds cache key {arrays['cache_key']}, expected {key}"
             raise DataError(msg)
         state = {name[len("pre_"):]: arrays[name] for name in arrays.files if name.startswith("pre_")}
-        preprocessor = CaloScorePreprocessor.from_arrays(state, load_geometry(data_config.dataset), data_config,
-                                                         source=str(path))
-        train, val = (Features(*(arrays[f"{split}_{part}"] for part in _PARTS)) for split in _SPLITS)
+        preprocessor = preprocessing.restore(state, str(path))
+        train, val = (preprocessing.pack(*(arrays[f"{split}_{i}"] for i in range(int(arrays["n_parts"]))))
+                      for split in _SPLITS)
     return PreparedData(preprocessor, train, val, path, from_cache=True)
 
 
 def load_or_build_features(files: DataFiles, data_config: DataConfig, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-                           *, split_seed: int = SPLIT_SEED) -> PreparedData:
-    """The preprocessor and train/validation features: from the cache if it holds them, else built and cached."""
-    key = cache_key(files, data_config, split_seed)
-    path = cache_path(cache_dir, files, data_config, split_seed)
+                           *, split_seed: int = SPLIT_SEED, preprocessing: Preprocessing | None = None,
+                           ) -> PreparedData:
+    """The preprocessor and train/validation features: from the cache if it holds them, else built and cached.
+
+    preprocessing: the model family's (CaloScore v2's when None)."""
+    preprocessing = preprocessing or caloscore_preprocessing(data_config)
+    key = cache_key(files, data_config, split_seed, preprocessing)
+    path = cache_path(cache_dir, files, data_config, split_seed, preprocessing)
     if path.is_file():
         try:
-            return _read_cache(path, key, data_config)
+            return _read_cache(path, key, preprocessing)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, DataError) as err:
             log.warning("feature cache %s is unreadable (%s): rebuilding it", path, err)
     start = time.perf_counter()
-    preprocessor, train, val = _build(files, data_config, split_seed)
-    arrays = {"cache_key": np.array(key), **{f"pre_{k}": v for k, v in preprocessor.to_arrays().items()}}
+    preprocessor, train, val = _build(files, data_config, split_seed, preprocessing)
+    arrays = {"cache_key": np.array(key), "n_parts": np.array(len(list(train))),
+              **{f"pre_{k}": v for k, v in preprocessor.to_arrays().items()}}
     for split, features in zip(_SPLITS, (train, val)):
-        arrays.update({f"{split}_{part}": getattr(features, part) for part in _PARTS})
+        arrays.update({f"{split}_{i}": part for i, part in enumerate(features)})
     write_npz_atomic(path, arrays)
     log.info("preprocessed %d training + %d validation showers in %.1f s; cached in %s",
-             len(train), len(val), time.perf_counter() - start, path)
+             len(next(iter(train))), len(next(iter(val))), time.perf_counter() - start, path)
     return PreparedData(preprocessor, train, val, path, from_cache=False)

@@ -51,6 +51,10 @@ class Features:
     def __len__(self) -> int:
         return len(self.cond)
 
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """cond, layer, voxel: the arrays in the order of a batch."""
+        return iter((self.cond, self.layer, self.voxel))
+
 
 def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write an uncompressed .npz next to `path` and rename it into place: readers never see half a file."""

@@ -106,6 +106,7 @@ class StudyTable:
     wall_seconds: float
     # row name -> metric (CURVES) -> one [(MLflow step, value), ...] per training run of the row's cells
     histories: dict[str, dict[str, list[list[tuple[int, float]]]]] = field(default_factory=dict)
+    losses: list[tuple[str, str]] = field(default_factory=lambda: list(LOSSES))  # the base family's
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -168,7 +169,7 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     history = c.get_metric_history(parent_run_id, record.INVOCATION_SECONDS)
     wall = float(sum(m.value for m in history))
     return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
-                      columns, wall, {r.name: _row_histories(c, r) for r in rows})
+                      columns, wall, {r.name: _row_histories(c, r) for r in rows}, loss_columns(rows))
 
 
 def _row_histories(c: MlflowClient, row: Row) -> dict[str, list[list[tuple[int, float]]]]:
@@ -182,6 +183,26 @@ def _row_histories(c: MlflowClient, row: Row) -> dict[str, list[list[tuple[int, 
             if history:
                 out.setdefault(metric, []).append([(m.step, m.value) for m in history])
     return out
+
+
+def _tag_of(row: Row | None, tag: str) -> str | None:
+    return next((c.tags[tag] for c in row.cells if tag in c.tags), None) if row is not None else None
+
+
+def loss_columns(rows: list[Row]) -> list[tuple[str, str]]:
+    """(metric, label) of the losses the base's model family logs (its cells' loss_names tag; CaloScore v2's
+    for runs without it)."""
+    names = _tag_of(next((r for r in rows if r.name == BASE), None), record.TAG_LOSS_NAMES)
+    if names is None:
+        return list(LOSSES)
+    return [(f"val/{name}", name.replace("_", " ").title()) for name in json.loads(names)]
+
+
+def other_family(table: StudyTable, row: Row) -> str | None:
+    """The row's model family when it is not the base's (compared by sample quality and speed only)."""
+    base = _tag_of(next((r for r in table.rows if r.name == BASE), None), record.TAG_MODEL_FAMILY)
+    mine = _tag_of(row, record.TAG_MODEL_FAMILY)
+    return mine if mine is not None and base is not None and mine != base else None
 
 
 def row_stats(table: StudyTable, row: Row, metrics: list[str]) -> dict[str, Stat]:
@@ -217,8 +238,9 @@ def delta_text(table: StudyTable, row: Row) -> str:
         return ""
     if not row.comparable:
         return "not comparable"
-    base = table.row(BASE).values(record.VAL_LOSS) if any(r.name == BASE for r in table.rows) else []
-    mine = row.values(record.VAL_LOSS)
+    total = table.losses[0][0]
+    base = table.row(BASE).values(total) if any(r.name == BASE for r in table.rows) else []
+    mine = row.values(total)
     if not base or not mine or np.mean(base) == 0:
         return ""
     return f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
@@ -226,6 +248,9 @@ def delta_text(table: StudyTable, row: Row) -> str:
 
 def note_text(table: StudyTable, row: Row) -> str:
     notes = []
+    family = other_family(table, row)
+    if family is not None:
+        notes.append(f"model family {family}: its loss is another objective; compare sample quality and speed")
     shared = {c.tags.get(record.TAG_SHARES_TRAINING_OF) for c in row.cells if c.tags.get(record.TAG_SHARES_TRAINING_OF)}
     for owner in sorted(shared):
         title = next((r.title for r in table.rows if r.name == owner), owner)
@@ -299,12 +324,13 @@ def _not_measured(table: StudyTable) -> list[str]:
 
 def markdown(table: StudyTable, sections: list[str] | None = None) -> str:
     """table.md's text; `sections` (markdown lines, e.g. calo_ablate.report.findings) go after the legend."""
-    loss_metrics = [m for m, _ in LOSSES]
-    headers = ["Ablation", *[label for _, label in LOSSES], "Change vs base", *[label for _, label in table.columns],
+    loss_metrics = [m for m, _ in table.losses]
+    headers = ["Ablation", *[label for _, label in table.losses], "Change vs base",
+               *[label for _, label in table.columns],
                "Note"]
     lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     if table.reference:
-        ref = ["reference vs reference", "", "", "", ""]
+        ref = ["reference vs reference", *[""] * (len(table.losses) + 1)]
         ref += [_fmt_number(m, table.reference[m]) if m in table.reference else "" for m, _ in table.columns]
         ref.append("noise floor: two disjoint halves of the evaluation file")
         lines.append("| " + " | ".join(ref) + " |")
@@ -318,6 +344,9 @@ def markdown(table: StudyTable, sections: list[str] | None = None) -> str:
               "row changes the noise schedule or another loss-defining field.")
     if any(m in dict(QUALITY) for m, _ in table.columns):
         legend += " Separation power: 0 identical, 1 disjoint; AUC 0.5 = indistinguishable; FPD x 1e3."
+    if any(other_family(table, row) for row in table.rows):
+        legend += (" Rows of another model family than the base compare by parameters, s / epoch, generation time "
+                   "and sample quality only; their loss columns are their own objective's.")
     lines += [
         "",
         legend + " All metrics, unrounded: table.csv.",

@@ -1,8 +1,9 @@
-"""Showers from a trained run: rebuild it from MLflow (config, EMA weights, preprocessor) and sample.
+"""Showers from a trained run: rebuild it from MLflow (config, weights, preprocessor) and sample.
 
-`load_run` finds a run's config artifact, best checkpoint and fitted preprocessor; `generate_showers`
-draws one shower per incident energy with the EMA weights (layer variables first, then voxels; DDIM
-with sample.effective_steps of the run's config), in MeV.
+`load_run` finds a run's config artifact, best checkpoint and fitted preprocessor and rebuilds the
+module of its model family (model.family); `generate_showers` draws one shower per incident energy with
+the family's sampler (CaloScore v2: EMA weights, layer variables first, then voxels, DDIM) at
+sample.effective_steps of the run's config, in MeV.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning.pytorch as pl
 import mlflow.artifacts
 import numpy as np
 import torch
@@ -22,11 +24,11 @@ from mlflow.tracking import MlflowClient
 
 from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
-from calo_ablate.data.preprocess import CaloScorePreprocessor
+from calo_ablate.data.preprocessing import Preprocessor
 from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import CaloAblateError, ConfigError
-from calo_ablate.geometry import load_geometry
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.families import load_family
+from calo_ablate.model.family import ModelFamily
 from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
 from calo_ablate.runs.devices import resolve_device
@@ -37,13 +39,15 @@ __all__ = ["TrainedModel", "generate_showers", "load_run"]
 
 @dataclass
 class TrainedModel:
-    """A trained run ready to sample: module (EMA weights inside, eval mode), preprocessor, config."""
+    """A trained run ready to sample: its family, module (eval mode; CaloScore v2 holds its EMA weights),
+    preprocessor, config."""
 
     run_id: str
-    module: CaloScoreModule
-    preprocessor: CaloScorePreprocessor
+    module: pl.LightningModule
+    preprocessor: Preprocessor
     config: Config
     checkpoint_path: Path
+    family: ModelFamily
 
 
 def _run_config(client: MlflowClient, run_id: str, run_dir: Path | None) -> Config:
@@ -79,20 +83,21 @@ def _checkpoint(run_id: str, tags: dict[str, str], run_dir: Path | None) -> Path
     raise CaloAblateError(msg)
 
 
-def _preprocessor(config: Config, tags: dict[str, str], run_dir: Path | None) -> CaloScorePreprocessor:
+def _preprocessor(config: Config, family: ModelFamily, tags: dict[str, str], run_dir: Path | None) -> Preprocessor:
     """The preprocessor saved with the run, else the one of the data module's cache (refitted if missing)."""
-    geometry = load_geometry(config.data.dataset)
+    preprocessing = family.preprocessing()
     candidates = [tags.get(record.TAG_PREPROCESSOR)] + ([str(run_dir / PREPROCESSOR_FILE)] if run_dir else [])
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
-            return CaloScorePreprocessor.load(candidate, geometry, config.data)
+            return preprocessing.load(candidate)
     files = ensure_data(config.data.dataset, config.data.data_dir)
-    return CaloDataModule(config, files, Path(config.data.data_dir) / "cache").preprocessor
+    return CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing).preprocessor
 
 
 def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None = None) -> TrainedModel:
-    """Rebuild a trained run from MLflow: config artifact, checkpoint (best, with the EMA weights),
-    saved preprocessor. device: where the module goes (default: the run's trainer.accelerator, as training)."""
+    """Rebuild a trained run from MLflow: config artifact, its family's module from the best checkpoint
+    (CaloScore v2: with the EMA weights), saved preprocessor. device: where the module goes (default: the
+    run's trainer.accelerator, as training)."""
     client = record.client(tracking_uri)
     try:
         run = client.get_run(run_id)
@@ -103,13 +108,13 @@ def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None =
     run_dir = Path(tags[record.TAG_RUN_DIR]) if record.TAG_RUN_DIR in tags else None
     config = _run_config(client, run_id, run_dir)
     checkpoint_path = _checkpoint(run_id, tags, run_dir)
-    geometry = load_geometry(config.data.dataset)
-    module = CaloScoreModule(config, geometry.n_voxels, geometry.n_layers)
+    family = load_family(config)
+    module = family.module()
     state = torch.load(checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     device = torch.device(device) if device is not None else resolve_device(config.trainer.accelerator)
     module.to(device).eval()
-    return TrainedModel(run_id, module, _preprocessor(config, tags, run_dir), config, checkpoint_path)
+    return TrainedModel(run_id, module, _preprocessor(config, family, tags, run_dir), config, checkpoint_path, family)
 
 
 def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: int | None = None,
@@ -117,15 +122,17 @@ def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: 
                      precision: str | None = None) -> np.ndarray:
     """One shower per incident energy: energies_mev (N,) MeV -> showers (N, V) MeV, float32.
 
-    steps: DDIM steps (default the run's sample.effective_steps); batch_size: showers per network
+    steps: sampling steps (default the run's sample.effective_steps); batch_size: showers per network
     call (default sample.batch_size); seed: the sampler noise; progress: a tqdm bar over batches
-    (shown only on a terminal); precision: "32-true" or "bf16-mixed" for the nets while sampling
-    (default the run's sample.precision).
+    (shown only on a terminal, where the family has one); precision: "32-true" or "bf16-mixed" for
+    the nets while sampling (default the run's sample.precision).
     """
     check_precision(precision or trained.config.sample.precision, trained.module.device, "sample.precision")
     energies_mev = np.asarray(energies_mev, dtype=np.float32).reshape(-1)
     cond = torch.from_numpy(np.ascontiguousarray(trained.preprocessor.condition(energies_mev), dtype=np.float32))
-    layer, voxel = trained.module.sample(cond, steps=steps, batch_size=batch_size, seed=seed,
-                                         progress=progress and sys.stderr.isatty(), precision=precision)
-    showers = trained.preprocessor.inverse(energies_mev, layer.float().cpu().numpy(), voxel.float().cpu().numpy())
+    sample = trained.config.sample
+    sampled = trained.family.sample(trained.module, cond, steps=steps or sample.effective_steps,
+                                    batch_size=batch_size or sample.batch_size, seed=seed,
+                                    progress=progress and sys.stderr.isatty(), precision=precision)
+    showers = trained.preprocessor.inverse(energies_mev, *(part.float().cpu().numpy() for part in sampled))
     return np.asarray(showers, dtype=np.float32)

@@ -36,6 +36,7 @@ from calo_ablate.config import Config, flatten, train_key
 from calo_ablate.data.preprocess import write_npz_atomic
 from calo_ablate.data.source import DataFiles
 from calo_ablate.model.calo_score import EPOCH_SECONDS, LOSS_NAMES, TRAIN_CURVE_PREFIX
+from calo_ablate.model.families import family_class
 
 BASE = "base"  # the registry's reference entry: its cells are what every other row is compared with
 
@@ -55,6 +56,8 @@ TAG_DATA_CHECKSUMS = "data_checksums"  # JSON {file name: md5}
 TAG_SEED = "seed"
 TAG_GIT_REVISION = "git_revision"
 TAG_TRAIN_KEY = "train_key"
+TAG_MODEL_FAMILY = "model_family"  # the config's model.family
+TAG_LOSS_NAMES = "loss_names"  # JSON list: the family's losses, logged as train/<name> and val/<name>
 TAG_RUN_DIR = "run_dir"
 TAG_CHECKPOINT = "checkpoint_path"
 TAG_LAST_CHECKPOINT = "last_checkpoint_path"
@@ -217,10 +220,18 @@ def config_params(config: Config) -> dict[str, str]:
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in sorted(flat.items())}
 
 
+def val_losses(loss_names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The validation metrics of a family's losses: ('val/loss', ...); the first is the total."""
+    return tuple(f"val/{name}" for name in loss_names)
+
+
 def run_tags(config: Config, files: DataFiles, cell: CellTags | None = None) -> dict[str, str]:
-    """The tags of a training or cell run: data, seed, code version, keys; plus the cell's when given."""
+    """The tags of a training or cell run: data, seed, model family and its losses, code version, keys;
+    plus the cell's when given."""
     tags = {
         TAG_DATASET: config.data.dataset,
+        TAG_MODEL_FAMILY: config.model.family,
+        TAG_LOSS_NAMES: json.dumps(list(family_class(config.model.family).loss_names)),
         TAG_DATA_SOURCE: str(files.source),
         TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
         TAG_SEED: str(config.train.seed),

@@ -1,4 +1,5 @@
-"""One training run: seeded Lightning fit of CaloScore v2 into an MLflow run, resumable.
+"""One training run: seeded Lightning fit of the config's model family (model.family) into an MLflow run,
+resumable.
 
 `run_training` trains one model (the study calls it per cell, `calo-ablate train` once) and never
 closes its MLflow run: the caller does, after whatever it does with the model (a cell evaluates it).
@@ -6,8 +7,8 @@ closes its MLflow run: the caller does, after whatever it does with the model (a
 A run lives in a run folder (results/runs/<train_key>/ from the CLI) holding:
 - run.json         the MLflow run id, written before the first epoch (re-attached on restart);
 - last.ckpt        Lightning's latest checkpoint (optimizer, scheduler, EMA, loop state): resume point;
-- best-*.ckpt      the checkpoint with the lowest val/loss (its EMA weights are used for sampling);
-- config.yaml      the resolved config; preprocessor.npz the fitted preprocessing statistics;
+- best-*.ckpt      the checkpoint with the lowest val/loss (sampling uses it: CaloScore v2 its EMA weights);
+- config.yaml      the resolved config; preprocessor.npz the fitted preprocessing state (family's format);
 - result.json      written when the run finished: a run with it is never trained again.
 """
 
@@ -19,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,8 @@ from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import TrainingError
-from calo_ablate.model.calo_score import CaloScoreModule, validation_interval
+from calo_ablate.model.calo_score import validation_interval
+from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
 from calo_ablate.runs.devices import resolve_device
@@ -54,9 +57,9 @@ LAST_CHECKPOINT = "last.ckpt"
 class TrainResult:
     """What one finished training run produced.
 
-    metrics: validation loss, voxel loss and layer loss of the final epoch ({"val/loss", ...});
-    seconds_per_epoch: mean wall time of an epoch (training plus validation), seconds;
-    n_params: trainable parameters of both nets; epochs: epochs trained in total.
+    metrics: the family's validation losses of the final epoch ({"val/loss", ...}; CaloScore v2 adds
+    val/voxel_loss and val/layer_loss); seconds_per_epoch: mean wall time of an epoch (training plus
+    validation), seconds; n_params: trainable parameters; epochs: epochs trained in total.
     """
 
     run_id: str
@@ -109,6 +112,23 @@ def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id:
         record.set_tags(tracking_uri, run_id, tags)
     run_file.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
     return run_id
+
+
+class _EpochTimer(Callback):
+    """Wall time of each epoch (training plus validation) in this process, for families that do not log it."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.seconds: list[float] = []
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.seconds.append(time.perf_counter() - self.start)
+
+    def mean_seconds(self) -> float:
+        return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
 
 
 def quiet_lightning() -> None:
@@ -173,15 +193,19 @@ def run_training(
     if config.trainer.threads is not None:
         torch.set_num_threads(config.trainer.threads)
 
-    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache")
+    family = load_family(config)
+    preprocessing = family.preprocessing()
+    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing)
     preprocessor_path = run_dir / PREPROCESSOR_FILE
-    datamodule.preprocessor.save(preprocessor_path)  # fits or loads it; next to the checkpoints from the start
-    module = CaloScoreModule(config, datamodule.n_voxels, datamodule.n_layers)
-    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=record.VAL_LOSS, mode="min",
+    preprocessing.save(datamodule.preprocessor, preprocessor_path)  # fits or loads it; beside the checkpoints
+    module = family.module()
+    total_loss = record.val_losses(family.loss_names)[0]
+    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=total_loss, mode="min",
                                  save_top_k=1, save_last=True)
-    callbacks: list[Callback] = [checkpoint]
+    timer = _EpochTimer()
+    callbacks: list[Callback] = [checkpoint, timer]
     if config.train.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor=record.VAL_LOSS, mode="min",
+        callbacks.append(EarlyStopping(monitor=total_loss, mode="min",
                                        patience=config.train.early_stopping_patience))
     callbacks.extend(extra_callbacks or [])
     logger = _OpenRunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
@@ -207,14 +231,14 @@ def run_training(
             raise
 
     if trainer.global_rank != 0:
-        return TrainResult(run_id, checkpoint.best_model_path, {}, module.mean_epoch_seconds(),
-                           module.n_trainable_parameters(), trainer.current_epoch)
+        return TrainResult(run_id, checkpoint.best_model_path, {}, timer.mean_seconds(),
+                           family.n_parameters(module), trainer.current_epoch)
 
     # the final epoch's values: from this process, or from MLflow when the process that trained the last
     # epoch died before result.json (the resumed fit then has no epoch left to run)
     logged = client.get_run(run_id).data.metrics
     metrics = {}
-    for name in record.VAL_LOSSES:
+    for name in record.val_losses(family.loss_names):
         value = trainer.callback_metrics.get(name, logged.get(name))
         if value is None:
             msg = f"run {run_id}: no {name} was logged (did validation run? data.val_fraction=" \
@@ -227,14 +251,14 @@ def run_training(
         run_id=run_id,
         checkpoint_path=str(best),
         metrics=metrics,
-        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else module.mean_epoch_seconds(),
-        n_params=module.n_trainable_parameters(),
+        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else timer.mean_seconds(),
+        n_params=family.n_parameters(module),
         epochs=trainer.current_epoch,
     )
     record.set_tags(tracking_uri, run_id, {record.TAG_CHECKPOINT: result.checkpoint_path,
                                            record.TAG_LAST_CHECKPOINT: str(last),
                                            record.TAG_PREPROCESSOR: str(preprocessor_path)})
     client.log_metric(run_id, record.N_PARAMS, result.n_params)
-    client.log_metric(run_id, record.BEST_VAL_LOSS, float(checkpoint.best_model_score or metrics[record.VAL_LOSS]))
+    client.log_metric(run_id, record.BEST_VAL_LOSS, float(checkpoint.best_model_score or metrics[total_loss]))
     result.save(result_file)
     return result

@@ -18,13 +18,17 @@ from typing import Any
 
 from calo_ablate.config import Config, diff_from, eval_key, resolve_config, train_key
 from calo_ablate.errors import ConfigError
+from calo_ablate.model.families import family_class
 from calo_ablate.study.registry import BASE, Ablation, Registry, Search
 
 # Fields that define what the loss measures: a row that changes one of them cannot compare its loss
 # with the base's (the noise schedule sets the loss's scale; the preprocessing constants set the
-# regression targets).
+# regression targets; another model family, CaloDiffusion's objective, schedule or diffusion space
+# (GLaM fixed: the regular grid) is another loss altogether).
 LOSS_DEFINING_PREFIXES = ("diffusion.",)
-LOSS_DEFINING_KEYS = ("data.dataset", "data.max_deposit", "data.energy_min_gev", "data.energy_max_gev")
+LOSS_DEFINING_KEYS = ("data.dataset", "data.max_deposit", "data.energy_min_gev", "data.energy_max_gev",
+                      "model.family", "model.calodiffusion.objective", "model.calodiffusion.diffusion_steps",
+                      "model.calodiffusion.glam", "model.calodiffusion.voxel_mean", "model.calodiffusion.voxel_std")
 
 
 @dataclass(frozen=True)
@@ -112,12 +116,21 @@ class Plan:
 
 def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int,
                   cli_set: list[str] | tuple[str, ...] = ()) -> list[tuple[Ablation, int, Config]]:
-    """Every (ablation, seed) and its config, in registry order then seed: the study's one resolution."""
+    """Every (ablation, seed) and its config, in registry order then seed: the study's one resolution.
+
+    Every model family named is imported here, so a wrong `model.family` stops the study before it starts."""
     if seeds < 1:
         msg = f"--seeds must be at least 1, got {seeds}"
         raise ConfigError(msg)
-    return [(ablation, seed, resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed))
-            for ablation in registry.ablations for seed in range(seeds)]
+    resolved = [(ablation, seed, resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed))
+                for ablation in registry.ablations for seed in range(seeds)]
+    for ablation, _, config in resolved:
+        try:
+            family_class(config.model.family)
+        except ConfigError as err:
+            msg = f"ablation {ablation.name!r}: {err}"
+            raise ConfigError(msg) from err
+    return resolved
 
 
 def make_plan(

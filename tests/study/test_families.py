@@ -1,0 +1,98 @@
+"""Studies with other model families: a tiny CaloDiffusion base beside CaloScore v2 and a user family
+(dotted path), and a study whose base is the user family; trained a few steps, sampled and evaluated
+through the study path, at smoke size on dataset 1 photons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from calo_ablate.cli import main
+
+USER_FAMILY = "tests.study.user_family:GaussianFamily"
+MIXED = f"""\
+ablations:
+  base: {{title: CaloDiffusion, set: {{model.family: calodiffusion}}}}
+  half_steps: {{title: Half the steps, set: {{sample.steps_factor: 0.5}}}}
+  caloscore: {{title: CaloScore v2, set: {{model.family: caloscore_v2}}}}
+  user: {{title: User family, set: {{model.family: "{USER_FAMILY}", model.options.hidden: 8}}}}
+"""
+USER_BASE = f"""\
+ablations:
+  base: {{title: Gaussian, set: {{model.family: "{USER_FAMILY}"}}}}
+  wider: {{title: Wider, set: {{model.options.hidden: 32}}}}
+"""
+TINY = ["data.max_train_events=100", "train.batch_size=32", "sample.steps=4", "evaluate.n_events=50",
+        "evaluate.timing_batch_sizes=[1,10]", "evaluate.classifier.hidden=16", "evaluate.classifier.epochs=2",
+        "evaluate.classifier.trainings=1", "evaluate.classifier.batch_size=50",
+        # CaloScore v2
+        "model.voxel.widths=[8,8]", "model.voxel.attention=[false,false]", "model.voxel.block_depth=1",
+        "model.voxel.lift_channels=4", "model.embed_dim=16", "model.layer.mlp_dim=16",
+        # CaloDiffusion
+        "model.calodiffusion.widths=[8,8]", "model.calodiffusion.embed_hidden=8", "model.calodiffusion.embed_dim=8",
+        "model.calodiffusion.attention_head_dim=8", "model.calodiffusion.diffusion_steps=20"]
+
+
+def run_study(tmp: Path, data: Path, name: str, registry: str) -> tuple[int, Path]:
+    (tmp / f"{name}.yaml").write_text(registry)
+    args = ["ablate", "--profile", "smoke", "--seeds", "1", "--registry", str(tmp / f"{name}.yaml"),
+            "--results-dir", str(tmp / "results"), "--study", name]
+    for item in [f"data.data_dir={data}", "trainer.threads=1", *TINY]:
+        args += ["--set", item]
+    return main(args), tmp / "results" / name
+
+
+def rows(study_dir: Path) -> list[list[str]]:
+    lines = [line for line in (study_dir / "table.md").read_text().splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("| ").split(" | ")] for line in lines]
+
+
+@pytest.fixture(scope="module")
+def mixed(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> Path:
+    code, study_dir = run_study(tmp_path_factory.mktemp("families"), photon_dir, "mixed", MIXED)
+    assert code == 0
+    return study_dir
+
+
+@pytest.mark.slow
+def test_a_mixed_study_reports_every_family_by_sample_quality(mixed: Path) -> None:
+    header, reference, base, half, caloscore, user = rows(mixed)
+    assert header[:3] == ["Ablation", "Loss", "Change vs base"]  # CaloDiffusion logs one loss
+    assert reference[0] == "reference vs reference"
+    assert [r[0] for r in (base, half, caloscore, user)] == ["CaloDiffusion", "Half the steps", "CaloScore v2",
+                                                             "User family"]
+    assert half[1] == base[1] and "shares the base's training" in half[-1]
+    for row, family in ((caloscore, "caloscore_v2"), (user, USER_FAMILY)):
+        assert row[2] == "not comparable" and f"model family {family}" in row[-1]
+    auc = header.index("AUC low")
+    assert all(0.0 <= float(r[auc].split()[0]) <= 1.0 for r in (base, half, caloscore, user))
+    assert "compare by parameters, s / epoch, generation time and sample quality only" in \
+        (mixed / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_cell_runs_record_their_family_and_losses(mixed: Path) -> None:
+    client = MlflowClient(f"sqlite:///{mixed / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("mixed").experiment_id],
+                              filter_string="tags.`calo_ablate.role` = 'cell'")
+    tags = {r.info.run_name: (r.data.tags["model_family"], r.data.tags["loss_names"], r.info.status) for r in runs}
+    assert tags == {"base/s0": ("calodiffusion", '["loss"]', "FINISHED"),
+                    "half_steps/s0": ("calodiffusion", '["loss"]', "FINISHED"),
+                    "caloscore/s0": ("caloscore_v2", '["loss", "voxel_loss", "layer_loss"]', "FINISHED"),
+                    "user/s0": (USER_FAMILY, '["loss", "mse"]', "FINISHED")}
+    metrics = {r.info.run_name: r.data.metrics for r in runs}
+    assert metrics["half_steps/s0"]["sample_steps"] == 2 and metrics["base/s0"]["sample_steps"] == 4
+    assert metrics["base/s0"]["n_params"] > 0 and "val/voxel_loss" not in metrics["base/s0"]
+
+
+@pytest.mark.slow
+def test_a_user_family_as_the_base_sets_the_loss_columns(tmp_path: Path, photon_dir: Path) -> None:
+    code, study_dir = run_study(tmp_path, photon_dir, "user", USER_BASE)
+    assert code == 0
+    header, _, base, wider = rows(study_dir)
+    assert header[:4] == ["Ablation", "Loss", "Mse", "Change vs base"]
+    assert wider[3].endswith("%")  # same family, same loss: compared with the base
+    params = header.index("Parameters")
+    assert int(base[params].replace(",", "")) == (1 + 1) * 16 + (16 + 1) * 2 * 368  # hidden 16, 368 voxels
