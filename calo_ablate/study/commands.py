@@ -57,19 +57,29 @@ def ablate(args: Namespace) -> int:
     from calo_ablate.data.source import ensure_data
     from calo_ablate.study import tracking
     from calo_ablate.study.context import StudySettings, build_context, serialise_registry
+    from calo_ablate.study.launch import JobResources, submit_workers
     from calo_ablate.study.plan import make_plan
     from calo_ablate.study.queue import REFERENCE_UNIT, StudyQueue, default_storage
-    from calo_ablate.study.worker import format_progress, run_worker, spawn_workers, wait_for_workers
+    from calo_ablate.study.wallclock import InvocationClock
+    from calo_ablate.study.worker import (
+        config_hash,
+        format_progress,
+        mark_given_up,
+        run_worker,
+        spawn_workers,
+        wait_for_workers,
+    )
     from calo_ablate.train import default_tracking_uri, ensure_experiment, git_revision
 
     started = time.perf_counter()
     dataset = canonical_dataset(args.dataset)
+    study = args.study or f"{dataset}-{args.profile}"
+    clock = InvocationClock(_study_dir(args.results_dir, study))
     if args.workers < 1:
         msg = f"--workers must be at least 1, got {args.workers}"
         raise ConfigError(msg)
     registry = load_registry(args.registry, dataset=dataset, profile=args.profile).select(_only(args.only))
     base_config = resolve_config(dataset, args.profile, registry.get(BASE).overrides, args.overrides, 0)
-    study = args.study or f"{dataset}-{args.profile}"
     study_dir = _study_dir(args.results_dir, study)
     files = ensure_data(dataset, base_config.data.data_dir)
     plan = make_plan(registry, dataset=dataset, profile=args.profile, seeds=args.seeds,
@@ -100,22 +110,37 @@ def ablate(args: Namespace) -> int:
         study=study, dataset=dataset, profile=args.profile, seeds=args.seeds, cli_set=list(args.overrides),
         registry_path=str(registry.path), ablations=serialise_registry(registry),
         checksums=dict(files.checksums), data_source=str(files.source), tracking_uri=tracking_uri,
-        experiment_id=exp_id, parent_run_id=parent_run_id, fail_fast=bool(args.fail_fast))
+        experiment_id=exp_id, parent_run_id=parent_run_id, fail_fast=bool(args.fail_fast),
+        code_version=git_revision(), config_hash=config_hash(plan))
     queue.save_settings(settings.to_json())
     queue.clear_stop()
 
     units = [(REFERENCE_UNIT, [REFERENCE_UNIT])] if base_config.evaluate.enabled else []
     units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
     plan_cells = [name for _, cells in units for name in cells]
+    queue.set_retries(args.retries, reset=args.retry_failed)
     queue.sync(units)
-    pending = [c for c in plan_cells if c not in queue.done_cells()]
+    given_up = {c: n for c, n in queue.given_up().items() if c in plan_cells}
+    mark_given_up(tracking_uri, parent_run_id, given_up)
+    pending = [c for c in plan_cells if c not in queue.done_cells() and c not in given_up]
     print(f"study '{study}': {len(plan.cells)} cells ({len(registry.ablations)} ablations x {args.seeds} seeds) "
           f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
     print(f"  state: {storage}\n  MLflow: {tracking_uri} (experiment '{study}', parent run {parent_run_id})")
     exit_code = 0
     if pending:
         workers = min(args.workers, len({key for key, cells in units if set(cells) & set(pending)}))
-        if workers == 1:
+        if args.launcher != "process":
+            resources = JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus)
+            jobs = submit_workers(args.launcher, workers, study, storage, study_dir.parent, resources)
+            print(f"submitted {workers} worker jobs ({args.launcher}): {', '.join(j.job.job_id for j in jobs)}; "
+                  f"logs in {study_dir / 'jobs'}")
+            if args.no_wait:
+                clock.record(tracking_uri, parent_run_id)
+                print(f"not waiting: when the jobs ended, `calo-ablate report --study {study}"
+                      f"{' --tracking-uri ' + tracking_uri if args.tracking_uri else ''}` writes the report")
+                return 0
+            exit_code = 1 if any(wait_for_workers(jobs, queue, plan_cells)) else 0
+        elif workers == 1:
             ctx = build_context(settings, files, study_dir, 1)
             if run_worker(ctx, queue, plan_cells):
                 exit_code = 1
@@ -129,8 +154,7 @@ def ablate(args: Namespace) -> int:
     stop = queue.stop_reason()
     if stop:
         print(f"study stopped: {stop}")
-    elapsed = time.perf_counter() - started
-    tracking.log_invocation_seconds(tracking_uri, parent_run_id, elapsed)
+    clock.record(tracking_uri, parent_run_id)
     path = _write_report(study_dir, tracking_uri, parent_run_id)
     tracking.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if exit_code else "FINISHED")
     print(f"report: {path} ({time.perf_counter() - started:.0f} s in this call)")

@@ -35,6 +35,8 @@ class StudySettings:
     experiment_id: str
     parent_run_id: str
     fail_fast: bool
+    code_version: str = ""  # git revision of the `ablate` that planned the study (workers must match)
+    config_hash: str = ""  # digest of every cell's resolved config (calo_ablate.study.worker.config_hash)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,6 +3,11 @@
 `ablate --workers 1` runs the loop in its own process; with more, it starts `calo-ablate worker`
 subprocesses (each with cores // workers torch threads) in its process group and shows progress
 until they exit. `calo-ablate worker --study S --storage URL` joins a study from any machine.
+
+Before each unit a worker compares the study's recorded code version (git revision) and config hash
+(every cell's resolved config) with its own and refuses to go on when they differ: a worker on
+another machine builds its cells from its own checkout and YAML files. Every worker reaps dead
+workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
 """
 
 from __future__ import annotations
@@ -14,11 +19,34 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from calo_ablate.config import digest
+from calo_ablate.errors import ConfigError
+from calo_ablate.study import tracking
 from calo_ablate.study.cell import run_unit
 from calo_ablate.study.context import StudyContext
+from calo_ablate.study.plan import Plan
 from calo_ablate.study.queue import Progress, StudyQueue
+from calo_ablate.train import git_revision
 
 POLL_S = 2.0
+
+
+def config_hash(plan: Plan) -> str:
+    """Digest of every cell's resolved config (as this process resolves it from its own YAML files)."""
+    return digest({cell.name: cell.config.model_dump(mode="json") for cell in plan.cells})
+
+
+def check_same_study(queue: StudyQueue, ctx: StudyContext) -> None:
+    """Raise when the study was planned with another code version or config hash than this worker's."""
+    recorded = queue.settings()
+    mine = {"code_version": git_revision(), "config_hash": config_hash(ctx.plan)}
+    for key, value in mine.items():
+        if recorded.get(key, value) != value:
+            msg = (f"study '{queue.name}' in {queue.storage_url} was planned with {key} {recorded[key]}, "
+                   f"but this worker has {value}: this worker refuses its units; run the study's code "
+                   f"version {recorded.get('code_version')} here (same checkout and experiments/ YAML files), "
+                   "or rerun `calo-ablate ablate` with this code to plan the study again")
+            raise ConfigError(msg)
 
 
 def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_progress: bool = True) -> int:
@@ -28,8 +56,14 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
     """
     failures = 0
     while not queue.stop_reason():
+        check_same_study(queue, ctx)
         claim = queue.take()
         if claim is None:
+            if queue.reap():
+                continue
+            if queue.claims_pending_judgement():
+                time.sleep(POLL_S)
+                continue
             break
         with queue.heartbeat(claim):
             outcome = run_unit(ctx, queue, claim)
@@ -42,6 +76,22 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
                 queue.request_stop(f"--fail-fast: {', '.join(claim.cells)} failed")
                 break
     return failures
+
+
+def mark_given_up(tracking_uri: str, parent_run_id: str, given_up: dict[str, int],
+                  log: Callable[[str], None] = print) -> None:
+    """Say which cells are given up (failed `--retries` times), in the log and in their runs' error tag
+    (which the report's row shows)."""
+    if not given_up:
+        return
+    log(f"given up (not run again until --retry-failed): "
+        f"{', '.join(f'{c} after {n} failures' for c, n in sorted(given_up.items()))}")
+    for run in tracking.child_runs(tracking_uri, parent_run_id):
+        cell = run.data.tags.get(tracking.CELL_TAG)
+        error = run.data.tags.get(tracking.ERROR_TAG, "")
+        if cell in given_up and "gave up" not in error:
+            tracking.set_tags(tracking_uri, run.info.run_id, {
+                tracking.ERROR_TAG: f"{error}; gave up after {given_up[cell]} failures (--retry-failed)"})
 
 
 def format_progress(p: Progress) -> str:
@@ -71,6 +121,7 @@ def wait_for_workers(procs: list[subprocess.Popen], queue: StudyQueue, plan_cell
     stopping = False
     try:
         while any(p.poll() is None for p in procs):
+            queue.reap()
             text = format_progress(queue.progress(plan_cells))
             if text != shown:
                 log(text)

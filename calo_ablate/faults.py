@@ -1,0 +1,43 @@
+"""Fault injection for the kill tests: CALO_ABLATE_FAULT=<point> makes the process kill its whole
+process group with SIGKILL when it reaches that point (like `kill -9` of the study from outside).
+
+Points: claim (a unit taken, before its worker stamp), mid-training (the second epoch's first
+batch done), after-checkpoint (an epoch's checkpoint written, before its end-of-epoch logging),
+mid-evaluation (showers generated, metrics not yet computed), after-sample-write (the cached sample
+written, the cell not yet marked done), mid-report (the table written, the plots not yet).
+The variable is read once at import: an unset variable costs one comparison per point.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+POINTS = ("claim", "mid-training", "after-checkpoint", "mid-evaluation", "after-sample-write", "mid-report")
+ARMED = os.environ.get("CALO_ABLATE_FAULT", "")
+
+
+def fault_point(name: str) -> None:
+    """Kill this process group now when CALO_ABLATE_FAULT names this point."""
+    if ARMED == name:
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+def fault_callbacks() -> list[Any]:
+    """The Lightning callback of the training points, when one of them is armed (else none)."""
+    if ARMED not in ("mid-training", "after-checkpoint"):
+        return []
+    from lightning.pytorch.callbacks import Callback
+
+    class TrainingFaults(Callback):
+        def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
+            if trainer.current_epoch == 1:
+                fault_point("mid-training")
+
+        def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+            # ModelCheckpoint saved in on_validation_end, before this hook; the module logs the epoch's
+            # time after the callbacks' hooks
+            fault_point("after-checkpoint")
+
+    return [TrainingFaults()]
