@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fixtures_servers import mlflow_server, postgres_url  # noqa: F401  (throwaway servers for the tests)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -67,6 +67,7 @@ def ablate(args: Namespace) -> int:
         mark_given_up,
         run_worker,
         spawn_workers,
+        wait_for_others,
         wait_for_workers,
     )
     from calo_ablate.train import default_tracking_uri, ensure_experiment, git_revision
@@ -147,6 +148,7 @@ def ablate(args: Namespace) -> int:
         else:
             codes = wait_for_workers(spawn_workers(workers, study, storage, study_dir.parent), queue, plan_cells)
             exit_code = 1 if any(codes) else 0
+        wait_for_others(queue, plan_cells)
         print(format_progress(queue.progress(plan_cells)))
     progress = queue.progress(plan_cells)
     if progress.failed or progress.done < progress.total:

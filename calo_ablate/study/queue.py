@@ -35,6 +35,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -84,9 +85,11 @@ def open_storage(url: str) -> BaseStorage:
     """An RDB storage (with Optuna heartbeats) for a URL with '://', else a journal file at that path."""
     if "://" in url:
         try:
-            return RDBStorage(rdb_url(url), engine_kwargs={"pool_pre_ping": True},
-                              heartbeat_interval=HEARTBEAT_S, grace_period=int(HEARTBEAT_GRACE_S),
-                              heartbeat_stale_trial_callback=requeue_unfinished)
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(rdb_url(url), engine_kwargs={"pool_pre_ping": True},
+                                  heartbeat_interval=HEARTBEAT_S, grace_period=int(HEARTBEAT_GRACE_S),
+                                  heartbeat_stale_trial_callback=requeue_unfinished)
         except ModuleNotFoundError as err:
             msg = f"storage {url}: its database driver is not installed ({err}); for PostgreSQL: " \
                   "pip install 'calo-ablate[postgres]'"
@@ -246,7 +249,9 @@ class StudyQueue:
     def reap(self) -> list[str]:
         """Fail the RUNNING trials of dead workers ('interrupted') and enqueue their unfinished cells
         again; returns those cells. Call it often: remote workers are judged over several calls."""
-        fail_stale_trials(self.study)  # RDB storage: Optuna's heartbeat, requeue_unfinished as callback
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(self.study)  # RDB storage: Optuna's heartbeat, requeue_unfinished as callback
         requeued: list[str] = []
         for trial in self.trials():
             if trial.state != TrialState.RUNNING or not self._is_dead(trial):

@@ -78,6 +78,22 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
     return failures
 
 
+def wait_for_others(queue: StudyQueue, plan_cells: list[str], log: Callable[[str], None] = print) -> None:
+    """Show progress while workers elsewhere (other commands, machines or jobs) hold cells of the plan;
+    reap the dead ones meanwhile (their cells are enqueued again for the next call or worker)."""
+    shown = ""
+    while not queue.stop_reason():
+        queue.reap()
+        progress = queue.progress(plan_cells)
+        if not progress.running:
+            return
+        text = format_progress(progress)
+        if text != shown:
+            log(f"{text} (waiting for other workers)")
+            shown = text
+        time.sleep(POLL_S)
+
+
 def mark_given_up(tracking_uri: str, parent_run_id: str, given_up: dict[str, int],
                   log: Callable[[str], None] = print) -> None:
     """Say which cells are given up (failed `--retries` times), in the log and in their runs' error tag

@@ -1,0 +1,74 @@
+"""A study on a real PostgreSQL server (started by the fixture): `calo-ablate ablate --storage
+postgresql://...` and a separate `calo-ablate worker --study S --storage ...` share its units, each
+unit taken once; a worker of another code version is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_study_ablate import NO_EVAL, REGISTRY, ablate_args, table_rows
+
+from calo_ablate.errors import ConfigError
+from calo_ablate.study.queue import StudyQueue
+
+CLI = [sys.executable, "-m", "calo_ablate.cli"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], check=False, capture_output=True, text=True, timeout=600)
+
+
+def wait_for_settings(storage: str, study: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> StudyQueue:
+    """The study's queue once `ablate` has stored its settings (workers need them)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"ablate ended early:\n{proc.communicate()[0]}"
+        try:
+            queue = StudyQueue(storage, study, create=False)
+            queue.settings()
+            return queue
+        except ConfigError:
+            time.sleep(0.5)
+    pytest.fail(f"study {study} got no settings in {timeout_s:.0f} s")
+
+
+@pytest.mark.slow
+def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, photon_dir: Path,
+                                                             postgres_url: str) -> None:
+    (tmp_path / "ablations.yaml").write_text(REGISTRY)
+    args = ablate_args(tmp_path, photon_dir, "pg", "higher_lr,less_noise", "--storage", postgres_url,
+                       sets=[*NO_EVAL, "train.max_epochs=1"])
+    ablate = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    queue = wait_for_settings(postgres_url, "pg", ablate)
+    worker = run_cli("worker", "--study", "pg", "--storage", postgres_url, "--results-dir", str(tmp_path / "results"))
+    out, _ = ablate.communicate(timeout=600)
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    assert ablate.returncode == 0, out
+
+    trials = queue.trials()
+    done = [c for t in trials for c in t.user_attrs.get("cells_done", [])]
+    assert sorted(done) == ["base/s0", "higher_lr/s0", "less_noise/s0"]  # each cell once
+    pids = {t.user_attrs["pid"] for t in trials if t.user_attrs.get("cells_done")}
+    assert len(pids) == 2 and ablate.pid in pids  # the worker command took units too
+    rows = table_rows(tmp_path / "results" / "pg")
+    assert [r.split(" | ")[0] for r in rows] == ["| Base", "| Increased learning rate", "| Decrease noise"]
+    assert all("not run" not in r and "failed" not in r for r in rows)
+
+
+def test_a_worker_of_another_config_is_refused(tmp_path: Path, photon_dir: Path, postgres_url: str) -> None:
+    (tmp_path / "ablations.yaml").write_text(REGISTRY)
+    args = ablate_args(tmp_path, photon_dir, "pg-refuse", "base", "--storage", postgres_url,
+                       sets=[*NO_EVAL, "train.max_epochs=1"])
+    assert run_cli(*args).returncode == 0
+    queue = StudyQueue(postgres_url, "pg-refuse", create=False)
+    settings = queue.settings()
+    queue.save_settings({**settings, "config_hash": "0123456789abcdef"})  # planned from other YAML files
+    worker = run_cli("worker", "--study", "pg-refuse", "--storage", postgres_url,
+                     "--results-dir", str(tmp_path / "results"))
+    assert worker.returncode == 2
+    assert "was planned with config_hash 0123456789abcdef" in worker.stderr
+    assert "refuses its units" in worker.stderr
