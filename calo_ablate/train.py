@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import signal
 import subprocess
 import sys
@@ -29,6 +30,13 @@ import yaml
 
 from calo_ablate.config import Config, canonical_dataset, flatten, resolve_config, train_key
 from calo_ablate.errors import TrainingError
+from calo_ablate.resume import (
+    EpochClock,
+    ResumeSafeMLFlowLogger,
+    read_json_or_discard,
+    resume_checkpoint,
+    write_text_atomic,
+)
 
 __all__ = [
     "TrainResult",
@@ -58,7 +66,9 @@ class TrainResult:
 
     metrics: validation loss, voxel loss and layer loss of the final epoch ({"val/loss", ...});
     seconds_per_epoch: mean wall time of an epoch (training plus validation), seconds;
-    n_params: trainable parameters of both nets; epochs: epochs trained in total.
+    n_params: trainable parameters of both nets; epochs: epochs trained in total;
+    train_seconds: wall time of the fit, summed over the calls that trained it (each up to its last
+    checkpoint: work lost to a kill is counted when it is redone).
     """
 
     run_id: str
@@ -67,9 +77,10 @@ class TrainResult:
     seconds_per_epoch: float
     n_params: int
     epochs: int
+    train_seconds: float = float("nan")
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        write_text_atomic(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> TrainResult:
@@ -224,7 +235,6 @@ def run_training(
     import lightning.pytorch as pl
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-    from lightning.pytorch.loggers import MLFlowLogger
     from mlflow.tracking import MlflowClient
 
     from calo_ablate.data.datamodule import CaloDataModule
@@ -232,8 +242,9 @@ def run_training(
 
     run_dir = Path(run_dir).resolve()
     result_file = run_dir / RESULT_FILE
-    if result_file.is_file():
-        return TrainResult.load(result_file)
+    saved = read_json_or_discard(result_file)
+    if saved is not None:
+        return TrainResult(**saved)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
@@ -253,12 +264,13 @@ def run_training(
     module = CaloScoreModule(config, datamodule.n_voxels, datamodule.n_layers)
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor="val/loss", mode="min",
                                  save_top_k=1, save_last=True)
-    callbacks: list = [checkpoint]
+    clock = EpochClock()
+    callbacks: list = [checkpoint, clock]
     if config.train.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor="val/loss", mode="min",
                                        patience=config.train.early_stopping_patience))
     callbacks.extend(extra_callbacks or [])
-    logger = MLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
+    logger = ResumeSafeMLFlowLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
                           log_model=False)
     quiet_lightning()
     trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config))
@@ -270,7 +282,7 @@ def run_training(
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # run.json, config.yaml
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(run_dir, LAST_CHECKPOINT))
         except SystemExit as err:
             # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown and leaves SIGINT
             # ignored: restore the handler and report an interruption (the run resumes from last.ckpt)
@@ -294,16 +306,18 @@ def run_training(
                   f"{config.data.val_fraction})"
             raise TrainingError(msg)
         metrics[name] = float(value)
+        if not math.isfinite(metrics[name]):
+            msg = f"non-finite validation loss: {name} = {metrics[name]} (run {run_id})"
+            raise TrainingError(msg)
     best = checkpoint.best_model_path or str(last)
-    history = client.get_metric_history(run_id, "epoch_seconds")
-    seconds = [m.value for m in history]
     result = TrainResult(
         run_id=run_id,
         checkpoint_path=str(best),
         metrics=metrics,
-        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else module.mean_epoch_seconds(),
+        seconds_per_epoch=clock.mean_epoch_seconds(),
         n_params=module.n_trainable_parameters(),
         epochs=trainer.current_epoch,
+        train_seconds=clock.train_seconds,
     )
     client.log_batch(run_id, tags=[
         _tag(TAG_CHECKPOINT, result.checkpoint_path),

@@ -10,7 +10,7 @@ Per cell, into the cell's own MLflow run (a child of the study's parent run):
   at config.evaluate.timing_batch_sizes. The generated sample is cached as
   results/<study>/samples/<ablation>-s<seed>.npz for the report's histograms.
 Final metrics: val/loss, val/voxel_loss, val/layer_loss, n_params, seconds_per_epoch, epochs,
-train_seconds (wall time of the run_training call that trained; 0 on a cell sharing another's
+train_seconds (wall time of the fit, over every call that trained it; 0 on a cell sharing another's
 training), eval_seconds, and every metric of evaluate_samples and time_generation.
 """
 
@@ -26,12 +26,14 @@ from typing import Any
 import numpy as np
 
 from calo_ablate.config import Config
+from calo_ablate.data.preprocess import write_npz_atomic
 from calo_ablate.errors import CaloAblateError, TrainingError
+from calo_ablate.faults import fault_callbacks, fault_point
 from calo_ablate.study import tracking
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import REFERENCE_UNIT, Claim, StudyQueue
-from calo_ablate.train import RESULT_FILE, git_revision
+from calo_ablate.train import git_revision
 
 REFERENCE_PREFIX = "refref/"
 REFERENCE_SEED = 1_000_003  # the noise-floor sample is drawn independently of every cell's reference
@@ -100,7 +102,7 @@ def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
                label: str | None = None) -> tuple[Any, float]:
     """Train (or resume, or reuse) the model of `cell`'s train key.
 
-    Returns (TrainResult, seconds spent training in this call, None when a finished training was reused).
+    Returns (TrainResult, its training seconds over every call that trained it; None when unknown).
 
     A search trial passes its own run_dir, run_id, config and label (the progress lines' name).
     """
@@ -110,16 +112,14 @@ def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
     run_id = run_id or cell_run_id(ctx, owner)
     config = runtime_config(ctx, config or owner.config)
     run_dir = run_dir or ctx.runs_dir / owner.train_key
-    reused = (run_dir / RESULT_FILE).is_file()
-    started = time.perf_counter()
     label = label or cell.name
     queue.set_detail(claim, f"{label} training")
     result = run_training(
         config, files=ctx.files, run_dir=run_dir,
         tracking_uri=ctx.tracking_uri, experiment_name=ctx.name, run_name=owner.name, run_id=run_id,
         parent_run_id=ctx.settings.parent_run_id, tags=cell_tags(ctx, owner),
-        extra_callbacks=[epoch_callback(ctx, queue, claim, label), *(extra_callbacks or [])])
-    return result, None if reused else time.perf_counter() - started
+        extra_callbacks=[epoch_callback(ctx, queue, claim, label), *(extra_callbacks or []), *fault_callbacks()])
+    return result, result.train_seconds if math.isfinite(result.train_seconds) else None
 
 
 def training_metrics(result: Any, train_seconds: float | None) -> dict[str, float]:
@@ -147,6 +147,11 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     precision = config.sample.precision
     generated = generate_showers(trained, energies, steps=steps, batch_size=config.sample.batch_size,
                                  seed=cell.seed, progress=False, precision=precision)  # (N, V) MeV
+    if not np.isfinite(generated).all():
+        msg = f"{cell.name}: {int((~np.isfinite(generated)).any(axis=1).sum())} of {len(generated)} generated " \
+              "showers hold non-finite energies"
+        raise TrainingError(msg)
+    fault_point("mid-evaluation")
     metrics = evaluate_samples((energies, showers), (energies, generated), ctx.settings.dataset,
                                config.evaluate, seed=cell.seed)
     metrics.update(time_generation(
@@ -155,10 +160,12 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
         energies, config.evaluate.timing_batch_sizes, repeats=config.evaluate.timing_repeats, log=ctx.log))
     metrics["sample_steps"] = steps
     ctx.samples_dir.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(ctx.samples_dir / f"{cell.ablation.name}-s{cell.seed}.npz", energies_mev=energies, showers_mev=generated)
+    write_npz_atomic(ctx.samples_dir / f"{cell.ablation.name}-s{cell.seed}.npz",
+                     {"energies_mev": energies, "showers_mev": generated})
     reference = ctx.samples_dir / f"reference-s{cell.seed}.npz"
     if not reference.is_file():
-        np.savez_compressed(reference, energies_mev=energies, showers_mev=showers)
+        write_npz_atomic(reference, {"energies_mev": energies, "showers_mev": showers})
+    fault_point("after-sample-write")
     metrics["eval_seconds"] = time.perf_counter() - started
     return metrics
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.errors import ConfigError
+from calo_ablate.faults import fault_point
 from calo_ablate.study.registry import BASE, load_registry
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -175,6 +176,7 @@ def _write_report(study_dir: Path, tracking_uri: str, parent_run_id: str) -> Pat
 
     table = build_table(tracking_uri, parent_run_id)
     paths = write_table(table, study_dir)
+    fault_point("mid-report")
     paths += write_plots(table, tracking_uri, study_dir)
     log_artifacts(tracking_uri, parent_run_id, paths)
     return paths[0]
