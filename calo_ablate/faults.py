@@ -2,7 +2,7 @@
 process group with SIGKILL when it reaches that point (like `kill -9` of the study from outside).
 
 Points: claim (a unit taken, before its worker stamp), mid-training (the second epoch's first
-batch done), after-checkpoint (an epoch's checkpoint written, before its end-of-epoch logging),
+batch done), after-checkpoint (an epoch's last.ckpt written, its end-of-epoch metrics not yet logged),
 mid-evaluation (showers generated, metrics not yet computed), after-sample-write (the cached sample
 written, the cell not yet marked done), mid-report (the table written, the plots not yet).
 The variable is read once at import: an unset variable costs one comparison per point.
@@ -28,16 +28,16 @@ def fault_callbacks() -> list[Any]:
     """The Lightning callback of the training points, when one of them is armed (else none)."""
     if ARMED not in ("mid-training", "after-checkpoint"):
         return []
-    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.callbacks import Checkpoint
 
-    class TrainingFaults(Callback):
+    class TrainingFaults(Checkpoint):
+        # a Checkpoint subclass: Lightning runs these last, after ModelCheckpoint has written last.ckpt in
+        # on_train_epoch_end and before the epoch's metrics (epoch_seconds, train/...) go to the logger
         def on_train_batch_end(self, trainer: Any, *args: Any) -> None:
             if trainer.current_epoch == 1:
                 fault_point("mid-training")
 
         def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-            # ModelCheckpoint saved in on_validation_end, before this hook; the module logs the epoch's
-            # time after the callbacks' hooks
             fault_point("after-checkpoint")
 
     return [TrainingFaults()]

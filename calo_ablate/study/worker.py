@@ -36,10 +36,9 @@ def config_hash(plan: Plan) -> str:
     return digest({cell.name: cell.config.model_dump(mode="json") for cell in plan.cells})
 
 
-def check_same_study(queue: StudyQueue, ctx: StudyContext) -> None:
+def check_same_study(queue: StudyQueue, mine: dict[str, str]) -> None:
     """Raise when the study was planned with another code version or config hash than this worker's."""
     recorded = queue.settings()
-    mine = {"code_version": git_revision(), "config_hash": config_hash(ctx.plan)}
     for key, value in mine.items():
         if recorded.get(key, value) != value:
             msg = (f"study '{queue.name}' in {queue.storage_url} was planned with {key} {recorded[key]}, "
@@ -55,8 +54,10 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
     show_progress: print the study's progress after each unit (off when a parent `ablate` shows it).
     """
     failures = 0
+    # this process's code is the one it loaded now: later edits of the checkout do not change it
+    mine = {"code_version": git_revision(), "config_hash": config_hash(ctx.plan)}
     while not queue.stop_reason():
-        check_same_study(queue, ctx)
+        check_same_study(queue, mine)
         claim = queue.take()
         if claim is None:
             if queue.reap():
