@@ -10,7 +10,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
+import optuna
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -20,6 +22,7 @@ from calo_ablate.faults import POINTS
 from calo_ablate.resume import read_json_or_discard, resume_checkpoint
 from calo_ablate.study import queue as queue_module
 from calo_ablate.study.queue import StudyQueue
+from calo_ablate.study.search import _counted, _open_search, search_study_name
 
 CLAIM_AND_TAKE = "from calo_ablate.study.queue import StudyQueue; StudyQueue({path!r}, 'q', create=False).take()"
 
@@ -162,3 +165,19 @@ def test_kill_9_at_three_points_then_resume(tmp_path: Path, photon_dir: Path) ->
 @pytest.mark.slow
 def test_kill_9_at_every_point_then_resume(tmp_path: Path, photon_dir: Path) -> None:
     check_numbers(run_killed_study(tmp_path, photon_dir, "kill6", POINTS))
+
+
+def test_a_killed_search_trial_is_replaced_and_its_run_closed(tmp_path: Path) -> None:
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("s")).info.run_id  # RUNNING, as a kill leaves it
+    queue = StudyQueue(str(tmp_path / "optuna.journal"), "s", create=True)
+    ctx = SimpleNamespace(name="s", tracking_uri=tracking_uri)
+    cell = SimpleNamespace(ablation=SimpleNamespace(name="lr_search"), seed=0)
+    killed = optuna.create_study(storage=queue.storage, study_name=search_study_name(ctx, cell)).ask()
+    killed.set_user_attr("run_id", run_id)
+
+    study = _open_search(ctx, queue, cell)
+    assert [t.state.name for t in study.get_trials()] == ["FAIL"]
+    assert _counted(study, (optuna.trial.TrialState.FAIL,)) == []  # not counted against the trial budget
+    assert client.get_run(run_id).info.status == "KILLED"
