@@ -171,13 +171,6 @@ def log_config(tracking_uri: str, run_id: str, config: dict[str, Any]) -> None:
     client(tracking_uri).log_text(run_id, yaml.safe_dump(config, sort_keys=False), "config.yaml")
 
 
-def log_invocation_seconds(tracking_uri: str, parent_run_id: str, seconds: float) -> None:
-    """Append this `ablate` call's wall time to the parent's `invocation_seconds` history (summed by the report)."""
-    c = client(tracking_uri)
-    step = len(c.get_metric_history(parent_run_id, "invocation_seconds"))
-    c.log_metric(parent_run_id, "invocation_seconds", seconds, step=step)
-
-
 def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path]) -> None:
     """The report files as artifacts of the parent run (overwritten on every report)."""
     c = client(tracking_uri)
