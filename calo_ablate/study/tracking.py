@@ -120,10 +120,13 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
-    """Final metrics (one value each, step 0); names sanitised to MLflow's alphabet."""
+    """Final metrics (one value each, step 0); names sanitised to MLflow's alphabet. A metric the run
+    holds already keeps its value (a cell redone after a kill between this and its `cell_done`, or the
+    training's own n_params): one value per step."""
     c = client(tracking_uri)
     now = int(time.time() * 1000)
-    batch = [Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items()]
+    held = c.get_run(run_id).data.metrics
+    batch = [Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items() if metric_name(k) not in held]
     for start in range(0, len(batch), 500):
         c.log_batch(run_id, metrics=batch[start:start + 500])
 
