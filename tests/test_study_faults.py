@@ -4,6 +4,7 @@ cells, unreadable files; and kill -9 of a two-worker smoke study's process group
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -19,10 +20,11 @@ from mlflow.tracking import MlflowClient
 from test_study_ablate import REGISTRY, ablate_args, child_runs, stamps, table_rows, trials
 
 from calo_ablate.faults import POINTS
-from calo_ablate.resume import read_json_or_discard, resume_checkpoint
+from calo_ablate.resume import EpochClock, ResumeSafeMLFlowLogger, read_json_or_discard, resume_checkpoint
 from calo_ablate.study import queue as queue_module
 from calo_ablate.study.queue import StudyQueue
 from calo_ablate.study.search import _counted, _open_search, search_study_name
+from calo_ablate.study.wallclock import InvocationClock
 
 CLAIM_AND_TAKE = "from calo_ablate.study.queue import StudyQueue; StudyQueue({path!r}, 'q', create=False).take()"
 
@@ -101,6 +103,61 @@ def test_unreadable_result_and_truncated_checkpoint_are_set_aside(tmp_path: Path
     (tmp_path / "last.ckpt").write_bytes(b"\x00")
     assert resume_checkpoint(tmp_path, "last.ckpt", messages.append) is None
     assert "training starts again" in messages[-1]
+
+
+def test_epoch_times_and_train_seconds_survive_a_checkpoint_round_trip() -> None:
+    first = EpochClock()
+    first.on_fit_start(None, None)
+    for _ in range(2):
+        first.on_train_epoch_start(None, None)
+        time.sleep(0.01)
+        first.on_train_epoch_end(None, None)
+    first.on_train_epoch_start(None, None)
+    time.sleep(0.01)
+    state = first.state_dict()  # ModelCheckpoint saving during the third epoch's end
+    assert len(state["epoch_seconds"]) == 3 and all(s >= 0.01 for s in state["epoch_seconds"])
+    resumed = EpochClock()  # a new process after a kill, restored from that checkpoint
+    resumed.load_state_dict(state)
+    resumed.on_fit_start(None, None)  # no epoch left to run
+    assert resumed.mean_epoch_seconds() == pytest.approx(sum(state["epoch_seconds"]) / 3)  # never 0
+    assert resumed.train_seconds >= state["train_seconds"] >= sum(state["epoch_seconds"])
+
+
+def test_a_rerun_epoch_logs_no_second_value_at_its_step(tmp_path: Path) -> None:
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    client.create_experiment("e")
+    run_id = client.create_run(client.get_experiment_by_name("e").experiment_id).info.run_id
+    client.log_metric(run_id, "val/loss", 1.5, step=20)  # logged by the killed call
+    logger = ResumeSafeMLFlowLogger(experiment_name="e", tracking_uri=tracking_uri, run_id=run_id)
+    logger.log_metrics({"val/loss": 1.4, "epoch_seconds": 3.0}, step=20)  # the re-run epoch
+    logger.log_metrics({"val/loss": 1.3}, step=40)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val/loss")] == [(20, 1.5), (40, 1.3)]
+    assert [m.step for m in client.get_metric_history(run_id, "epoch_seconds")] == [20]
+
+
+KILLED_CLOCK = ("import time; from pathlib import Path; from calo_ablate.study.wallclock import InvocationClock; "
+                "clock = InvocationClock(Path({folder!r})); time.sleep(60)")
+
+
+def test_the_wall_time_of_a_killed_call_is_counted(tmp_path: Path) -> None:
+    tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri)
+    run_id = client.create_run(client.create_experiment("e")).info.run_id
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_CLOCK.format(folder=str(tmp_path))])
+    deadline = time.monotonic() + 120
+    while not any(json.loads(p.read_text())["seconds"] >= 4 for p in (tmp_path / "invocations").glob("*.json")):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.kill()  # SIGKILL: the call cannot log its own time
+    proc.wait()
+    clock = InvocationClock(tmp_path)
+    mine = clock.record(tracking_uri, run_id)
+    calls = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "invocation_seconds"))
+    assert [step for step, _ in calls] == [0, 1]
+    assert calls[0][1] >= 4.0 and calls[1][1] == pytest.approx(mine)
+    clock.record(tracking_uri, run_id)  # a second record logs nothing twice
+    assert len(client.get_metric_history(run_id, "invocation_seconds")) == 2
 
 
 # kill -9 at real points --------------------------------------------------------------------------
