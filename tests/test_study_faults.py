@@ -238,3 +238,17 @@ def test_a_killed_search_trial_is_replaced_and_its_run_closed(tmp_path: Path) ->
     assert [t.state.name for t in study.get_trials()] == ["FAIL"]
     assert _counted(study, (optuna.trial.TrialState.FAIL,)) == []  # not counted against the trial budget
     assert client.get_run(run_id).info.status == "KILLED"
+
+
+def test_on_rdb_storage_optunas_heartbeat_reaps_a_worker_elsewhere(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_module, "HEARTBEAT_GRACE_S", 1.0)  # Optuna's grace period, whole seconds
+    queue = StudyQueue(f"sqlite:///{tmp_path / 'optuna.db'}", "q", create=True)
+    queue.sync([("a", ["a/s0"])])
+    claim = queue.take()
+    assert claim is not None
+    queue.storage.set_trial_user_attr(claim.trial_id, "worker", {"host": "far", "pid": 1, "ns": "other/1"})
+    assert queue.reap() == []  # its heartbeat (stamped by the database's clock at the claim) is fresh
+    time.sleep(2.5)  # no beat since: stale by the database's clock
+    assert queue.reap() == ["a/s0"]
+    assert [t.state.name for t in queue.trials()] == ["FAIL", "WAITING"]

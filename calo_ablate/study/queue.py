@@ -249,10 +249,12 @@ class StudyQueue:
     def reap(self) -> list[str]:
         """Fail the RUNNING trials of dead workers ('interrupted') and enqueue their unfinished cells
         again; returns those cells. Call it often: remote workers are judged over several calls."""
+        waiting = {t._trial_id for t in self.trials() if t.state == TrialState.WAITING}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             fail_stale_trials(self.study)  # RDB storage: Optuna's heartbeat, requeue_unfinished as callback
-        requeued: list[str] = []
+        requeued = [c for t in self.trials() if t.state == TrialState.WAITING and t._trial_id not in waiting
+                    for c in t.user_attrs.get("cells", [])]
         for trial in self.trials():
             if trial.state != TrialState.RUNNING or not self._is_dead(trial):
                 continue
