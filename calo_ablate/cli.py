@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="study name")
     p.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     p.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
+    p.add_argument("--wait-for-study", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for `ablate` to plan the study (a job started alongside it)")
     _handler(p, "calo_ablate.study.commands:worker")
 
     p = sub.add_parser("report", help="rebuild a study's report from MLflow alone")

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from test_study_ablate import NO_EVAL, REGISTRY, ablate_args, table_rows
 
-from calo_ablate.errors import ConfigError
 from calo_ablate.study.queue import StudyQueue
 
 CLI = [sys.executable, "-m", "calo_ablate.cli"]
@@ -22,31 +20,23 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], check=False, capture_output=True, text=True, timeout=600)
 
 
-def wait_for_settings(storage: str, study: str, proc: subprocess.Popen, timeout_s: float = 180.0) -> StudyQueue:
-    """The study's queue once `ablate` has stored its settings (workers need them)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"ablate ended early:\n{proc.communicate()[0]}"
-        try:
-            queue = StudyQueue(storage, study, create=False)
-            queue.settings()
-            return queue
-        except ConfigError:
-            time.sleep(0.5)
-    pytest.fail(f"study {study} got no settings in {timeout_s:.0f} s")
-
-
 @pytest.mark.slow
 def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, photon_dir: Path,
                                                              postgres_url: str) -> None:
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
     args = ablate_args(tmp_path, photon_dir, "pg", "higher_lr,less_noise", "--storage", postgres_url,
                        sets=[*NO_EVAL, "train.max_epochs=1"])
-    ablate = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    queue = wait_for_settings(postgres_url, "pg", ablate)
-    worker = run_cli("worker", "--study", "pg", "--storage", postgres_url, "--results-dir", str(tmp_path / "results"))
-    out, _ = ablate.communicate(timeout=600)
-    assert worker.returncode == 0, worker.stdout + worker.stderr
+    # the worker starts first and waits for the plan, as a batch job submitted alongside `ablate` would
+    log = tmp_path / "worker.log"
+    with log.open("w") as worker_log:
+        worker = subprocess.Popen([*CLI, "worker", "--study", "pg", "--storage", postgres_url,
+                                   "--wait-for-study", "300", "--results-dir", str(tmp_path / "results")],
+                                  stdout=worker_log, stderr=subprocess.STDOUT)
+        ablate = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        out, _ = ablate.communicate(timeout=600)
+        worker.wait(timeout=600)
+    queue = StudyQueue(postgres_url, "pg", create=False)
+    assert worker.returncode == 0, log.read_text()
     assert ablate.returncode == 0, out
 
     trials = queue.trials()
@@ -59,6 +49,7 @@ def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, ph
     assert all("not run" not in r and "failed" not in r for r in rows)
 
 
+@pytest.mark.slow
 def test_a_worker_of_another_config_is_refused(tmp_path: Path, photon_dir: Path, postgres_url: str) -> None:
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
     args = ablate_args(tmp_path, photon_dir, "pg-refuse", "base", "--storage", postgres_url,

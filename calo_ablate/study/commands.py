@@ -186,10 +186,10 @@ def worker(args: Namespace) -> int:
     """`calo-ablate worker --study S --storage URL`: take cells of a running study until none waits."""
     from calo_ablate.data.source import ensure_data
     from calo_ablate.study.context import StudySettings, build_context
-    from calo_ablate.study.queue import REFERENCE_UNIT, StudyQueue
-    from calo_ablate.study.worker import run_worker
+    from calo_ablate.study.queue import REFERENCE_UNIT
+    from calo_ablate.study.worker import open_planned_study, run_worker
 
-    queue = StudyQueue(args.storage, args.study, create=False)
+    queue = open_planned_study(args.storage, args.study, args.wait_for_study)
     settings = StudySettings.from_json(queue.settings())
     base = resolve_config(settings.dataset, settings.profile, settings.registry().get(BASE).overrides,
                           settings.cli_set, 0)

@@ -36,6 +36,22 @@ def config_hash(plan: Plan) -> str:
     return digest({cell.name: cell.config.model_dump(mode="json") for cell in plan.cells})
 
 
+def open_planned_study(storage: str, study: str, wait_s: float = 0.0) -> StudyQueue:
+    """The study's queue once `ablate` has stored its settings and enqueued its units, waiting up to
+    `wait_s` seconds for that; raises ConfigError when the study is still not planned then."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            queue = StudyQueue(storage, study, create=False)
+            queue.settings()
+            if queue.trials() or time.monotonic() >= deadline:
+                return queue
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(POLL_S / 2)
+
+
 def check_same_study(queue: StudyQueue, mine: dict[str, str]) -> None:
     """Raise when the study was planned with another code version or config hash than this worker's."""
     recorded = queue.settings()
