@@ -14,7 +14,9 @@ REGISTRY ?=
 ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY)) \
 	$(if $(REGISTRY),--registry $(REGISTRY))
 
-.PHONY: help venv data ablate test bench ui lint clean
+PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
+
+.PHONY: help venv data ablate test test-servers bench ui lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,8 +35,15 @@ data: $(STAMP)  ## real files from data/ if present (validated), else the synthe
 ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2] [WORKERS=2] [REGISTRY=experiments/calodiffusion.yaml]
 	$(VENV)/bin/calo-ablate ablate $(ABLATE_ARGS)
 
-test: $(STAMP)  ## the test suite
+test: $(STAMP) test-servers  ## the test suite (it starts its own PostgreSQL and MLflow servers)
 	$(PY) -m pytest
+
+test-servers:  ## PostgreSQL server binaries for the storage tests (apt-get install as root where missing)
+	@if [ -z "$(PG_INITDB)" ] && ! command -v initdb >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
+	  else echo "note: no PostgreSQL server binaries (initdb): the PostgreSQL tests are skipped;" \
+	    "install the OS package postgresql"; fi; fi
 
 bench: $(STAMP)  ## speed, memory and profile figures for this machine (prints, asserts nothing): make bench [THREADS=1]
 	$(PY) -m calo_ablate.bench --dataset $(DATASET) $(if $(THREADS),--threads $(THREADS))

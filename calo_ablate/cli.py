@@ -101,12 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--registry", default=None, help="registry YAML (default: experiments/ablations.yaml)")
     p.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
     p.add_argument("--fail-fast", action="store_true", help="stop the study at the first failed cell")
+    p.add_argument("--retries", type=int, default=2, help="a cell that failed this many times is not run "
+                   "again until --retry-failed (default 2)")
+    p.add_argument("--retry-failed", action="store_true", help="run given-up cells again (counts restart)")
+    p.add_argument("--launcher", choices=["process", "slurm", "local"], default="process",
+                   help="how --workers start: processes here (default), SLURM jobs or local submitit jobs")
+    p.add_argument("--slurm-partition", default=None, help="SLURM partition of the worker jobs")
+    p.add_argument("--slurm-time", type=int, default=240, help="time limit per worker job, minutes (default 240)")
+    p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per worker job (default 4)")
+    p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per worker job (default 0)")
+    p.add_argument("--no-wait", action="store_true", help="with a job launcher: submit and return "
+                   "(then `calo-ablate report --study S` when the jobs ended)")
     _handler(p, "calo_ablate.commands.study:ablate")
 
     p = sub.add_parser("worker", help="join a running study (from this or another machine)")
     p.add_argument("--study", required=True, help="study name")
     p.add_argument("--storage", required=True, help="Optuna storage URL of the study")
     p.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
+    p.add_argument("--wait-for-study", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for `ablate` to plan the study (a job started alongside it)")
     _handler(p, "calo_ablate.commands.study:worker")
 
     p = sub.add_parser("report", help="rebuild a study's report from MLflow alone")

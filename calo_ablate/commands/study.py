@@ -10,6 +10,7 @@ from pathlib import Path
 
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.runs import record
+from calo_ablate.study.launch import JobResources
 from calo_ablate.study.plan import describe_difference
 from calo_ablate.study.registry import BASE, load_registry
 from calo_ablate.study.runner import StudyRequest, find_store, join_study, rebuild_report, run_study
@@ -49,8 +50,14 @@ def ablate(args: Namespace) -> int:
         dataset=args.dataset, profile=args.profile, seeds=args.seeds, workers=args.workers,
         cli_set=list(args.overrides), only=_only(args.only), study=args.study, registry=args.registry,
         results_dir=args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
-        fail_fast=bool(args.fail_fast))
+        fail_fast=bool(args.fail_fast), retries=args.retries, retry_failed=args.retry_failed,
+        launcher=args.launcher, wait=not args.no_wait,
+        resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus))
     outcome = run_study(request, log=lambda s: print(s, flush=True))
+    if outcome.report is None:
+        print(f"not waiting: when the jobs ended, `calo-ablate report --study {outcome.study}"
+              f"{' --tracking-uri ' + args.tracking_uri if args.tracking_uri else ''}` writes the report")
+        return 0
     if outcome.stop_reason:
         print(f"study stopped: {outcome.stop_reason}")
     print(f"report: {outcome.report}")
@@ -67,7 +74,7 @@ def worker(args: Namespace) -> int:
     """`calo-ablate worker --study S --storage URL`: take cells of a running study until none waits."""
     pid = os.getpid()
     failures = join_study(args.study, args.storage, args.results_dir,
-                          log=lambda s: print(f"[worker {pid}] {s}", flush=True))
+                          log=lambda s: print(f"[worker {pid}] {s}", flush=True), wait_s=args.wait_for_study)
     return 1 if failures else 0
 
 

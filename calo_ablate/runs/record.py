@@ -74,6 +74,7 @@ TAG_SHARES_TRAINING_RUN = "shares_training_run"
 TAG_SEARCH_PARAM = "search_param"
 TAG_SEARCH_BEST_TRIAL = "search_best_trial"
 TAG_PRUNED = "pruned"
+TAG_INTERRUPTED = "interrupted"  # a search trial killed with its worker (replaced by a new trial)
 # the study's parent run
 TAG_STUDY = "study"
 TAG_SEEDS = "seeds"
@@ -330,10 +331,13 @@ def set_tags(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
-    """Final metrics (one value each, step 0); names sanitised to MLflow's alphabet."""
+    """Final metrics (one value each, step 0); names sanitised to MLflow's alphabet. A metric the run
+    holds already keeps its value (a cell redone after a kill between this and its `cell_done`, or the
+    training's own n_params): one value per step."""
     c = client(tracking_uri)
     now = int(time.time() * 1000)
-    batch = [Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items()]
+    held = c.get_run(run_id).data.metrics
+    batch = [Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items() if metric_name(k) not in held]
     for start in range(0, len(batch), 500):
         c.log_batch(run_id, metrics=batch[start:start + 500])
 
@@ -363,13 +367,6 @@ def metric_name(name: str) -> str:
 def _tag_text(value: Any) -> str:
     text = value if isinstance(value, str) else repr(value) if isinstance(value, float) else str(value)
     return text[:MAX_TAG_CHARS]
-
-
-def log_invocation_seconds(tracking_uri: str, parent_run_id: str, seconds: float) -> None:
-    """Append this `ablate` call's wall time to the parent's `invocation_seconds` history (summed by the report)."""
-    c = client(tracking_uri)
-    step = len(c.get_metric_history(parent_run_id, INVOCATION_SECONDS))
-    c.log_metric(parent_run_id, INVOCATION_SECONDS, seconds, step=step)
 
 
 def log_artifacts(tracking_uri: str, run_id: str, paths: list[Path]) -> None:

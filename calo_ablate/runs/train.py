@@ -17,10 +17,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
+import math
 import signal
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,6 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import MLFlowLogger
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -43,6 +41,14 @@ from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
 from calo_ablate.runs.devices import resolve_device
+from calo_ablate.runs.faults import fault_callbacks
+from calo_ablate.runs.resume import (
+    EpochClock,
+    RunLogger,
+    read_json_or_discard,
+    resume_checkpoint,
+    write_text_atomic,
+)
 
 __all__ = ["TrainResult", "quiet_lightning", "run_training"]
 
@@ -68,23 +74,17 @@ class TrainResult:
     seconds_per_epoch: float
     n_params: int
     epochs: int
+    train_seconds: float = float("nan")
 
     def save(self, path: Path) -> None:
         """Written whole or not at all (temporary file, then rename): a kill never leaves half a file."""
-        partial = path.with_name(path.name + ".partial")
-        partial.write_text(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
-        os.replace(partial, path)
+        write_text_atomic(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: Path) -> TrainResult:
-        return cls(**json.loads(path.read_text()))
-
-
-class _OpenRunLogger(MLFlowLogger):
-    """Lightning's MLflow logger, except that the end of fit leaves the run open: its owner closes it."""
-
-    def finalize(self, status: str = "success") -> None:
-        return None
+    def load(cls, path: Path) -> TrainResult | None:
+        """The result in `path`; None when it is missing or unreadable (then discarded, with a message)."""
+        saved = read_json_or_discard(path)
+        return cls(**saved) if saved is not None else None
 
 
 def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id: str | None, run_name: str,
@@ -112,23 +112,6 @@ def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id:
         record.set_tags(tracking_uri, run_id, tags)
     run_file.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
     return run_id
-
-
-class _EpochTimer(Callback):
-    """Wall time of each epoch (training plus validation) in this process, for families that do not log it."""
-
-    def __init__(self) -> None:
-        self.start = 0.0
-        self.seconds: list[float] = []
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.seconds.append(time.perf_counter() - self.start)
-
-    def mean_seconds(self) -> float:
-        return sum(self.seconds) / len(self.seconds) if self.seconds else 0.0
 
 
 def quiet_lightning() -> None:
@@ -179,8 +162,9 @@ def run_training(
     check_precision(config.train.precision, resolve_device(config.trainer.accelerator), "train.precision")
     run_dir = Path(run_dir).resolve()
     result_file = run_dir / RESULT_FILE
-    if result_file.is_file():
-        return TrainResult.load(result_file)
+    finished = TrainResult.load(result_file)
+    if finished is not None:
+        return finished
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
@@ -202,13 +186,13 @@ def run_training(
     total_loss = record.val_losses(family.loss_names)[0]
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=total_loss, mode="min",
                                  save_top_k=1, save_last=True)
-    timer = _EpochTimer()
-    callbacks: list[Callback] = [checkpoint, timer]
+    clock = EpochClock()
+    callbacks: list[Callback] = [checkpoint, clock]
     if config.train.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=total_loss, mode="min",
                                        patience=config.train.early_stopping_patience))
-    callbacks.extend(extra_callbacks or [])
-    logger = _OpenRunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
+    callbacks.extend([*(extra_callbacks or []), *fault_callbacks()])
+    logger = RunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
                             log_model=False)
     quiet_lightning()
     val_every = validation_interval(len(datamodule.train_dataloader()), config.train.max_epochs)
@@ -221,7 +205,7 @@ def run_training(
         warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # run.json, config.yaml
         warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=last if last.is_file() else None)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(run_dir, LAST_CHECKPOINT))
         except SystemExit as err:
             # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown and leaves SIGINT
             # ignored: restore the handler and report an interruption (the run resumes from last.ckpt)
@@ -231,8 +215,8 @@ def run_training(
             raise
 
     if trainer.global_rank != 0:
-        return TrainResult(run_id, checkpoint.best_model_path, {}, timer.mean_seconds(),
-                           family.n_parameters(module), trainer.current_epoch)
+        return TrainResult(run_id, checkpoint.best_model_path, {}, clock.mean_epoch_seconds(),
+                           family.n_parameters(module), trainer.current_epoch, clock.train_seconds)
 
     # the final epoch's values: from this process, or from MLflow when the process that trained the last
     # epoch died before result.json (the resumed fit then has no epoch left to run)
@@ -245,15 +229,18 @@ def run_training(
                   f"{config.data.val_fraction})"
             raise TrainingError(msg)
         metrics[name] = float(value)
+        if not math.isfinite(metrics[name]):
+            msg = f"non-finite validation loss: {name} = {metrics[name]} (run {run_id})"
+            raise TrainingError(msg)
     best = checkpoint.best_model_path or str(last)
-    seconds = [m.value for m in client.get_metric_history(run_id, record.EPOCH_SECONDS_METRIC)]
     result = TrainResult(
         run_id=run_id,
         checkpoint_path=str(best),
         metrics=metrics,
-        seconds_per_epoch=sum(seconds) / len(seconds) if seconds else timer.mean_seconds(),
+        seconds_per_epoch=clock.mean_epoch_seconds(),
         n_params=family.n_parameters(module),
         epochs=trainer.current_epoch,
+        train_seconds=clock.train_seconds,
     )
     record.set_tags(tracking_uri, run_id, {record.TAG_CHECKPOINT: result.checkpoint_path,
                                            record.TAG_LAST_CHECKPOINT: str(last),

@@ -10,12 +10,13 @@ Per cell, into the cell's own MLflow run (a child of the study's parent run, ope
   at config.evaluate.timing_batch_sizes. The generated sample is cached as
   results/<study>/samples/<ablation>-s<seed>.npz for the report's histograms.
 Final metrics: val/loss, val/voxel_loss, val/layer_loss, n_params, seconds_per_epoch, epochs,
-train_seconds (wall time of the run_training call that trained; 0 on a cell sharing another's
+train_seconds (wall time of the fit, over every call that trained it; 0 on a cell sharing another's
 training), eval_seconds, and every metric of evaluate_samples and time_generation.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -25,11 +26,13 @@ from lightning.pytorch.callbacks import Callback
 
 from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
+from calo_ablate.errors import TrainingError
 from calo_ablate.evaluation.evaluate import evaluate_samples, reference_noise_floor
 from calo_ablate.evaluation.timing import time_generation
 from calo_ablate.runs import record
+from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.generate import TrainedModel, generate_showers
-from calo_ablate.runs.train import RESULT_FILE, TrainResult, run_training
+from calo_ablate.runs.train import TrainResult, run_training
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import REFERENCE_UNIT, Claim, StudyQueue
@@ -83,22 +86,20 @@ def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *
                label: str | None = None) -> tuple[TrainResult, float | None]:
     """Train (or resume, or reuse) the model of `cell`'s train key.
 
-    Returns (TrainResult, seconds spent training in this call, None when a finished training was reused).
+    Returns (TrainResult, its training seconds over every call that trained it; None when unknown).
     A search trial passes its own run_dir, run_id, config and label (the progress lines' name).
     """
     owner = ctx.plan.training_owner(cell)
     run_id = run_id or open_cell_run(ctx, owner)
     config = runtime_config(ctx, config or owner.config)
     run_dir = run_dir or ctx.runs_dir / owner.train_key
-    reused = (run_dir / RESULT_FILE).is_file()
-    started = time.perf_counter()
     label = label or cell.name
     queue.set_detail(claim, f"{label} training")
     result = run_training(
         config, files=ctx.files, run_dir=run_dir, tracking_uri=ctx.tracking_uri, experiment_name=ctx.name,
         run_name=owner.name, run_id=run_id, tags=cell_tags(ctx, owner),
         extra_callbacks=[EpochProgress(ctx, queue, claim, label), *(extra_callbacks or [])])
-    return result, None if reused else time.perf_counter() - started
+    return result, result.train_seconds if math.isfinite(result.train_seconds) else None
 
 
 def training_metrics(result: TrainResult, train_seconds: float | None) -> dict[str, float]:
@@ -131,6 +132,11 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     generated = generate_showers(trained, energies, steps=steps, batch_size=batch, seed=cell.seed, progress=False,
                                  precision=precision)  # (N, V) MeV
     gen_seconds = time.perf_counter() - started_gen
+    if not np.isfinite(generated).all():
+        msg = f"{cell.name}: {int((~np.isfinite(generated)).any(axis=1).sum())} of {len(generated)} generated " \
+              "showers hold non-finite energies"
+        raise TrainingError(msg)
+    fault_point("mid-evaluation")
     metrics = evaluate_samples((energies, showers), (energies, generated), ctx.settings.dataset,
                                config.evaluate, seed=cell.seed, device=str(trained.module.device))
     sizes = list(config.evaluate.timing_batch_sizes)
@@ -144,6 +150,7 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     reference = record.sample_path(ctx.study_dir, record.REFERENCE_SAMPLE, cell.seed)
     if not reference.is_file():
         record.save_sample(reference, energies, showers)
+    fault_point("after-sample-write")
     metrics[record.EVAL_SECONDS] = time.perf_counter() - started
     return metrics
 

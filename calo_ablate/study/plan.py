@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calo_ablate.config import Config, diff_from, eval_key, resolve_config, train_key
+from calo_ablate.config import Config, diff_from, digest, eval_key, resolve_config, train_key
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import family_class
 from calo_ablate.study.registry import BASE, Ablation, Registry, Search
@@ -92,6 +92,11 @@ class Plan:
         """False when the cell changes a loss-defining field relative to the base of its seed."""
         changed = diff_from(cell.config, self.base_cell(cell.seed).config)
         return not any(k.startswith(LOSS_DEFINING_PREFIXES) or k in LOSS_DEFINING_KEYS for k in changed)
+
+    def config_hash(self) -> str:
+        """Digest of every cell's config as this process's schema validates it: a worker whose code reads
+        the serialised plan into other configs (new fields, other defaults) gets another hash."""
+        return digest({cell.name: cell.config.model_dump(mode="json") for cell in self.cells})
 
     def to_json(self) -> dict[str, Any]:
         """The whole plan as JSON-able data: every cell's resolved config and keys."""

@@ -2,18 +2,30 @@
 
 Storage: a JournalStorage file (results/<study>/optuna.journal) by default, which is safe for several
 processes on one machine (and over NFS); any Optuna RDB URL (postgresql://..., sqlite:///...) with
-`--storage` for workers on several machines.
+`--storage` for workers on several machines (`postgresql://` uses the psycopg 3 driver of the
+`postgres` extra).
 
 Trial lifecycle (all trials of the queue are enqueued with user attrs, no params):
-- `sync` enqueues a WAITING trial for every unit whose cells are not all done and that no WAITING or
-  live RUNNING trial covers; it first marks RUNNING trials of dead workers FAIL ("interrupted"), so
-  their cells are enqueued again and resume from their checkpoints;
+- `sync` enqueues a WAITING trial for every unit whose cells are neither done, covered by a WAITING
+  or live RUNNING trial, nor given up (failed `retries` times); it first reaps dead workers;
 - `take` claims the next WAITING trial atomically (Optuna's own pop: the state change to RUNNING
-  succeeds for exactly one process) and records host, pid and a heartbeat in the trial;
+  succeeds for exactly one process) and stamps it with the worker's identity (host, pid, pid
+  namespace) and a heartbeat;
 - the worker marks each cell done as it completes (`cells_done`), then the trial COMPLETE, or FAIL
   with the error per cell (`errors`); a later `sync` retries failed cells.
-A RUNNING trial is dead when its worker ran on this host and its pid is gone, or when its heartbeat
-is older than HEARTBEAT_STALE_S (workers on other hosts).
+
+Liveness (`reap`): a RUNNING trial is dead when
+- its worker ran in our pid namespace (same kernel boot and pid namespace, not merely the same host
+  name) and its pid is gone: decided at once;
+- on RDB storage, Optuna's own heartbeat says so (`record_heartbeat` every HEARTBEAT_S, stale after
+  HEARTBEAT_GRACE_S): the database server's clock stamps and judges every beat, so the workers'
+  clocks never meet;
+- otherwise (journal storage and another machine, or a claim killed before its stamp) its `beat`
+  counter did not change between two of OUR observations HEARTBEAT_GRACE_S (CLAIM_GRACE_S for an
+  unstamped claim) apart, measured on this process's monotonic clock: no wall clocks compared.
+The reaped trial is marked FAIL ('interrupted') and its unfinished cells are enqueued again at once.
+Optuna's RetryFailedTrialCallback is not used for this: it re-enqueues a copy of the whole trial,
+while a unit's cells that are already done must not run again.
 """
 
 from __future__ import annotations
@@ -23,25 +35,35 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, fail_stale_trials
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from calo_ablate.errors import ConfigError
+from calo_ablate.runs.faults import fault_point
 
 JOURNAL_FILE = "optuna.journal"
-HEARTBEAT_S = 20.0
-HEARTBEAT_STALE_S = 120.0
+HEARTBEAT_S = 20
+HEARTBEAT_GRACE_S = 90.0  # a beat unchanged this long (our clock) means the worker is gone
+CLAIM_GRACE_S = 10.0  # a claim is stamped milliseconds after it is taken: unstamped this long is dead
+JOURNAL_LOCK_GRACE_S = 5  # the journal lock is held for one append; Optuna's default 30 s stalls the
+# next call that long after a kill -9 of the holder (Optuna judges it by the lock's mtime on its own
+# monotonic clock, so a short grace stays clock-safe)
 SETTINGS_ATTR = "settings"
 STOP_ATTR = "stop"
+RETRIES_ATTR = "retries"
+FAILURES_FROM_ATTR = "failures_from"  # trial number from which failures count (set by --retry-failed)
+DEFAULT_RETRIES = 2
 REFERENCE_UNIT = "reference"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -52,12 +74,28 @@ def default_storage(study_dir: Path) -> str:
     return str((Path(study_dir) / JOURNAL_FILE).resolve())
 
 
+def rdb_url(url: str) -> str:
+    """SQLAlchemy URL of an RDB storage: a plain postgresql:// selects the psycopg 3 driver."""
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
 def open_storage(url: str) -> BaseStorage:
-    """An RDB storage for a URL with '://', else a journal file at that path."""
+    """An RDB storage (with Optuna heartbeats) for a URL with '://', else a journal file at that path."""
     if "://" in url:
-        return RDBStorage(url)
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(rdb_url(url), engine_kwargs={"pool_pre_ping": True},
+                                  heartbeat_interval=HEARTBEAT_S, grace_period=int(HEARTBEAT_GRACE_S),
+                                  heartbeat_stale_trial_callback=requeue_unfinished)
+        except ModuleNotFoundError as err:
+            msg = f"storage {url}: its database driver is not installed ({err}); for PostgreSQL: " \
+                  "pip install 'calo-ablate[postgres]'"
+            raise ConfigError(msg) from None
     Path(url).parent.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(url))
+    return JournalStorage(JournalFileBackend(url, lock_obj=JournalFileSymlinkLock(url, JOURNAL_LOCK_GRACE_S)))
 
 
 def pid_alive(pid: int) -> bool:
@@ -68,6 +106,33 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@cache
+def pid_namespace() -> str:
+    """'<boot id>/<pid namespace inode>': processes with equal values can see each other's pids
+    (two containers with one host name usually cannot)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:  # no procfs: pids are never judged, only beats
+        return f"unknown/{socket.gethostname()}/{os.getpid()}"
+
+
+def requeue_unfinished(study: optuna.Study, trial: FrozenTrial) -> list[str]:
+    """Enqueue the cells of a reaped trial that are not done (Optuna's stale-trial callback, and ours)."""
+    done: set[str] = set()
+    for other in study.get_trials(deepcopy=False):
+        done.update(other.user_attrs.get("cells_done", []))
+    pending = [c for c in trial.user_attrs.get("cells", []) if c not in done]
+    if pending:
+        study.enqueue_trial({}, user_attrs={"unit": trial.user_attrs["unit"], "cells": pending})
+    return pending
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    """A FAIL trial that its worker did not end (killed, reaped by the liveness check)."""
+    return trial.state == TrialState.FAIL and not trial.user_attrs.get("finished")
 
 
 @dataclass(frozen=True)
@@ -107,10 +172,11 @@ class StudyQueue:
         self.name = study_name
         self.study_id = self.storage.get_study_id_from_name(study_name)
         self._lock = threading.Lock()
+        self._seen: dict[int, tuple[Any, float]] = {}  # trial id -> (its beat, our monotonic time seen)
 
     # settings and flags (study user attrs) ------------------------------------------------------
     def settings(self) -> dict[str, Any]:
-        attrs = self.study.user_attrs
+        attrs = self.storage.get_study_user_attrs(self.study_id)
         if SETTINGS_ATTR not in attrs:
             msg = f"study '{self.name}' in {self.storage_url} has no settings: was it made by `calo-ablate ablate`?"
             raise ConfigError(msg)
@@ -128,6 +194,12 @@ class StudyQueue:
     def stop_reason(self) -> str:
         return str(self.storage.get_study_user_attrs(self.study_id).get(STOP_ATTR, ""))
 
+    def set_retries(self, retries: int, *, reset: bool = False) -> None:
+        """A cell that failed `retries` times is not enqueued again; reset: count failures from now on."""
+        self.study.set_user_attr(RETRIES_ATTR, int(retries))
+        if reset:
+            self.study.set_user_attr(FAILURES_FROM_ATTR, len(self.trials()))
+
     # state --------------------------------------------------------------------------------------
     def trials(self) -> list[FrozenTrial]:
         return self.storage.get_all_trials(self.study_id, deepcopy=False)
@@ -138,40 +210,81 @@ class StudyQueue:
             done.update(trial.user_attrs.get("cells_done", []))
         return done
 
-    def _is_dead(self, trial: FrozenTrial) -> bool:
-        attrs = trial.user_attrs
-        if "pid" not in attrs:  # claimed but not yet stamped: judge by its start time
-            started = trial.datetime_start.timestamp() if trial.datetime_start else 0.0
-            return time.time() - started > HEARTBEAT_STALE_S
-        if attrs.get("host") == socket.gethostname() and not pid_alive(int(attrs["pid"])):
-            return True
-        return time.time() - float(attrs.get("heartbeat", 0.0)) > HEARTBEAT_STALE_S
-
-    def fail_dead_trials(self) -> list[str]:
-        """Mark RUNNING trials of dead workers FAIL ('interrupted'); returns the cells they held."""
-        interrupted = []
+    def failure_counts(self) -> dict[str, int]:
+        """Cell -> failed attempts (since the last --retry-failed); interruptions are not failures."""
+        since = int(self.storage.get_study_user_attrs(self.study_id).get(FAILURES_FROM_ATTR, 0))
+        counts: dict[str, int] = {}
         for trial in self.trials():
-            if trial.state == TrialState.RUNNING and self._is_dead(trial):
-                self.storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
-                try:
-                    self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-                except UpdateFinishedTrialError:
-                    continue
-                done = set(trial.user_attrs.get("cells_done", []))
-                interrupted.extend(c for c in trial.user_attrs.get("cells", []) if c not in done)
-        return interrupted
+            if trial.number >= since:
+                for cell in trial.user_attrs.get("errors", {}):
+                    counts[cell] = counts.get(cell, 0) + 1
+        return counts
 
-    def sync(self, units: list[tuple[str, list[str]]]) -> int:
-        """Enqueue every (unit key, cell names) with a cell that is neither done nor covered; returns the count."""
-        self.fail_dead_trials()
+    def given_up(self) -> dict[str, int]:
+        """Cells not done that failed `retries` times: cell -> failures."""
+        retries = int(self.storage.get_study_user_attrs(self.study_id).get(RETRIES_ATTR, DEFAULT_RETRIES))
         done = self.done_cells()
+        return {c: n for c, n in self.failure_counts().items() if n >= retries and c not in done}
+
+    # liveness -----------------------------------------------------------------------------------
+    def _unchanged_for(self, trial: FrozenTrial, beat: Any) -> float:
+        """Seconds (our monotonic clock) since we first saw the trial with this beat."""
+        now = time.monotonic()
+        seen = self._seen.get(trial._trial_id)
+        if seen is None or seen[0] != beat:
+            self._seen[trial._trial_id] = (beat, now)
+            return 0.0
+        return now - seen[1]
+
+    def _is_dead(self, trial: FrozenTrial) -> bool:
+        owner = trial.user_attrs.get("worker")
+        if owner is None:  # claimed, killed before its stamp
+            return self._unchanged_for(trial, None) > CLAIM_GRACE_S
+        if owner["ns"] == pid_namespace():
+            return not pid_alive(int(owner["pid"]))
+        if isinstance(self.storage, RDBStorage):
+            return False  # Optuna's heartbeat judges it (fail_stale_trials in reap)
+        return self._unchanged_for(trial, trial.user_attrs.get("beat")) > HEARTBEAT_GRACE_S
+
+    def reap(self) -> list[str]:
+        """Fail the RUNNING trials of dead workers ('interrupted') and enqueue their unfinished cells
+        again; returns those cells. Call it often: remote workers are judged over several calls."""
+        waiting = {t._trial_id for t in self.trials() if t.state == TrialState.WAITING}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            fail_stale_trials(self.study)  # RDB storage: Optuna's heartbeat, requeue_unfinished as callback
+        requeued = [c for t in self.trials() if t.state == TrialState.WAITING and t._trial_id not in waiting
+                    for c in t.user_attrs.get("cells", [])]
+        for trial in self.trials():
+            if trial.state != TrialState.RUNNING or not self._is_dead(trial):
+                continue
+            try:
+                self.storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+                if not self.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                    continue
+            except UpdateFinishedTrialError:  # another process reaped it first (or it just finished)
+                continue
+            requeued.extend(requeue_unfinished(self.study, trial))
+        return requeued
+
+    def claims_pending_judgement(self) -> bool:
+        """A RUNNING trial without a stamp yet (alive claims get theirs in milliseconds)."""
+        return any(t.state == TrialState.RUNNING and "worker" not in t.user_attrs for t in self.trials())
+
+    # the queue ----------------------------------------------------------------------------------
+    def sync(self, units: list[tuple[str, list[str]]]) -> int:
+        """Enqueue every (unit key, cell names) with a cell that is neither done, covered nor given up;
+        returns the count."""
+        self.reap()
+        done = self.done_cells()
+        skip = done | set(self.given_up())
         covered: set[str] = set()
         for trial in self.trials():
             if trial.state in (TrialState.WAITING, TrialState.RUNNING):
                 covered.update(trial.user_attrs.get("cells", []))
         added = 0
         for key, cells in units:
-            pending = [c for c in cells if c not in done]
+            pending = [c for c in cells if c not in skip]
             if pending and not set(pending) <= covered:
                 self.study.enqueue_trial({}, user_attrs={"unit": key, "cells": pending})
                 added += 1
@@ -190,10 +303,12 @@ class StudyQueue:
                         continue
                 except UpdateFinishedTrialError:
                     continue
+                fault_point("claim")
                 self._stamp(trial._trial_id)
                 cells = self._unclaimed_cells(trial)
                 if not cells:  # a duplicate entry (two `ablate` processes enqueued the same unit)
                     self.storage.set_trial_user_attr(trial._trial_id, "skipped", "duplicate")
+                    self.storage.set_trial_user_attr(trial._trial_id, "finished", True)
                     self.storage.set_trial_state_values(trial._trial_id, TrialState.PRUNED)
                     break
                 return Claim(trial._trial_id, trial.number, trial.user_attrs["unit"], tuple(cells))
@@ -207,21 +322,30 @@ class StudyQueue:
                 held.update(trial.user_attrs.get("cells", []))
         return [c for c in mine.user_attrs["cells"] if c not in done and c not in held]
 
-    def _stamp(self, trial_id: int) -> None:
+    def _beat(self, trial_id: int, count: int) -> None:
         with self._lock:
+            self.storage.set_trial_user_attr(trial_id, "beat", count)
+            if isinstance(self.storage, RDBStorage):
+                self.storage.record_heartbeat(trial_id)
+
+    def _stamp(self, trial_id: int) -> None:
+        self._beat(trial_id, 0)
+        with self._lock:
+            self.storage.set_trial_user_attr(trial_id, "worker", {"host": socket.gethostname(), "pid": os.getpid(),
+                                                                  "ns": pid_namespace()})
             self.storage.set_trial_user_attr(trial_id, "host", socket.gethostname())
             self.storage.set_trial_user_attr(trial_id, "pid", os.getpid())
-            self.storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
 
     @contextmanager
     def heartbeat(self, claim: Claim) -> Iterator[None]:
-        """Refresh the claim's heartbeat every HEARTBEAT_S seconds while the block runs."""
+        """Beat for the claim every HEARTBEAT_S seconds while the block runs."""
         stop = threading.Event()
 
         def beat() -> None:
+            count = 0
             while not stop.wait(HEARTBEAT_S):
-                with self._lock:
-                    self.storage.set_trial_user_attr(claim.trial_id, "heartbeat", time.time())
+                count += 1
+                self._beat(claim.trial_id, count)
 
         thread = threading.Thread(target=beat, daemon=True, name="calo-ablate-heartbeat")
         thread.start()
@@ -253,6 +377,8 @@ class StudyQueue:
         trial = self.storage.get_trial(claim.trial_id)
         ok = set(claim.cells) <= set(trial.user_attrs.get("cells_done", []))
         state = TrialState.COMPLETE if ok else TrialState.FAIL
+        with self._lock:
+            self.storage.set_trial_user_attr(claim.trial_id, "finished", True)
         self.storage.set_trial_state_values(claim.trial_id, state,
                                             values=[value] if ok and value is not None else None)
 

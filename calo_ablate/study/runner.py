@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,11 +21,22 @@ from calo_ablate.report.findings import sections
 from calo_ablate.report.plots import write_plots
 from calo_ablate.report.table import build_table, run_description, write_table
 from calo_ablate.runs import record
+from calo_ablate.runs.faults import fault_point
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
+from calo_ablate.study.launch import JobResources, submit_workers
 from calo_ablate.study.plan import make_plan, resolve_cells
 from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage
 from calo_ablate.study.registry import load_registry
-from calo_ablate.study.worker import format_progress, run_worker, spawn_workers, wait_for_workers
+from calo_ablate.study.wallclock import InvocationClock
+from calo_ablate.study.worker import (
+    format_progress,
+    mark_given_up,
+    open_planned_study,
+    run_worker,
+    spawn_workers,
+    wait_for_others,
+    wait_for_workers,
+)
 
 __all__ = ["StudyOutcome", "StudyRequest", "find_store", "join_study", "rebuild_report", "run_study", "study_dir",
            "write_report"]
@@ -51,6 +61,11 @@ class StudyRequest:
     storage: str | None = None
     tracking_uri: str | None = None
     fail_fast: bool = False
+    retries: int = 2  # a cell that failed this many times is given up until retry_failed
+    retry_failed: bool = False
+    launcher: str = "process"  # process | slurm | local (submitit jobs)
+    resources: JobResources | None = None  # per job, for the job launchers
+    wait: bool = True  # job launchers: wait for the jobs, else return once submitted
 
 
 @dataclass(frozen=True)
@@ -59,8 +74,8 @@ class StudyOutcome:
     cells: int
     progress: Progress
     stop_reason: str
-    report: Path
-    exit_code: int  # 0 when every cell is done, else 1
+    report: Path | None  # None when the call returned before the report (submitted jobs, no wait)
+    exit_code: int  # 0 when every cell is done (or jobs were submitted without waiting), else 1
 
 
 def study_dir(results_dir: str | Path, study: str) -> Path:
@@ -83,8 +98,10 @@ def _check_same_study(queue: StudyQueue, study: str, storage: str, dataset: str,
 
 def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     """Plan, run every pending cell, write the report; safe to call again (it resumes)."""
-    started = time.perf_counter()
     dataset = canonical_dataset(request.dataset)
+    study = request.study or f"{dataset}-{request.profile}"
+    folder = study_dir(request.results_dir, study)
+    clock = InvocationClock(folder)
     if request.workers < 1:
         msg = f"--workers must be at least 1, got {request.workers}"
         raise ConfigError(msg)
@@ -92,8 +109,6 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     resolved = resolve_cells(registry, dataset=dataset, profile=request.profile, seeds=request.seeds,
                              cli_set=request.cli_set)
     base_config = resolved[0][2]  # the base of seed 0 (the registry starts with the base)
-    study = request.study or f"{dataset}-{request.profile}"
-    folder = study_dir(request.results_dir, study)
     files = ensure_data(dataset, base_config.data.data_dir)
     plan = make_plan(registry, dataset=dataset, profile=request.profile, seeds=request.seeds,
                      checksums=dict(files.checksums), cli_set=request.cli_set, resolved=resolved)
@@ -119,41 +134,57 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     settings = StudySettings(
         study=study, plan=plan.to_json(), checksums=dict(files.checksums), data_source=str(files.source),
         data_dir=base_config.data.data_dir, tracking_uri=tracking_uri, experiment_id=exp_id,
-        parent_run_id=parent_run_id, fail_fast=request.fail_fast)
+        parent_run_id=parent_run_id, fail_fast=request.fail_fast, code_version=record.git_revision(),
+        config_hash=plan.config_hash())
     queue.save_settings(settings.to_json())
     queue.clear_stop()
 
     units = [(REFERENCE_UNIT, [REFERENCE_UNIT])] if evaluate else []
     units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
     plan_cells = [name for _, cells in units for name in cells]
+    queue.set_retries(request.retries, reset=request.retry_failed)
     queue.sync(units)
-    pending = [c for c in plan_cells if c not in queue.done_cells()]
+    given_up = {c: n for c, n in queue.given_up().items() if c in plan_cells}
+    mark_given_up(tracking_uri, parent_run_id, given_up, log)
+    pending = [c for c in plan_cells if c not in queue.done_cells() and c not in given_up]
     log(f"study '{study}': {len(plan.cells)} cells ({len(registry.ablations)} ablations x {request.seeds} seeds) "
         f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
     log(f"  state: {storage}\n  MLflow: {tracking_uri} (experiment '{study}', parent run {parent_run_id})")
     exit_code = 0
     if pending:
         workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
-        if workers == 1:
+        if request.launcher != "process":
+            resources = request.resources or JobResources(None, 240, 4, 0)
+            jobs = submit_workers(request.launcher, workers, study, storage, folder.parent, resources)
+            log(f"submitted {workers} worker jobs ({request.launcher}): {', '.join(j.job.job_id for j in jobs)}; "
+                f"logs in {folder / 'jobs'}")
+            if not request.wait:
+                clock.record(tracking_uri, parent_run_id)
+                return StudyOutcome(study, len(plan_cells), queue.progress(plan_cells), "", None, 0)
+            exit_code = 1 if any(wait_for_workers(jobs, queue, plan_cells, log)) else 0
+        elif workers == 1:
             ctx = build_context(settings, files, folder, 1, log=log, plan=plan)
             if run_worker(ctx, queue, plan_cells):
                 exit_code = 1
         else:
             codes = wait_for_workers(spawn_workers(workers, study, storage, folder.parent), queue, plan_cells, log)
             exit_code = 1 if any(codes) else 0
+        wait_for_others(queue, plan_cells, log)
         log(format_progress(queue.progress(plan_cells)))
     progress = queue.progress(plan_cells)
     if progress.failed or progress.done < progress.total:
         exit_code = 1
-    record.log_invocation_seconds(tracking_uri, parent_run_id, time.perf_counter() - started)
+    clock.record(tracking_uri, parent_run_id)
     report = write_report(folder, tracking_uri, parent_run_id)
     record.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if exit_code else "FINISHED")
     return StudyOutcome(study, len(plan_cells), progress, queue.stop_reason(), report, exit_code)
 
 
-def join_study(study: str, storage: str, results_dir: str | Path, log: Log = print) -> int:
-    """`calo-ablate worker`: take cells of a running study until none waits; returns the failed units."""
-    queue = StudyQueue(storage, study, create=False)
+def join_study(study: str, storage: str, results_dir: str | Path, log: Log = print, wait_s: float = 0.0) -> int:
+    """`calo-ablate worker`: take cells of a running study until none waits; returns the failed units.
+
+    wait_s: how long to wait for `ablate` to plan the study (a job started alongside it)."""
+    queue = open_planned_study(storage, study, wait_s)
     settings = StudySettings.from_json(queue.settings())
     files = ensure_data(settings.dataset, settings.data_dir, log=lambda s: None)
     spawned = WORKERS_HERE_ENV in os.environ  # started by `ablate`, which shows the progress
@@ -169,6 +200,7 @@ def write_report(folder: Path, tracking_uri: str, parent_run_id: str) -> Path:
     as its description); returns table.md."""
     table = build_table(tracking_uri, parent_run_id)
     paths = write_table(table, folder, sections(table))
+    fault_point("mid-report")
     paths += write_plots(table, tracking_uri, folder)
     record.log_artifacts(tracking_uri, parent_run_id, paths)
     record.set_tags(tracking_uri, parent_run_id, {record.TAG_DESCRIPTION: run_description(paths[0].read_text())})

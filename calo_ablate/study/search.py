@@ -43,9 +43,19 @@ def _open_search(ctx: StudyContext, queue: StudyQueue, cell: Cell) -> optuna.Stu
         load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=cell.seed),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0))
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        # this process holds the cell's queue entry alone: a RUNNING search trial is a killed one
+        # this process holds the cell's queue entry alone: a RUNNING search trial is a killed one; it is
+        # replaced (not counted in the budget) and its run closed
+        queue.storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         queue.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
+        if "run_id" in trial.user_attrs:
+            record.set_tags(ctx.tracking_uri, trial.user_attrs["run_id"], {record.TAG_INTERRUPTED: "true"})
+            record.kill_run(ctx.tracking_uri, trial.user_attrs["run_id"])
     return study
+
+
+def _counted(study: optuna.Study, states: tuple[TrialState, ...]) -> list[optuna.trial.FrozenTrial]:
+    """Trials in `states`, less those interrupted by a kill (replaced by new trials)."""
+    return [t for t in study.get_trials(deepcopy=False, states=states) if not t.user_attrs.get("interrupted")]
 
 
 def _suggest(trial: optuna.Trial, cell: Cell) -> float | int:
@@ -99,7 +109,7 @@ def run_search_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Ce
     study = _open_search(ctx, queue, cell)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
     ctx.log(f"cell {cell.name}: {cell.ablation.title}: search over {search.param}, {search.trials} trials")
-    while len(study.get_trials(deepcopy=False, states=finished)) < search.trials:
+    while len(_counted(study, finished)) < search.trials:
         _run_trial(ctx, queue, claim, cell, study, cell_run_id)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete or not any(math.isfinite(t.value) for t in complete):
@@ -107,11 +117,14 @@ def run_search_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Ce
         raise TrainingError(msg)
     best = study.best_trial
     result = TrainResult.load(Path(best.user_attrs["run_dir"]) / RESULT_FILE)
+    if result is None:
+        msg = f"search of {cell.name}: the result of its best trial {best.number} is missing; run it again"
+        raise TrainingError(msg)
     metrics = training_metrics(result, 0.0)
     metrics.update({
         record.SEARCH_TRIALS: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))),
         record.SEARCH_PRUNED: len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
-        record.SEARCH_FAILED: len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))),
+        record.SEARCH_FAILED: len(_counted(study, (TrialState.FAIL,))),
         record.SEARCH_BEST_VALUE: float(best.params[search.param]),
     })
     record.set_tags(ctx.tracking_uri, cell_run_id, {

@@ -7,6 +7,11 @@ until they exit. `calo-ablate worker --study S --storage URL` joins a study from
 A unit's cells run in plan order, each in its own MLflow run, opened when the cell starts and closed
 once: FINISHED after its evaluation, FAILED with the error otherwise. A failure is recorded per cell
 and never raised: the study goes on.
+
+Before each unit a worker compares the study's recorded code version (git revision) and config hash
+(every cell's config as its code validates the plan) with its own and refuses to go on when they differ: a worker on
+another machine with other code could train something else into the study's runs. Every worker reaps dead
+workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
 """
 
 from __future__ import annotations
@@ -21,8 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from calo_ablate.errors import CaloAblateError, TrainingError
+from calo_ablate.errors import CaloAblateError, ConfigError, TrainingError
 from calo_ablate.runs import record
+from calo_ablate.runs.devices import visible_gpus, worker_gpu_environment
 from calo_ablate.runs.generate import TrainedModel, load_run
 from calo_ablate.runs.train import TrainResult
 from calo_ablate.study.cell import (
@@ -118,15 +124,51 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
     return UnitOutcome(ok, value if value is not None and math.isfinite(value) else None)
 
 
+def open_planned_study(storage: str, study: str, wait_s: float = 0.0) -> StudyQueue:
+    """The study's queue once `ablate` has stored its settings and enqueued its units, waiting up to
+    `wait_s` seconds for that; raises ConfigError when the study is still not planned then."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            queue = StudyQueue(storage, study, create=False)
+            queue.settings()
+            if queue.trials() or time.monotonic() >= deadline:
+                return queue
+        except ConfigError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(POLL_S / 2)
+
+
+def check_same_study(queue: StudyQueue, mine: dict[str, str]) -> None:
+    """Raise when the study was planned with another code version or config hash than this worker's."""
+    recorded = queue.settings()
+    for key, value in mine.items():
+        if recorded.get(key, value) != value:
+            msg = (f"study '{queue.name}' in {queue.storage_url} was planned with {key} {recorded[key]}, "
+                   f"but this worker has {value}: this worker refuses its units; run the study's code "
+                   f"version {recorded.get('code_version')} here (same checkout and experiments/ YAML files), "
+                   "or rerun `calo-ablate ablate` with this code to plan the study again")
+            raise ConfigError(msg)
+
+
 def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_progress: bool = True) -> int:
     """Run units until the queue is empty or the study is stopped; returns the number of failed units.
 
     show_progress: print the study's progress after each unit (off when a parent `ablate` shows it).
     """
     failures = 0
+    # this process's code is the one it loaded now: later edits of the checkout do not change it
+    mine = {"code_version": record.git_revision(), "config_hash": ctx.plan.config_hash()}
     while not queue.stop_reason():
+        check_same_study(queue, mine)
         claim = queue.take()
         if claim is None:
+            if queue.reap():
+                continue
+            if queue.claims_pending_judgement():
+                time.sleep(POLL_S)
+                continue
             break
         with queue.heartbeat(claim):
             outcome = run_unit(ctx, queue, claim)
@@ -141,6 +183,38 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
     return failures
 
 
+def wait_for_others(queue: StudyQueue, plan_cells: list[str], log: Callable[[str], None] = print) -> None:
+    """Show progress while workers elsewhere (other commands, machines or jobs) hold cells of the plan;
+    reap the dead ones meanwhile (their cells are enqueued again for the next call or worker)."""
+    shown = ""
+    while not queue.stop_reason():
+        queue.reap()
+        progress = queue.progress(plan_cells)
+        if not progress.running:
+            return
+        text = format_progress(progress)
+        if text != shown:
+            log(f"{text} (waiting for other workers)")
+            shown = text
+        time.sleep(POLL_S)
+
+
+def mark_given_up(tracking_uri: str, parent_run_id: str, given_up: dict[str, int],
+                  log: Callable[[str], None] = print) -> None:
+    """Say which cells are given up (failed `--retries` times), in the log and in their runs' error tag
+    (which the report's row shows)."""
+    if not given_up:
+        return
+    log(f"given up (not run again until --retry-failed): "
+        f"{', '.join(f'{c} after {n} failures' for c, n in sorted(given_up.items()))}")
+    for run in record.child_runs(tracking_uri, parent_run_id):
+        cell = run.data.tags.get(record.TAG_CELL)
+        error = run.data.tags.get(record.TAG_ERROR, "")
+        if cell in given_up and "gave up" not in error:
+            record.set_tags(tracking_uri, run.info.run_id, {
+                record.TAG_ERROR: f"{error}; gave up after {given_up[cell]} failures (--retry-failed)"})
+
+
 def format_progress(p: Progress) -> str:
     text = f"progress: {p.done}/{p.total} cells done"
     if p.running:
@@ -153,12 +227,14 @@ def format_progress(p: Progress) -> str:
 
 
 def spawn_workers(n: int, study: str, storage: str, results_dir: Path) -> list[subprocess.Popen]:
-    """Start `n` worker processes in this process group (a kill of the group ends them too)."""
+    """Start `n` worker processes in this process group (a kill of the group ends them too); with GPUs,
+    worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin when there are more workers)."""
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n)}
     command = [sys.executable, "-m", "calo_ablate.cli", "worker", "--study", study, "--storage", storage,
                "--results-dir", str(results_dir)]
-    return [subprocess.Popen(command, env=env) for _ in range(n)]
+    gpus = visible_gpus()
+    return [subprocess.Popen(command, env={**env, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]
 
 
 def wait_for_workers(procs: list[subprocess.Popen], queue: StudyQueue, plan_cells: list[str],
@@ -168,6 +244,7 @@ def wait_for_workers(procs: list[subprocess.Popen], queue: StudyQueue, plan_cell
     stopping = False
     try:
         while any(p.poll() is None for p in procs):
+            queue.reap()
             text = format_progress(queue.progress(plan_cells))
             if text != shown:
                 log(text)

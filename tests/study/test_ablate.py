@@ -17,54 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
 from calo_ablate.report.table import run_description
-from calo_ablate.study.queue import StudyQueue
-
-REGISTRY = """\
-ablations:
-  base: {title: Base}
-  broken: {title: Broken on purpose, why: a learning rate that makes the loss non-finite, set: {train.lr: 1.0e+30}}
-  fewer_steps: {title: Fewer time steps, set: {sample.steps_factor: 0.5}}
-  higher_lr: {title: Increased learning rate, set: {train.lr: 1.0e-3}}
-  less_noise: {title: Decrease noise, set: {diffusion.noise_scale: 0.5}}
-  lr_search:
-    title: Learning-rate search
-    search: {param: train.lr, low: 1.0e-4, high: 1.0e-3, log: true, trials: 2}
-"""
-TINY = ["data.max_train_events=100", "train.batch_size=32", "model.voxel.widths=[8,8]",
-        "model.voxel.attention=[false,false]", "model.voxel.block_depth=1", "model.voxel.lift_channels=4",
-        "model.embed_dim=16", "model.layer.mlp_dim=16", "sample.steps=4", "evaluate.n_events=50",
-        "evaluate.timing_batch_sizes=[1,10]", "evaluate.classifier.hidden=16", "evaluate.classifier.epochs=2",
-        "evaluate.classifier.trainings=1", "evaluate.classifier.batch_size=50"]
-NO_EVAL = ["evaluate.enabled=false"]
-
-
-def ablate_args(tmp: Path, data: Path, study: str, only: str, *extra: str, sets: list[str] = ()) -> list[str]:
-    args = ["ablate", "--profile", "smoke", "--seeds", "1", "--registry", str(tmp / "ablations.yaml"),
-            "--results-dir", str(tmp / "results"), "--study", study, "--only", only, *extra]
-    for item in [f"data.data_dir={data}", *TINY, *sets]:
-        args += ["--set", item]
-    return args
-
-
-def child_runs(study_dir: Path) -> list:
-    client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
-    exp = client.get_experiment_by_name(study_dir.name)
-    return client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'cell'")
-
-
-def table_rows(study_dir: Path) -> list[str]:
-    table = (study_dir / "table.md").read_text().split("\n## ")[0]  # the sections after it have tables too
-    return [line for line in table.splitlines() if line.startswith("| ")][1:]
-
-
-def trials(study_dir: Path) -> list:
-    return StudyQueue(str(study_dir / "optuna.journal"), study_dir.name, create=False).trials()
-
-
-def stamps(study_dir: Path) -> dict[str, float]:
-    """mtime of every finished training's files: unchanged means nothing retrained."""
-    finished = [p.parent for p in (study_dir / "runs").glob("*/result.json")]
-    return {str(p): p.stat().st_mtime for d in finished for p in d.iterdir()}
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, stamps, table_rows, trials
 
 
 @pytest.fixture(scope="module")
