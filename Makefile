@@ -16,7 +16,7 @@ ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --work
 
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 
-.PHONY: help venv data ablate test test-servers bench ui lint clean
+.PHONY: help venv data ablate test test-all test-servers bench ui lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,7 +35,10 @@ data: $(STAMP)  ## real files from data/ if present (validated), else the synthe
 ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2] [WORKERS=2] [REGISTRY=experiments/calodiffusion.yaml]
 	$(VENV)/bin/calo-ablate ablate $(ABLATE_ARGS)
 
-test: $(STAMP) test-servers  ## the test suite (it starts its own PostgreSQL and MLflow servers)
+test: $(STAMP) test-servers  ## the test suite without the tests marked slow (what CI runs; starts its own servers)
+	$(PY) -m pytest -m "not slow"
+
+test-all: $(STAMP) test-servers  ## every test, the slow ones too (the kill at all six points, the full evaluate CLI)
 	$(PY) -m pytest
 
 test-servers:  ## PostgreSQL server binaries for the storage tests (apt-get install as root where missing)

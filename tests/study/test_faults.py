@@ -192,18 +192,21 @@ def check_numbers(study: dict) -> None:
     study_dir = study["dir"]
     client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     runs = child_runs(study_dir)
-    assert sorted(r.info.run_name for r in runs) == CELLS  # one run per cell
+    assert sorted(r.data.tags["calo_ablate.cell"] for r in runs) == CELLS  # one run per cell
     exp = client.get_experiment_by_name(study_dir.name)
     assert not client.search_runs([exp.experiment_id], filter_string="attributes.status = 'RUNNING'")
     for run in runs:
         metrics = run.data.metrics
-        assert all(math.isfinite(v) for v in metrics.values()), run.info.run_name
+        # an official separation power is NaN by definition when a sample has no shower inside its histogram
+        # (at 50 showers, often one of the 15 per-energy E_tot/E_inc histograms)
+        bad = [k for k, v in metrics.items() if not math.isfinite(v) and not k.startswith("hist-chi/")]
+        assert not bad, f"{run.data.tags['calo_ablate.cell']}: {bad}"
         assert metrics["epochs"] == 3 and metrics["seconds_per_epoch"] > 0
         assert "fpd" in metrics or any(k.startswith("auc") for k in metrics)  # evaluated
         for name in metrics:
             steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
-            assert len(steps) == len(set(steps)), f"{run.info.run_name}: {name} has two values at one step"
-        if run.info.run_name in OWNERS:  # the training's own run: its time, whichever call trained it
+            assert len(steps) == len(set(steps)), f"{run.data.tags['calo_ablate.cell']}: {name} has two values at one step"
+        if run.data.tags["calo_ablate.cell"] in OWNERS:  # the training's own run: its time, whichever call trained it
             assert metrics["train_seconds"] >= 0.99 * metrics["seconds_per_epoch"] * metrics["epochs"]
     done = [c for t in trials(study_dir) for c in t.user_attrs.get("cells_done", [])]
     assert sorted(done) == sorted(["reference", *CELLS])  # no unit completed twice
@@ -214,7 +217,6 @@ def check_numbers(study: dict) -> None:
     assert len(calls) == study["calls"] and all(m.value > 0 for m in calls)  # killed calls counted too
 
 
-@pytest.mark.slow
 def test_kill_9_at_three_points_then_resume(tmp_path: Path, photon_dir: Path) -> None:
     check_numbers(run_killed_study(tmp_path, photon_dir, "kill3", ("claim", "after-checkpoint", "mid-report")))
 

@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from calo_ablate.study.queue import StudyQueue
 from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, table_rows
 
@@ -20,7 +18,6 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], check=False, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.slow
 def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, photon_dir: Path,
                                                              postgres_url: str) -> None:
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
@@ -49,7 +46,6 @@ def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, ph
     assert all("not run" not in r and "failed" not in r for r in rows)
 
 
-@pytest.mark.slow
 def test_a_worker_of_another_config_is_refused(tmp_path: Path, photon_dir: Path, postgres_url: str) -> None:
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
     args = ablate_args(tmp_path, photon_dir, "pg-refuse", "base", "--storage", postgres_url,

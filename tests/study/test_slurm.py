@@ -21,7 +21,6 @@ echo "Submitted batch job 4242"
 """
 
 
-@pytest.mark.slow
 def test_local_submitit_jobs_run_the_study(tmp_path: Path, photon_dir: Path,
                                            capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
