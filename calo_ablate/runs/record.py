@@ -15,6 +15,7 @@ creating one SQLite schema at once collide); the default store is SQLite beside 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -197,6 +198,17 @@ def git_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{sha}-dirty" if status else sha
+
+
+def code_digest() -> str:
+    """16 hex digits over the package's own source files (names and contents): equal digests run the same
+    code, whatever else changed in the checkout (documents, results) or whether it is a git checkout."""
+    package = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        h.update(str(path.relative_to(package)).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def machine_description() -> str:

@@ -36,7 +36,7 @@ class StudySettings:
     experiment_id: str
     parent_run_id: str
     fail_fast: bool
-    code_version: str = ""  # git revision of the `ablate` that planned the study (workers must match)
+    code_version: str = ""  # record.code_digest() of the `ablate` that planned the study (workers must match)
     config_hash: str = ""  # digest of every cell's config as validated by that code (plan.config_hash)
 
     @property

@@ -134,7 +134,7 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     settings = StudySettings(
         study=study, plan=plan.to_json(), checksums=dict(files.checksums), data_source=str(files.source),
         data_dir=base_config.data.data_dir, tracking_uri=tracking_uri, experiment_id=exp_id,
-        parent_run_id=parent_run_id, fail_fast=request.fail_fast, code_version=record.git_revision(),
+        parent_run_id=parent_run_id, fail_fast=request.fail_fast, code_version=record.code_digest(),
         config_hash=plan.config_hash())
     queue.save_settings(settings.to_json())
     queue.clear_stop()

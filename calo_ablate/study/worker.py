@@ -8,7 +8,8 @@ A unit's cells run in plan order, each in its own MLflow run, opened when the ce
 once: FINISHED after its evaluation, FAILED with the error otherwise. A failure is recorded per cell
 and never raised: the study goes on.
 
-Before each unit a worker compares the study's recorded code version (git revision) and config hash
+Before each unit a worker compares the study's recorded code version (a digest of the package's source
+files, record.code_digest) and config hash
 (every cell's config as its code validates the plan) with its own and refuses to go on when they differ: a worker on
 another machine with other code could train something else into the study's runs. Every worker reaps dead
 workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
@@ -146,8 +147,8 @@ def check_same_study(queue: StudyQueue, mine: dict[str, str]) -> None:
     for key, value in mine.items():
         if recorded.get(key, value) != value:
             msg = (f"study '{queue.name}' in {queue.storage_url} was planned with {key} {recorded[key]}, "
-                   f"but this worker has {value}: this worker refuses its units; run the study's code "
-                   f"version {recorded.get('code_version')} here (same checkout and experiments/ YAML files), "
+                   f"but this worker has {value}: this worker refuses its units; run the package source the "
+                   "study was planned with here (its code_version is a digest of calo_ablate/**/*.py), "
                    "or rerun `calo-ablate ablate` with this code to plan the study again")
             raise ConfigError(msg)
 
@@ -159,7 +160,7 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
     """
     failures = 0
     # this process's code is the one it loaded now: later edits of the checkout do not change it
-    mine = {"code_version": record.git_revision(), "config_hash": ctx.plan.config_hash()}
+    mine = {"code_version": record.code_digest(), "config_hash": ctx.plan.config_hash()}
     while not queue.stop_reason():
         check_same_study(queue, mine)
         claim = queue.take()
