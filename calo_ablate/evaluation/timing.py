@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import torch
 
 __all__ = ["time_generation"]
 
@@ -63,7 +64,5 @@ def time_generation(
 
 
 def _free_device_memory() -> None:
-    import torch
-
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from calo_ablate.cli import main
-from calo_ablate.data import calochallenge, synthetic
+from calo_ablate.data import calochallenge, source
 from calo_ablate.data.calochallenge import count_events, write_showers
 from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import DataError
@@ -63,7 +63,7 @@ def test_existing_stand_in_is_used_without_rework(photon_dir: Path, tmp_path: Pa
     def boom(*args: object, **kwargs: object) -> None:
         raise AssertionError("should not run")
 
-    monkeypatch.setattr(synthetic, "synthesise", boom)
+    monkeypatch.setattr(source, "synthesise", boom)
     monkeypatch.setattr(calochallenge, "inspect_file", boom)
     monkeypatch.setattr(calochallenge.hashlib, "md5", boom)
     logs: list[str] = []
@@ -82,7 +82,7 @@ def test_stand_in_is_synthesised_only_if_missing(tmp_path: Path, monkeypatch: py
         calls.append((dataset, Path(out_dir)))
         return [small_file(Path(out_dir) / f"dataset_1_photons_{i}.hdf5", seed=i) for i in (1, 2)]
 
-    monkeypatch.setattr(synthetic, "synthesise", fake)
+    monkeypatch.setattr(source, "synthesise", fake)
     (tmp_path / "dataset_1_photons_1.hdf5.part").write_bytes(b"half a download")
     logs: list[str] = []
     first = ensure_data("1", tmp_path, log=logs.append)

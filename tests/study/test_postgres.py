@@ -22,7 +22,7 @@ def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, ph
                                                              postgres_url: str) -> None:
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
     args = ablate_args(tmp_path, photon_dir, "pg", "higher_lr,less_noise", "--storage", postgres_url,
-                       sets=[*NO_EVAL, "train.max_epochs=1"])
+                       "--seeds", "3", sets=[*NO_EVAL, "train.max_epochs=1"])  # 9 units: both commands take some
     # the worker starts first and waits for the plan, as a batch job submitted alongside `ablate` would
     log = tmp_path / "worker.log"
     with log.open("w") as worker_log:
@@ -38,7 +38,8 @@ def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, ph
 
     trials = queue.trials()
     done = [c for t in trials for c in t.user_attrs.get("cells_done", [])]
-    assert sorted(done) == ["base/s0", "higher_lr/s0", "less_noise/s0"]  # each cell once
+    assert sorted(done) == sorted(f"{row}/s{seed}" for row in ("base", "higher_lr", "less_noise")
+                                  for seed in range(3))  # each cell once
     pids = {t.user_attrs["pid"] for t in trials if t.user_attrs.get("cells_done")}
     assert len(pids) == 2 and ablate.pid in pids  # the worker command took units too
     rows = table_rows(tmp_path / "results" / "pg")
