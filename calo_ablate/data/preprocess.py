@@ -73,6 +73,15 @@ def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     return path
 
 
+def float_matrix(values: npt.ArrayLike, width: int, what: str, owner: str) -> np.ndarray:
+    """`values` as a float64 (N, width) array; DataError naming `what` and `owner` (e.g. its geometry) if not."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != width:
+        msg = f"{what} has shape {array.shape}, expected (N, {width}) for {owner}"
+        raise DataError(msg)
+    return array
+
+
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator where denominator > 0, else 0."""
     out = np.zeros(np.broadcast(numerator, denominator).shape)
@@ -180,11 +189,7 @@ class CaloScorePreprocessor:
         return energies
 
     def _matrix(self, values: npt.ArrayLike, width: int, what: str) -> np.ndarray:
-        array = np.asarray(values, dtype=np.float64)
-        if array.ndim != 2 or array.shape[1] != width:
-            msg = f"{what} has shape {array.shape}, expected (N, {width}) for geometry {self.geometry.name!r}"
-            raise DataError(msg)
-        return array
+        return float_matrix(values, width, what, f"geometry {self.geometry.name!r}")
 
     def _require_fitted(self) -> tuple[_LogitScaler, _LogitScaler]:
         if self._layer_scaler is None or self._voxel_scaler is None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from calo_ablate.config import canonical_dataset
+from calo_ablate.data.preprocess import float_matrix
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
@@ -91,11 +92,7 @@ class CaloDiffusionPreprocessor:
         return energies
 
     def _matrix(self, values: np.ndarray, width: int, what: str) -> np.ndarray:
-        array = np.asarray(values, dtype=np.float64)
-        if array.ndim != 2 or array.shape[1] != width:
-            msg = f"{what} has shape {array.shape}, expected (N, {width}) for dataset {self.dataset!r}"
-            raise DataError(msg)
-        return array
+        return float_matrix(values, width, what, f"dataset {self.dataset!r}")
 
     def condition(self, energies_mev: np.ndarray) -> np.ndarray:
         """(N, 1) float32: log10(E_inc / E_min) / log10(E_max / E_min)."""
