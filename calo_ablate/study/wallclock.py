@@ -16,18 +16,12 @@ import time
 from pathlib import Path
 
 from calo_ablate.runs.record import INVOCATION_SECONDS, client
+from calo_ablate.runs.resume import write_text_atomic
 from calo_ablate.study.queue import pid_alive, pid_namespace
 
 FOLDER = "invocations"
 TICK_S = 2.0
 METRIC = INVOCATION_SECONDS
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON to a temporary file next to `path`, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 class InvocationClock:
@@ -48,8 +42,8 @@ class InvocationClock:
         return time.monotonic() - self.started
 
     def _tick(self) -> None:
-        write_json_atomic(self.path, {"step": self.step, "pid": os.getpid(), "ns": pid_namespace(),
-                                      "seconds": self.seconds()})
+        write_text_atomic(self.path, json.dumps({"step": self.step, "pid": os.getpid(), "ns": pid_namespace(),
+                                                 "seconds": self.seconds()}))
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_S):
