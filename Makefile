@@ -16,7 +16,7 @@ ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --work
 
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 
-.PHONY: help venv data ablate test test-all test-servers bench ui lint clean
+.PHONY: help venv machine data ablate test test-all test-servers bench ui lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)  ## make or refresh the virtualenv (.venv)
+
+machine: $(STAMP)  ## one line: the CPU model, its instruction set (AVX2, AVX-512, native bf16, AMX), the core count
+	@$(PY) -m calo_ablate.model.precision
 
 data: $(STAMP)  ## real files from data/ if present (validated), else the synthetic stand-in: make data DATASET=1
 	$(VENV)/bin/calo-ablate data prepare --dataset $(DATASET)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -38,6 +37,7 @@ from calo_ablate.data.preprocess import write_npz_atomic
 from calo_ablate.data.source import DataFiles
 from calo_ablate.model.calo_score import EPOCH_SECONDS, LOSS_NAMES, TRAIN_CURVE_PREFIX
 from calo_ablate.model.families import family_class
+from calo_ablate.model.precision import cpu_model
 
 BASE = "base"  # the registry's reference entry: its cells are what every other row is compared with
 
@@ -213,14 +213,7 @@ def code_digest() -> str:
 
 def machine_description() -> str:
     """'<cpu model>, <n> cores, host <name>[, GPU: <name> x n]' of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     text = f"{cpu}, {os.cpu_count()} cores, host {socket.gethostname()}"
     if torch.cuda.is_available():
         text += f", GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
