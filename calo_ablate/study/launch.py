@@ -21,6 +21,7 @@ The jobs' states come from sacct (slurmdbd) and are shown in the progress line.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -87,8 +88,8 @@ def worker_job(argv: list[str], threads: int, requeues: int = 0) -> int:
     SIGUSR2 (the time limit's `--signal`) replaces submitit's handler while the worker runs and is passed
     on to it. A worker stopped by a signal (EXIT_STOPPED: the time limit, a preemption, scancel) has
     handed its unit back; under SLURM the job then requeues itself, at most `requeues` times
-    (SLURM_RESTART_COUNT). A job ending by itself within a preemption's grace time would count as
-    COMPLETED, and a cancelled job refuses the requeue (said in its log)."""
+    (SLURM_RESTART_COUNT): a job ending by itself within a preemption's grace time would otherwise count
+    as COMPLETED. A cancelled job (scancel) is not requeued."""
     child = subprocess.Popen(argv, env={**os.environ, THREADS_ENV: str(threads)})
 
     def pass_on(signum: int, frame: Any) -> None:
@@ -103,6 +104,10 @@ def worker_job(argv: list[str], threads: int, requeues: int = 0) -> int:
     job_id = _slurm_job_id()
     if code == EXIT_STOPPED and job_id:
         restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+        state = _job_state(job_id)
+        if state != "RUNNING":  # scancel (COMPLETING at once): the user's word, not undone
+            print(f"job {job_id}: {state}, not requeued (a running or new job takes the unit)", flush=True)
+            return code
         if restarts >= requeues:
             print(f"job {job_id}: not requeued, it ran {restarts + 1} times (--slurm-requeues {requeues})", flush=True)
             return code
@@ -110,6 +115,14 @@ def worker_job(argv: list[str], threads: int, requeues: int = 0) -> int:
         print(f"job {job_id}: {'requeued' if result.returncode == 0 else 'not requeued: ' + result.stderr.strip()}",
               flush=True)
     return code
+
+
+def _job_state(job_id: str) -> str:
+    """The job's state as slurmctld has it now: RUNNING while preempted (its grace time) or signalled
+    before its time limit, COMPLETING once cancelled."""
+    result = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False)
+    found = re.search(r"\bJobState=(\S+)", result.stdout)
+    return found.group(1) if found else "UNKNOWN"
 
 
 def _expand(job_id: str) -> list[str]:

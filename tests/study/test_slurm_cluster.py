@@ -100,6 +100,23 @@ def _start_ablate(tmp_path: Path, args: list[str], **env: str) -> tuple[subproce
     return proc, log
 
 
+def _wait_lifting_requeue_holds(cluster: SlurmCluster, proc: subprocess.Popen, log: Path) -> None:
+    """Wait for `ablate` to exit. SLURM holds a requeued job about 2 min (its BeginTime) before it may
+    start again: each time a job of the study is requeued, this starts it as soon as the node is free."""
+    deadline = time.monotonic() + TIMEOUT_S
+    lifted: set[tuple[str, int]] = set()
+    while proc.poll() is None and time.monotonic() < deadline:
+        job_ids = _job_ids(log.read_text())
+        records = _records(cluster, job_ids) if job_ids else []
+        for job_id in job_ids:
+            runs = [state for job, state in records if job == job_id]
+            if len(runs) > 1 and runs[-1] == "PENDING" and (job_id, len(runs)) not in lifted:
+                cluster.command("scontrol", "update", f"JobId={job_id}", "StartTime=now", check=False)
+                lifted.add((job_id, len(runs)))
+        time.sleep(2)
+    proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+
+
 def _running_epoch(study_dir: Path, at_least: int) -> bool:
     """A unit of the study is training and has finished `at_least` epochs."""
     try:
@@ -191,7 +208,7 @@ def test_a_preempted_job_requeues_and_resumes_its_unit_into_the_same_run(tmp_pat
     _wait_until(lambda: _running_epoch(study_dir, 2), "training", proc, log)
     job_ids = _job_ids(log.read_text())
     slurm_cluster.command("sbatch", "-p", "high", "-c", cpus, "-o", str(tmp_path / "high.out"), "--wrap", "sleep 5")
-    proc.wait(timeout=TIMEOUT_S)
+    _wait_lifting_requeue_holds(slurm_cluster, proc, log)
     out = log.read_text()
     assert proc.returncode == 0, out
     job_log = _job_log(study_dir, job_ids[0])
@@ -214,7 +231,7 @@ def test_a_job_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path: Path
                        "--slurm-cpus", "1", "--slurm-time", "2", "--slurm-signal", "30",
                        sets=[*NO_EVAL, "train.max_epochs=12"])
     proc, log = _start_ablate(tmp_path, args, **{MIN_EPOCH_ENV: "10"})
-    proc.wait(timeout=TIMEOUT_S)
+    _wait_lifting_requeue_holds(slurm_cluster, proc, log)
     out = log.read_text()
     assert proc.returncode == 0, out
     study_dir = tmp_path / "results" / "timelimit"
