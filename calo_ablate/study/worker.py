@@ -363,7 +363,9 @@ def wait_for_workers(procs: list[Any], queue: StudyQueue, plan_cells: list[str],
     shown = ""
     stopping = False
     try:
-        while any(p.poll() is None for p in procs):
+        # poll every worker each time (not any()'s first running one): a dead one is a zombie until it
+        # is polled, and a zombie's pid still looks alive to the reaper
+        while [p.poll() for p in procs].count(None):
             queue.reap()
             text = format_progress(queue.progress(plan_cells)) + (f"; {extra()}" if extra else "")
             if text != shown:

@@ -46,10 +46,10 @@ def test_a_killed_worker_is_named_and_the_study_exits_0_when_every_cell_is_done(
     old = time.time() - 60
     os.utime(stale, (old, old))
     args = ablate_args(tmp_path, photon_dir, "dead", "less_noise", "--workers", "2",
-                       sets=[*NO_EVAL, "train.max_epochs=4"])
+                       sets=[*NO_EVAL, "train.max_epochs=3"])
     with (tmp_path / "ablate.log").open("w") as log:
         proc = subprocess.Popen([*CLI, *args], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, MIN_EPOCH_ENV: "3"})
+                                env={**os.environ, MIN_EPOCH_ENV: "2"})
     deadline = time.monotonic() + 600
     while (victim := _training_worker(study_dir)) is None:
         assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "ablate.log").read_text()
