@@ -236,8 +236,7 @@ def submit_workers(launcher: str, n: int, study: str, storage: str, results_dir:
     if "://" not in storage and launcher == "slurm":
         print(f"note: the storage {storage} is a journal file: every node must see it at this path "
               "(a shared filesystem); a postgresql:// storage needs none")
-    executor = submitit.AutoExecutor(folder=results_dir / study / "jobs" / "%j", cluster=launcher,
-                                     slurm_max_num_timeout=resources.requeues)
+    executor = submitit.AutoExecutor(folder=results_dir / study / "jobs" / "%j", cluster=launcher)
     params: dict[str, Any] = {"name": f"calo-ablate-{study}", "timeout_min": resources.time_min,
                               "cpus_per_task": resources.cpus, "tasks_per_node": 1}
     if resources.gpus:

@@ -40,6 +40,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from calo_ablate.errors import CaloAblateError, ConfigError, TrainingError
@@ -247,8 +248,12 @@ def check_same_study(queue: StudyQueue, mine: dict[str, str]) -> None:
 def hand_back(queue: StudyQueue, claim: Claim) -> list[str]:
     """Give a claimed unit back to the queue (as a reaped one: FAIL 'interrupted', not a failure of its
     cells); returns its cells enqueued again."""
-    queue.storage.set_trial_user_attr(claim.trial_id, "interrupted", True)
-    queue.storage.set_trial_state_values(claim.trial_id, TrialState.FAIL)
+    try:
+        queue.storage.set_trial_user_attr(claim.trial_id, "interrupted", True)
+        if not queue.storage.set_trial_state_values(claim.trial_id, TrialState.FAIL):
+            return []
+    except UpdateFinishedTrialError:  # reaped meanwhile (a beat missed during the stop): enqueued already
+        return []
     return requeue_unfinished(queue.study, queue.storage.get_trial(claim.trial_id))
 
 
