@@ -194,6 +194,8 @@ class JobHandle:
         return self.sacct.states().get(self.job.job_id) if self.sacct else None
 
     def poll(self) -> int | None:
+        """None while the job may still run; 0 when it completed (its worker's own exit code is in its log:
+        failed cells are the study's to say), else 1."""
         if self.sacct is not None:
             state = self._slurm_state()
             if state is None or state[0] not in ENDED_STATES:
@@ -204,6 +206,13 @@ class JobHandle:
         if self.job.exception() is not None:
             return 1
         return int(self.job.result())
+
+    def died(self) -> bool:
+        """It did not end by itself: a SLURM job not COMPLETED, a local job that raised or whose worker
+        was killed (a worker's exit 1, failed cells, is the study's to say)."""
+        if self.sacct is not None:
+            return self.poll() != 0
+        return self.job.exception() is not None or self.poll() not in (0, 1)
 
     def describe_end(self) -> str:
         state = self._slurm_state()
@@ -271,7 +280,7 @@ def run_jobs(launcher: str, n: int, study: str, storage: str, results_dir: Path,
             return []
         sacct = jobs[0].sacct
         codes = wait_for_workers(jobs, queue, plan_cells, log, extra=sacct.line if sacct else None)
-        ends += [WorkerEnd(j.name, code, j.describe_end()) for j, code in zip(jobs, codes, strict=True)]
+        ends += [WorkerEnd(j.name, code, j.describe_end(), died=j.died()) for j, code in zip(jobs, codes, strict=True)]
         queue.reap()
         waiting = queue.progress(plan_cells).waiting  # cells
         if not waiting or queue.stop_reason():

@@ -85,8 +85,8 @@ class StudyOutcome:
 
     @property
     def dead_workers(self) -> list[str]:
-        """The workers that did not exit 0, in words ('worker pid 12 killed by SIGKILL')."""
-        return [end.how for end in self.worker_ends if not end.ok]
+        """The workers that died, in words ('worker pid 12 killed by SIGKILL')."""
+        return [end.how for end in self.worker_ends if end.died]
 
 
 def study_dir(results_dir: str | Path, study: str) -> Path:

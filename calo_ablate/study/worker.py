@@ -111,15 +111,13 @@ class StopBetweenEpochs(Callback):
 
 @dataclass(frozen=True)
 class WorkerEnd:
-    """How one worker (a process or a job) ended: `how` in words, for the study's last line."""
+    """How one worker (a process or a job) ended: `how` in words, for the study's last line; died: it did
+    not end by itself (exit 1 means it ran out of work with failed cells, which the study names)."""
 
     name: str
     code: int | None
     how: str
-
-    @property
-    def ok(self) -> bool:
-        return self.code == 0
+    died: bool
 
 
 def describe_process_end(proc: subprocess.Popen) -> WorkerEnd:
@@ -130,7 +128,7 @@ def describe_process_end(proc: subprocess.Popen) -> WorkerEnd:
         how = "stopped by a signal (its unit handed back)"
     else:
         how = f"exited {code}"
-    return WorkerEnd(f"worker pid {proc.pid}", code, f"worker pid {proc.pid} {how}")
+    return WorkerEnd(f"worker pid {proc.pid}", code, f"worker pid {proc.pid} {how}", died=code not in (0, 1))
 
 
 @dataclass
