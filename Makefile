@@ -44,12 +44,19 @@ test: $(STAMP) test-servers  ## the test suite without the tests marked slow (wh
 test-all: $(STAMP) test-servers  ## every test, the slow ones too (the kill at all six points, the full evaluate CLI)
 	$(PY) -m pytest
 
-test-servers:  ## PostgreSQL server binaries for the storage tests (apt-get install as root where missing)
+test-servers:  ## server packages for the storage and SLURM tests (apt-get install as root where missing)
 	@if [ -z "$(PG_INITDB)" ] && ! command -v initdb >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else echo "note: no PostgreSQL server binaries (initdb): the PostgreSQL tests are skipped;" \
 	    "install the OS package postgresql"; fi; fi
+	@if ! [ -x /usr/sbin/slurmctld ] || ! [ -x /usr/sbin/slurmdbd ] || ! [ -x /usr/sbin/munged ] \
+	    || ! [ -x /usr/sbin/mariadbd ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      slurm-wlm slurmdbd munge mariadb-server >/dev/null; \
+	  else echo "note: no SLURM daemons (slurmctld, slurmd, slurmdbd, munged, mariadbd): the SLURM cluster" \
+	    "tests are skipped; install the OS packages slurm-wlm slurmdbd munge mariadb-server"; fi; fi
 
 bench: $(STAMP)  ## speed, memory and profile figures for this machine (prints, asserts nothing): make bench [THREADS=1]
 	$(PY) -m calo_ablate.bench --dataset $(DATASET) $(if $(THREADS),--threads $(THREADS))

@@ -22,13 +22,18 @@ from calo_ablate.report.plots import write_plots
 from calo_ablate.report.table import build_table, run_description, write_table
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
+from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
-from calo_ablate.study.launch import JobResources, submit_workers
+from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.plan import make_plan, resolve_cells
-from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage
+from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage, pid_alive
 from calo_ablate.study.registry import load_registry
+from calo_ablate.study.wallclock import FOLDER as INVOCATIONS
 from calo_ablate.study.wallclock import InvocationClock
 from calo_ablate.study.worker import (
+    WorkerEnd,
+    WorkerStopped,
+    describe_process_end,
     format_progress,
     mark_given_up,
     open_planned_study,
@@ -76,6 +81,12 @@ class StudyOutcome:
     stop_reason: str
     report: Path | None  # None when the call returned before the report (submitted jobs, no wait)
     exit_code: int  # 0 when every cell is done (or jobs were submitted without waiting), else 1
+    worker_ends: tuple[WorkerEnd, ...] = ()  # how this call's worker processes or jobs ended
+
+    @property
+    def dead_workers(self) -> list[str]:
+        """The workers that died, in words ('worker pid 12 killed by SIGKILL')."""
+        return [end.how for end in self.worker_ends if end.died]
 
 
 def study_dir(results_dir: str | Path, study: str) -> Path:
@@ -101,6 +112,9 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     dataset = canonical_dataset(request.dataset)
     study = request.study or f"{dataset}-{request.profile}"
     folder = study_dir(request.results_dir, study)
+    for path in remove_stale_temps([folder / INVOCATIONS, folder / record.SAMPLES_DIR, *folder.glob("runs/*")],
+                                   pid_alive):
+        log(f"removed {path}: the temporary file of a write that was killed before its rename")
     clock = InvocationClock(folder)
     if request.workers < 1:
         msg = f"--workers must be at least 1, got {request.workers}"
@@ -150,34 +164,34 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     log(f"study '{study}': {len(plan.cells)} cells ({len(registry.ablations)} ablations x {request.seeds} seeds) "
         f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
     log(f"  state: {storage}\n  MLflow: {tracking_uri} (experiment '{study}', parent run {parent_run_id})")
-    exit_code = 0
+    ends: list[WorkerEnd] = []
     if pending:
         workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
         if request.launcher != "process":
             resources = request.resources or JobResources(None, 240, 4, 0)
-            jobs = submit_workers(request.launcher, workers, study, storage, folder.parent, resources)
-            log(f"submitted {workers} worker jobs ({request.launcher}): {', '.join(j.job.job_id for j in jobs)}; "
-                f"logs in {folder / 'jobs'}")
+            ends = run_jobs(request.launcher, workers, study, storage, folder.parent, resources, queue, plan_cells,
+                            log, wait=request.wait)
             if not request.wait:
                 clock.record(tracking_uri, parent_run_id)
                 return StudyOutcome(study, len(plan_cells), queue.progress(plan_cells), "", None, 0)
-            exit_code = 1 if any(wait_for_workers(jobs, queue, plan_cells, log)) else 0
         elif workers == 1:
             ctx = build_context(settings, files, folder, 1, log=log, plan=plan)
-            if run_worker(ctx, queue, plan_cells):
-                exit_code = 1
+            try:
+                run_worker(ctx, queue, plan_cells)
+            except WorkerStopped as stop:
+                log(f"stopped: {stop}")
         else:
-            codes = wait_for_workers(spawn_workers(workers, study, storage, folder.parent), queue, plan_cells, log)
-            exit_code = 1 if any(codes) else 0
+            procs = spawn_workers(workers, study, storage, folder.parent)
+            wait_for_workers(procs, queue, plan_cells, log)
+            ends = [describe_process_end(p) for p in procs]
         wait_for_others(queue, plan_cells, log)
         log(format_progress(queue.progress(plan_cells)))
     progress = queue.progress(plan_cells)
-    if progress.failed or progress.done < progress.total:
-        exit_code = 1
+    exit_code = 0 if progress.done == progress.total else 1  # a worker that died while others finished: 0
     clock.record(tracking_uri, parent_run_id)
     report = write_report(folder, tracking_uri, parent_run_id)
     record.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if exit_code else "FINISHED")
-    return StudyOutcome(study, len(plan_cells), progress, queue.stop_reason(), report, exit_code)
+    return StudyOutcome(study, len(plan_cells), progress, queue.stop_reason(), report, exit_code, tuple(ends))
 
 
 def join_study(study: str, storage: str, results_dir: str | Path, log: Log = print, wait_s: float = 0.0) -> int:
