@@ -47,8 +47,11 @@ class StepCurve:
         self._sums += torch.stack([x.detach().float() for x in losses]) * n
         self._count += n
 
-    def after_step(self, module: pl.LightningModule) -> None:
-        """After an optimizer step: log a point when one is due (and the window is not empty)."""
+    def after_step(self, module: pl.LightningModule, per_group_lr: bool = False) -> None:
+        """After an optimizer step: log a point when one is due (and the window is not empty).
+
+        per_group_lr: log train_steps/lr_<group name> of every parameter group instead of the first
+        group's train_steps/lr (a module whose groups follow schedules of their own)."""
         step = module.global_step
         if step % self._every != 0 and step != self._total:
             return
@@ -56,7 +59,11 @@ class StepCurve:
             return
         means = (self._sums / self._count).tolist()
         metrics = {metric: v for metric, v in zip(curve_metrics(self.loss_names), means, strict=True)}
-        metrics[f"{TRAIN_CURVE_PREFIX}lr"] = module.trainer.optimizers[0].param_groups[0]["lr"]
+        groups = module.trainer.optimizers[0].param_groups
+        if per_group_lr:
+            metrics.update({f"{TRAIN_CURVE_PREFIX}lr_{g['name']}": g["lr"] for g in groups})
+        else:
+            metrics[f"{TRAIN_CURVE_PREFIX}lr"] = groups[0]["lr"]
         module.logger.log_metrics(metrics, step=step - 1)  # Lightning's step: the last batch's index
         self._sums.zero_()
         self._count = 0

@@ -13,6 +13,7 @@ import importlib
 from calo_ablate.config import Config, register_family_section
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.calodiffusion.family import CaloDiffusionFamily
+from calo_ablate.model.caloflow.family import CaloFlowFamily
 from calo_ablate.model.caloscore.family import CaloScoreFamily
 from calo_ablate.model.interface import TOTAL_LOSS, ModelFamily
 
@@ -21,6 +22,7 @@ __all__ = ["BUILTIN_FAMILIES", "family_class", "load_family"]
 BUILTIN_FAMILIES: dict[str, type[ModelFamily]] = {
     "caloscore_v2": CaloScoreFamily,
     "calodiffusion": CaloDiffusionFamily,
+    "caloflow": CaloFlowFamily,
 }
 for _family in BUILTIN_FAMILIES.values():
     register_family_section(_family.section)

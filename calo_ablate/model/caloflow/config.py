@@ -4,15 +4,18 @@ Published: Krause, Pang and Shih's CaloFlow for the CaloChallenge (Ian-Pang/calo
 run_gamma_2023.py / run_piplus_2023.py), dataset 1 only. Energies are in units of 100 GeV (1 unit = 1e5
 MeV) wherever a field says "units". Fields left None are particle dependent; `resolved(dataset)` fills
 them with the published value of photons or pions (PARTICLE_DEFAULTS) and refuses datasets 2 and 3.
-Self-contained: it imports nothing from calo_ablate.config, so it can be a member of the model union.
+It is CaloFlow's section `model` of the config tree (model.family: caloflow); it reads none of the
+optional shared keys (no train.lr: each flow's schedule carries its rates; no sample.steps: a flow
+samples in one pass; no train.early_stopping_patience: the best validation checkpoint is kept).
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from calo_ablate.config import ModelSection
 from calo_ablate.errors import ConfigError
 
 __all__ = ["DATASET_PARTICLES", "ENERGY_UNIT_MEV", "PARTICLE_DEFAULTS", "CaloFlowConfig", "FlowConfig",
@@ -70,8 +73,15 @@ def _flow2() -> FlowConfig:
     return FlowConfig(blocks=8, hidden_layers=2, dropout=0.05, noise=1e-8)
 
 
-class CaloFlowConfig(_Section):
+class CaloFlowConfig(ModelSection):
     """Flow-I (layer energies) and flow-II (per-layer normalised voxels) of one CaloFlow teacher."""
+
+    family: Literal["caloflow"] = "caloflow"
+    reads: ClassVar[frozenset[str]] = frozenset()
+    # what the negative log-likelihoods measure: the unit space, the logit, the flow-II condition and the
+    # noise added to the data (its level sets the density of the near-empty voxels)
+    loss_defining: ClassVar[tuple[str, ...]] = ("rescale_u0", "u0_max", "logit_alpha", "layer_log_offset",
+                                                "flow1.noise", "flow2.noise")
 
     flow1: FlowConfig = Field(default_factory=_flow1, description="flow-I, the layer-energy flow")
     flow2: FlowConfig = Field(default_factory=_flow2, description="flow-II, the voxel flow (teacher MAF)")

@@ -7,8 +7,8 @@ flows' inputs (preprocess.py) and takes the mean negative log-likelihood of each
 space: loss = flow1_nll + flow2_nll. The two flows share no parameter, so the sum trains each as the
 published separate trainings do. Validation uses noise from a fixed generator per batch, so a given
 model always gets the same validation loss. Logged per epoch as train/<name> and val/<name> for
-LOSS_NAMES, the training curve as train_steps/<name> (TRAIN_CURVE_POINTS points per run) and the
-seconds per epoch. Adam (default betas, no weight decay, no clipping) with one group per flow and each
+LOSS_NAMES, the step curve train_steps/<name> with train_steps/lr_flow1 and lr_flow2 (model/curves.py)
+and the seconds per epoch. Adam (default betas, no weight decay, no clipping) with one group per flow and each
 flow's published schedule (schedule.py), stepped per optimizer step.
 """
 
@@ -22,7 +22,6 @@ import torch
 
 from calo_ablate.errors import TrainingError
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.calo_score import EPOCH_SECONDS, TRAIN_CURVE_PREFIX
 from calo_ablate.model.caloflow.config import CaloFlowConfig, caloflow_dataset
 from calo_ablate.model.caloflow.flows import build_flow, flow1_orders, flow2_orders
 from calo_ablate.model.caloflow.preprocess import (
@@ -34,11 +33,11 @@ from calo_ablate.model.caloflow.preprocess import (
     layer_slices,
 )
 from calo_ablate.model.caloflow.schedule import FlowSchedules
+from calo_ablate.model.curves import EPOCH_SECONDS, StepCurve
 
-__all__ = ["LOSS_NAMES", "TRAIN_CURVE_POINTS", "CaloFlowModule"]
+__all__ = ["LOSS_NAMES", "CaloFlowModule"]
 
 LOSS_NAMES = ("loss", "flow1_nll", "flow2_nll")  # logged as train/<name> and val/<name>; the first is the total
-TRAIN_CURVE_POINTS = 20
 VALIDATION_SEED = 20221026  # fixed seed of validation's noise (per batch: seed + batch index)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -66,11 +65,10 @@ class CaloFlowModule(pl.LightningModule):
         orders2 = flow2_orders(self.slices, c.flow2.blocks, generator, c.flow2_permutation == "within_layer")
         self.flow2 = build_flow(self.n_voxels, 1 + self.n_layers, c.flow2, c, orders2)
         self.to(DTYPES[c.dtype])
-        # (loss, flow1, flow2) x showers of the epoch ("train", "val") and of the curve's window ("window")
-        self._sums = {stage: torch.zeros(3, dtype=torch.float64) for stage in ("train", "val", "window")}
-        self._counts = {"train": 0, "val": 0, "window": 0}
-        self._curve_every = 1
-        self._total_steps = 1
+        # (loss, flow1, flow2) x showers of the epoch ("train", "val")
+        self._sums = {stage: torch.zeros(3, dtype=torch.float64) for stage in ("train", "val")}
+        self._counts = {"train": 0, "val": 0}
+        self.curve = StepCurve(LOSS_NAMES)
         self._epoch_start = 0.0
 
     @property
@@ -120,28 +118,14 @@ class CaloFlowModule(pl.LightningModule):
             raise TrainingError(msg)
         n = batch[0].shape[0]
         self._accumulate("train", losses, n)
-        self._accumulate("window", losses, n)
+        self.curve.add(losses, n)
         return losses[0]
 
     def on_train_start(self) -> None:
-        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        self._curve_every = max(1, round(self._total_steps / TRAIN_CURVE_POINTS))
+        self.curve.start(self.trainer.estimated_stepping_batches)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.global_step % self._curve_every == 0 or self.global_step == self._total_steps:
-            self._log_curve_point()
-
-    def _log_curve_point(self) -> None:
-        """The mean training losses since the previous point, at the current optimizer step."""
-        if self._counts["window"] == 0 or self.logger is None:
-            return
-        means = (self._sums["window"] / self._counts["window"]).tolist()
-        metrics = {f"{TRAIN_CURVE_PREFIX}{n}": v for n, v in zip(LOSS_NAMES, means, strict=True)}
-        for group in self.trainer.optimizers[0].param_groups:
-            metrics[f"{TRAIN_CURVE_PREFIX}lr_{group['name']}"] = group["lr"]
-        self.logger.log_metrics(metrics, step=self.global_step - 1)  # Lightning's step: the last batch's index
-        self._sums["window"].zero_()
-        self._counts["window"] = 0
+        self.curve.after_step(self, per_group_lr=True)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from calo_ablate.config import flatten
 from calo_ablate.data.synthetic import incident_energies, simulate
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.caloflow.config import CaloFlowConfig
@@ -15,6 +16,11 @@ TINY = {"flow1": {"blocks": 2, "hidden_features": 16, "hidden_layers": 2, "dropo
                   "schedule": {"kind": "constant", "max_lr": 1e-3}},
         "flow2": {"blocks": 2, "hidden_features": 24, "hidden_layers": 2, "dropout": 0.05,
                   "schedule": {"kind": "constant", "max_lr": 1e-3}}}
+
+
+def tiny_sets() -> list[str]:
+    """--set options of a tiny CaloFlow (model.family=caloflow and TINY's keys)."""
+    return ["model.family=caloflow", *(f"model.{k}={v}" for k, v in flatten(TINY).items())]
 
 
 def tiny_config(**changes: object) -> CaloFlowConfig:

@@ -9,6 +9,7 @@ from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.caloflow.config import CaloFlowConfig, particle_of
 from calo_ablate.model.caloflow.family import CaloFlowFamily
+from calo_ablate.model.families import load_family
 
 
 def test_photon_defaults_are_the_published_ones() -> None:
@@ -44,12 +45,15 @@ def test_unknown_keys_are_refused() -> None:
 def test_datasets_2_and_3_are_refused_naming_icaloflow(dataset: str) -> None:
     with pytest.raises(ConfigError, match=r"iCaloFlow.*not build"):
         particle_of(dataset)
-    config = resolve_config(dataset, "smoke")
+    config = resolve_config(dataset, "smoke", cli_set=["model.family=caloflow"])
     with pytest.raises(ConfigError, match=rf"not dataset {dataset}.*iCaloFlow"):
         CaloFlowFamily(config)
+    with pytest.raises(ConfigError, match=rf"not dataset {dataset}.*iCaloFlow"):
+        load_family(config)  # where a study, `train` and `params` build the family
 
 
 def test_a_bad_setting_names_its_key() -> None:
-    config = resolve_config("1", "smoke", cli_set=["model.options.spline_bins=1"])
-    with pytest.raises(ConfigError, match="model.options.spline_bins"):
-        CaloFlowFamily(config).module()
+    with pytest.raises(ConfigError, match="'model.spline_bins'"):
+        resolve_config("1", "smoke", cli_set=["model.family=caloflow", "model.spline_bins=1"])
+    with pytest.raises(ConfigError, match="model family 'caloflow' does not read 'train.lr'"):
+        resolve_config("1", "smoke", cli_set=["model.family=caloflow", "train.lr=1e-3"])

@@ -17,7 +17,7 @@ from calo_ablate.config import resolve_config
 from calo_ablate.model.caloflow.family import CaloFlowFamily
 from calo_ablate.model.caloflow.module import CaloFlowModule
 
-from .conftest import TINY, features
+from .conftest import TINY, features, tiny_sets
 
 
 def _loader(dataset: str, n: int, seed: int, shuffle: bool) -> DataLoader:
@@ -34,7 +34,7 @@ def _fixed_nll(module: CaloFlowModule, batch: tuple[torch.Tensor, ...]) -> float
 
 @pytest.mark.parametrize("dataset", ["1-photons", "1-pions"])
 def test_tiny_caloflow_trains_logs_and_samples(dataset: str, tmp_path: Path) -> None:
-    config = resolve_config(dataset, "smoke", cli_set=[f"model.options={TINY}"])
+    config = resolve_config(dataset, "smoke", cli_set=tiny_sets())
     family = CaloFlowFamily(config)
     torch.manual_seed(0)
     module = family.module()
