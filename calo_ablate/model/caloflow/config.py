@@ -65,12 +65,22 @@ class FlowConfig(_Section):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
-def _flow1() -> FlowConfig:
-    return FlowConfig(blocks=6, hidden_features=64, hidden_layers=3, dropout=0.0)
+class Flow1Config(FlowConfig):
+    """Flow-I with its published defaults (so that one key of it can be set alone: model.flow1.noise)."""
+
+    blocks: int = Field(6, ge=1)
+    hidden_features: int | None = Field(64, ge=1)
+    hidden_layers: int = Field(3, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
-def _flow2() -> FlowConfig:
-    return FlowConfig(blocks=8, hidden_layers=2, dropout=0.05, noise=1e-8)
+class Flow2Config(FlowConfig):
+    """Flow-II (the teacher MAF) with its published defaults (the width is the particle's)."""
+
+    blocks: int = Field(8, ge=1)
+    hidden_layers: int = Field(2, ge=1)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    noise: float | None = Field(1e-8, ge=0.0)
 
 
 class CaloFlowConfig(ModelSection):
@@ -83,8 +93,8 @@ class CaloFlowConfig(ModelSection):
     loss_defining: ClassVar[tuple[str, ...]] = ("rescale_u0", "u0_max", "logit_alpha", "layer_log_offset",
                                                 "flow1.noise", "flow2.noise")
 
-    flow1: FlowConfig = Field(default_factory=_flow1, description="flow-I, the layer-energy flow")
-    flow2: FlowConfig = Field(default_factory=_flow2, description="flow-II, the voxel flow (teacher MAF)")
+    flow1: Flow1Config = Field(default_factory=Flow1Config, description="flow-I, the layer-energy flow")
+    flow2: Flow2Config = Field(default_factory=Flow2Config, description="flow-II, the voxel flow (teacher MAF)")
     transform: Literal["spline", "affine"] = Field(
         "spline", description="spline: monotonic rational-quadratic splines with linear tails; affine: "
                               "monotonic affine transforms (a plain MAF)")
