@@ -85,6 +85,14 @@ def test_a_dataset_file_sets_each_family_its_own_settings() -> None:
     assert (diffusion.glam, diffusion.phi_channel, diffusion.objective) == ("fixed", False, "hybrid_weight")
 
 
+def test_a_families_scoped_key_is_set_for_rows_of_that_family_only() -> None:
+    sets = ["families.calodiffusion.model.widths=[8,8]", "families.caloscore_v2.model.embed_dim=16"]
+    assert resolve_config("1", "smoke", cli_set=[*sets, "model.family=calodiffusion"]).model.widths == [8, 8]
+    assert resolve_config("1", "smoke", cli_set=sets).model.embed_dim == 16
+    with pytest.raises(ConfigError, match="model.family 'calodifusion'"):
+        resolve_config("1", "smoke", cli_set=["families.calodifusion.model.widths=[8]"])
+
+
 def test_loss_defining_keys_are_the_family_own() -> None:
     assert "model.diffusion." in CaloScoreFamily.loss_defining_keys()
     assert "data.max_deposit" in CaloScoreFamily.loss_defining_keys()
