@@ -6,6 +6,11 @@ ablation's `set:` block, command-line `--set key=value`. Every field belongs to 
 - train: anything that changes the trained weights (model, train, data),
 - evaluate: sampling and evaluation settings,
 - runtime: where it runs (trainer), which changes no result.
+
+`model` is the section of the selected model family, a union on `model.family`: each family's section
+(a ModelSection) is registered by the family list, calo_ablate/model/families.py (this module is below
+the model layer and imports no family), and declares the optional shared keys it reads (`reads`, out of
+FAMILY_READ_KEYS); a family's keys hash its section and the shared keys it reads, nothing else.
 """
 
 from __future__ import annotations
