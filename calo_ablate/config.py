@@ -462,14 +462,19 @@ def resolve_config(
     return config
 
 
-def stage_values(config: Config, stages: tuple[str, ...]) -> dict[str, Any]:
-    """The flat {key: value} of every field whose section belongs to one of `stages` that the config's
-    family reads: its own section and the shared keys (RUNTIME_KEYS left out)."""
-    dumped = config.model_dump(mode="json")
-    flat = flatten({s: v for s, v in dumped.items() if STAGE_OF_SECTION[s] in stages})
+def read_values(config: Config) -> dict[str, Any]:
+    """The flat {key: value} of every key the config's family reads: its own section and the shared keys
+    (a shared key of FAMILY_READ_KEYS only when the family's section `reads` it)."""
     reads = type(config.model).reads
-    return {k: v for k, v in sorted(flat.items())
-            if k not in RUNTIME_KEYS and (k not in FAMILY_READ_KEYS or k in reads)}
+    return {k: v for k, v in sorted(flatten(config.model_dump(mode="json")).items())
+            if k not in FAMILY_READ_KEYS or k in reads}
+
+
+def stage_values(config: Config, stages: tuple[str, ...]) -> dict[str, Any]:
+    """The flat {key: value} of every key the config's family reads whose section belongs to one of
+    `stages` (RUNTIME_KEYS left out)."""
+    return {k: v for k, v in read_values(config).items()
+            if STAGE_OF_SECTION[k.split(".", 1)[0]] in stages and k not in RUNTIME_KEYS}
 
 
 def digest(payload: dict[str, Any]) -> str:

@@ -325,7 +325,8 @@ def _header_lines(table: StudyTable) -> list[str]:
         f"- Profile: {h.get(record.TAG_PROFILE, '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
         + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get(record.TAG_WORKERS, '?')}",
         f"- Budget per cell (base): {budget or 'unknown'}",
-        f"- Start and update rule (base): {rule or 'unknown'}; the EMA weights generate the samples",
+        f"- Start and update rule (base): {rule or 'unknown'}"
+        + ("; the EMA weights generate the samples" if "train.ema_start" in params else ""),
         f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
         f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
         f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",

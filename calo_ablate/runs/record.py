@@ -33,7 +33,7 @@ import yaml
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from calo_ablate.config import Config, flatten, train_key
+from calo_ablate.config import Config, read_values, train_key
 from calo_ablate.data.preprocessing import write_npz_atomic
 from calo_ablate.data.source import DataFiles
 from calo_ablate.model.curves import EPOCH_SECONDS, TRAIN_CURVE_PREFIX
@@ -230,8 +230,9 @@ def machine_description() -> str:
 
 
 def config_params(config: Config) -> dict[str, str]:
-    """The resolved config as flat MLflow params: dotted keys, JSON-encoded values (strings as is)."""
-    flat = flatten(config.model_dump(mode="json"))
+    """The resolved config as flat MLflow params: dotted keys, JSON-encoded values (strings as is), every
+    key its family reads (a shared key it does not read is left out)."""
+    flat = read_values(config)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in sorted(flat.items())}
 
 

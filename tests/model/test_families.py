@@ -18,6 +18,7 @@ from calo_ablate.model.caloscore.config import CaloScoreConfig
 from calo_ablate.model.caloscore.family import CaloScoreFamily
 from calo_ablate.model.caloscore.preprocess import caloscore_preprocessing
 from calo_ablate.model.families import family_class, load_family
+from calo_ablate.runs.record import config_params
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
 from tests.study.user_family import GaussianFamily
@@ -138,3 +139,10 @@ def test_the_feature_cache_key_holds_the_family_and_its_preprocessing_settings()
     assert keys[0] == cache_key(files, configs[0].data, caloscore_preprocessing(configs[0].data))
     assert len(set(keys[:3])) == 3  # another family, another diffusion space: other features
     assert keys[3] == keys[1]  # a network switch leaves the features alone
+
+
+def test_mlflow_params_hold_only_the_keys_the_family_reads() -> None:
+    flow = config_params(resolve_config("1", "smoke", cli_set=["model.family=caloflow"]))
+    assert "model.spline_bins" in flow and "train.seed" in flow
+    assert "train.lr" not in flow and "sample.steps" not in flow  # CaloFlow reads neither
+    assert "train.lr" in config_params(resolve_config("1", "smoke"))
