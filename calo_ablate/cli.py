@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from calo_ablate.config import PROFILES
 from calo_ablate.errors import CaloAblateError
+from calo_ablate.model import families  # noqa: F401  (registers the built-in families' config sections)
 
 DATASET_HELP = "CaloChallenge dataset: 1 (= 1-photons), 1-photons, 1-pions, 2 or 3"
 

@@ -34,8 +34,7 @@ AUC_METRICS = ("auc_low", "auc_high")
 # (about 0.5) by this much, i.e. tells generated from reference showers apart in ~90 % of pairs or more
 FAR_MARGIN = 0.4
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-ASPECT_METRIC = {"loss": record.VAL_LOSS, "voxel_loss": record.VAL_VOXEL_LOSS, "layer_loss": record.VAL_LAYER_LOSS,
-                 "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
+ASPECT_METRIC = {"loss": record.VAL_LOSS, "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
 NOT_COMPARABLE = "the row changes a loss-defining field"
 IDENTICAL = "identical values: the same training"
 UNDERTRAINED = "both far from the reference: undertrained, no quality comparison possible at this budget"
@@ -75,7 +74,7 @@ def compare(table: StudyTable, row: Row, metric: str) -> Comparison:
     if not mine or not theirs:
         return Comparison("undecided", reason="not measured")
     ratio = float(np.mean(mine) / np.mean(theirs)) if np.mean(theirs) else math.nan
-    if metric in record.VAL_LOSSES and not row.comparable:
+    if metric.startswith(record.VAL_PREFIX) and not row.comparable:
         return Comparison("undecided", ratio, reason=NOT_COMPARABLE)
     if sorted(mine) == sorted(theirs):
         return Comparison("same", ratio, reason=IDENTICAL)
@@ -174,7 +173,8 @@ def _direction_of(table: StudyTable, row: Row, aspect: str) -> tuple[str, str]:
         verdict, detail = quality(table, row)
         measured = {"better": "better", "worse": "worse", "indistinguishable": "same"}.get(verdict, "undecided")
         return measured, verdict if verdict in ("undertrained", "mixed") else detail
-    metric = ASPECT_METRIC.get(aspect) or (timing_metric(table) if aspect == "gen_time" else None)
+    losses = {m[len(record.VAL_PREFIX):]: m for m, _ in table.losses}  # the base family's: voxel_loss, ...
+    metric = ASPECT_METRIC.get(aspect) or losses.get(aspect) or (timing_metric(table) if aspect == "gen_time" else None)
     if metric is None:
         return "undecided", "not measured"
     c = compare(table, row, metric)
