@@ -3,8 +3,9 @@
 Its section is `model.options` validated as CaloFlowConfig (until the config's model union gives
 CaloFlow its own section; `section` is the one place that reads it), resolved for the dataset's
 particle. Batches are (E_inc, showers) in units of 100 GeV; the losses are the negative
-log-likelihoods of flow-I, flow-II and their sum (LOSS_NAMES); sampling runs flow-I then flow-II from
-the final weights, as the published code does (no EMA). Datasets 2 and 3 are refused with a
+log-likelihoods of flow-I, flow-II and their sum (LOSS_NAMES); sampling runs flow-I then flow-II with
+the weights of the best validation loss (the tool's checkpoint rule, the published model selection;
+no EMA). Datasets 2 and 3 are refused with a
 ConfigError naming iCaloFlow, their flow model, which is not built.
 
 Shared keys it reads: train.seed (the random orders of the flows' blocks), and through the data
