@@ -92,7 +92,7 @@ def _round_trip(module: CaloFlowModule, batch: tuple[torch.Tensor, torch.Tensor]
     above 1 MeV) for the module's dtype."""
     module.eval()
     e_inc, showers = (t.double() for t in batch)
-    x, c = (t.to(module.dtype_) for t in flow2_features(showers, e_inc, module.slices, module.config))
+    x, c = (t.to(module.flow_dtype) for t in flow2_features(showers, e_inc, module.slices, module.config))
     with torch.no_grad():
         transform = module.flow2(c).transform
         back = transform.inv(transform(x))

@@ -75,7 +75,8 @@ class CaloFlowModule(pl.LightningModule):
         self._epoch_start = 0.0
 
     @property
-    def dtype_(self) -> torch.dtype:
+    def flow_dtype(self) -> torch.dtype:
+        """The flows' dtype (caloflow.dtype); the features are made in float64, then cast to it."""
         return DTYPES[self.config.dtype]
 
     # ---- losses ---------------------------------------------------------------------------------
@@ -91,8 +92,8 @@ class CaloFlowModule(pl.LightningModule):
             else:
                 u = torch.rand(showers.shape, generator=generator, dtype=torch.float64).to(showers.device)
             noisy.append(showers + float(level or 0.0) * u)
-        x1, c1 = (t.to(self.dtype_) for t in flow1_features(noisy[0], e_inc, self.slices, self.config))
-        x2, c2 = (t.to(self.dtype_) for t in flow2_features(noisy[1], e_inc, self.slices, self.config))
+        x1, c1 = (t.to(self.flow_dtype) for t in flow1_features(noisy[0], e_inc, self.slices, self.config))
+        x2, c2 = (t.to(self.flow_dtype) for t in flow2_features(noisy[1], e_inc, self.slices, self.config))
         nll1 = -self.flow1(c1).log_prob(x1).mean()
         nll2 = -self.flow2(c2).log_prob(x2).mean()
         return nll1 + nll2, nll1, nll2
@@ -159,8 +160,8 @@ class CaloFlowModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.config
         optimizer = torch.optim.Adam([{"params": list(self.flow1.parameters()), "name": "flow1"},
-                                      {"params": list(self.flow2.parameters()), "name": "flow2"}],
-                                     lr=c.flow1.schedule.max_lr or 1e-3)
+                                      {"params": list(self.flow2.parameters()), "name": "flow2"}])
+        # FlowSchedules sets every group's lr (and one-cycle's beta1) at once and at every step
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = FlowSchedules(optimizer, [c.flow1.schedule, c.flow2.schedule], total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -193,14 +194,14 @@ class CaloFlowModule(pl.LightningModule):
         try:
             e_inc = e_inc.reshape(-1, 1).to(device=self.device, dtype=torch.float64)
             n = len(e_inc)
-            z1 = torch.randn((n, self.n_layers), generator=generator, device=self.device, dtype=self.dtype_)
-            z2 = torch.randn((n, self.n_voxels), generator=generator, device=self.device, dtype=self.dtype_)
+            z1 = torch.randn((n, self.n_layers), generator=generator, device=self.device, dtype=self.flow_dtype)
+            z2 = torch.randn((n, self.n_voxels), generator=generator, device=self.device, dtype=self.flow_dtype)
             parts1, parts2 = [], []
             for start in range(0, n, batch_size):
                 e, part = e_inc[start:start + batch_size], slice(start, start + batch_size)
-                s1 = self.flow1(flow1_condition(e).to(self.dtype_)).transform.inv(z1[part])
+                s1 = self.flow1(flow1_condition(e).to(self.flow_dtype)).transform.inv(z1[part])
                 layers = layer_energies_from_flow1(s1.double(), e, self.config)
-                c2 = flow2_condition(e, layers, self.config.layer_log_offset).to(self.dtype_)
+                c2 = flow2_condition(e, layers, self.config.layer_log_offset).to(self.flow_dtype)
                 parts2.append(self.flow2(c2).transform.inv(z2[part]))
                 parts1.append(s1)
         finally:
