@@ -1,8 +1,10 @@
 """CaloFlowFamily: CaloFlow (Krause, Pang and Shih) as a model family, for dataset 1 only.
 
-Its section is `model` (CaloFlowConfig, model.family: caloflow), resolved for the dataset's particle. Batches are (E_inc, showers) in units of 100 GeV; the losses are the negative
-log-likelihoods of flow-I, flow-II and their sum (LOSS_NAMES); sampling runs flow-I then flow-II from
-the final weights, as the published code does (no EMA). Datasets 2 and 3 are refused with a
+Its section is `model` (CaloFlowConfig, model.family: caloflow), resolved for the dataset's particle.
+Batches are (E_inc, showers) in units of 100 GeV; the losses are the negative log-likelihoods of
+flow-I, flow-II and their sum (LOSS_NAMES); sampling runs flow-I then flow-II with the weights of the
+best validation loss (the tool's checkpoint rule, the published model selection; no EMA). Datasets 2
+and 3 are refused with a
 ConfigError naming iCaloFlow, their flow model, which is not built.
 
 Shared keys it reads: those every family reads (train.seed: the random orders of the flows' blocks;

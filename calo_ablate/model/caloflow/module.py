@@ -3,13 +3,15 @@
 Batches are (E_inc (B, 1), showers (B, V)) in units of 100 GeV (CaloFlowPreprocessor). Each training
 step draws fresh uniform noise for each flow (U[0, flow1.noise) and U[0, flow2.noise), per voxel, in
 units: so every epoch sees new noise, as the published data loaders draw it per item), builds the
-flows' inputs (preprocess.py) and takes the mean negative log-likelihood of each flow in its logit
-space: loss = flow1_nll + flow2_nll. The two flows share no parameter, so the sum trains each as the
-published separate trainings do. Validation uses noise from a fixed generator per batch, so a given
-model always gets the same validation loss. Logged per epoch as train/<name> and val/<name> for
-LOSS_NAMES, the step curve train_steps/<name> with train_steps/lr_flow1 and lr_flow2 (model/curves.py)
-and the seconds per epoch. Adam (default betas, no weight decay, no clipping) with one group per flow and each
-flow's published schedule (schedule.py), stepped per optimizer step.
+flows' inputs (preprocess.py) in float64 whatever caloflow.dtype (a float32 logit near u = 1 would
+quantise the data itself), casts them to caloflow.dtype and takes the mean negative log-likelihood of
+each flow in its logit space: loss = flow1_nll + flow2_nll. The two flows share no parameter, so the
+sum trains each as the published separate trainings do. Validation uses noise from a fixed generator
+per batch, so a given model always gets the same validation loss. Logged per epoch as train/<name>
+and val/<name> for LOSS_NAMES, the step curve train_steps/<name> with train_steps/lr_flow1 and
+lr_flow2 (model/curves.py) and the seconds per epoch. Adam (default betas, no weight decay, no
+clipping) with one group per flow and each flow's published schedule (schedule.py), stepped per
+optimizer step.
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ class CaloFlowModule(pl.LightningModule):
         self._epoch_start = 0.0
 
     @property
-    def dtype_(self) -> torch.dtype:
+    def flow_dtype(self) -> torch.dtype:
+        """The flows' dtype (caloflow.dtype); the features are made in float64, then cast to it."""
         return DTYPES[self.config.dtype]
 
     # ---- losses ---------------------------------------------------------------------------------
@@ -80,16 +83,16 @@ class CaloFlowModule(pl.LightningModule):
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, flow1_nll, flow2_nll): mean NLLs of one batch with fresh noise (from `generator`, on the
         CPU, when given)."""
-        e_inc, showers = (t.to(self.dtype_) for t in batch[:2])
+        e_inc, showers = (t.double() for t in batch[:2])
         noisy = []
         for level in (self.config.flow1.noise, self.config.flow2.noise):
             if generator is None:
                 u = torch.rand_like(showers)
             else:
-                u = torch.rand(showers.shape, generator=generator, dtype=self.dtype_).to(showers.device)
+                u = torch.rand(showers.shape, generator=generator, dtype=torch.float64).to(showers.device)
             noisy.append(showers + float(level or 0.0) * u)
-        x1, c1 = flow1_features(noisy[0], e_inc, self.slices, self.config)
-        x2, c2 = flow2_features(noisy[1], e_inc, self.slices, self.config)
+        x1, c1 = (t.to(self.flow_dtype) for t in flow1_features(noisy[0], e_inc, self.slices, self.config))
+        x2, c2 = (t.to(self.flow_dtype) for t in flow2_features(noisy[1], e_inc, self.slices, self.config))
         nll1 = -self.flow1(c1).log_prob(x1).mean()
         nll2 = -self.flow2(c2).log_prob(x2).mean()
         return nll1 + nll2, nll1, nll2
@@ -142,8 +145,8 @@ class CaloFlowModule(pl.LightningModule):
     def configure_optimizers(self) -> dict[str, Any]:
         c = self.config
         optimizer = torch.optim.Adam([{"params": list(self.flow1.parameters()), "name": "flow1"},
-                                      {"params": list(self.flow2.parameters()), "name": "flow2"}],
-                                     lr=c.flow1.schedule.max_lr or 1e-3)
+                                      {"params": list(self.flow2.parameters()), "name": "flow2"}])
+        # FlowSchedules sets every group's lr (and one-cycle's beta1) at once and at every step
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = FlowSchedules(optimizer, [c.flow1.schedule, c.flow2.schedule], total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
@@ -174,16 +177,16 @@ class CaloFlowModule(pl.LightningModule):
         was_training = self.training
         self.eval()
         try:
-            e_inc = e_inc.reshape(-1, 1).to(device=self.device, dtype=self.dtype_)
+            e_inc = e_inc.reshape(-1, 1).to(device=self.device, dtype=torch.float64)
             n = len(e_inc)
-            z1 = torch.randn((n, self.n_layers), generator=generator, device=self.device, dtype=self.dtype_)
-            z2 = torch.randn((n, self.n_voxels), generator=generator, device=self.device, dtype=self.dtype_)
+            z1 = torch.randn((n, self.n_layers), generator=generator, device=self.device, dtype=self.flow_dtype)
+            z2 = torch.randn((n, self.n_voxels), generator=generator, device=self.device, dtype=self.flow_dtype)
             parts1, parts2 = [], []
             for start in range(0, n, batch_size):
                 e, part = e_inc[start:start + batch_size], slice(start, start + batch_size)
-                s1 = self.flow1(flow1_condition(e)).transform.inv(z1[part])
-                layers = layer_energies_from_flow1(s1, e, self.config)
-                c2 = flow2_condition(e, layers, self.config.layer_log_offset)
+                s1 = self.flow1(flow1_condition(e).to(self.flow_dtype)).transform.inv(z1[part])
+                layers = layer_energies_from_flow1(s1.double(), e, self.config)
+                c2 = flow2_condition(e, layers, self.config.layer_log_offset).to(self.flow_dtype)
                 parts2.append(self.flow2(c2).transform.inv(z2[part]))
                 parts1.append(s1)
         finally:

@@ -27,8 +27,9 @@ from calo_ablate.geometry import Geometry, load_geometry
 from calo_ablate.model.caloflow.config import ENERGY_UNIT_MEV, CaloFlowConfig
 
 __all__ = ["CaloFlowPreprocessor", "caloflow_preprocessing", "flow1_condition", "flow1_features",
-           "flow2_condition", "flow2_features", "inverse_logit", "layer_energies", "layer_energies_from_flow1",
-           "logit", "renormalise_layers", "showers_from_flow2", "to_unit_space"]
+           "flow2_condition", "flow2_features", "from_unit_space", "inverse_logit", "layer_energies",
+           "layer_energies_from_flow1", "layer_slices", "logit", "renormalise_layers", "showers_from_flow2",
+           "to_unit_space"]
 
 LAYER_EPS = 1e-16  # the published L_norm's guard against an empty layer, in units
 

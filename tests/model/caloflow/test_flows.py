@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from zuko.transforms import MonotonicRQSTransform
 
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.caloflow.config import CaloFlowConfig
-from calo_ablate.model.caloflow.flows import build_flow, flow1_orders, flow2_orders
+from calo_ablate.model.caloflow.flows import FastKnotsRQS, build_flow, flow1_orders, flow2_orders
 from calo_ablate.model.caloflow.module import CaloFlowModule
 from calo_ablate.model.caloflow.preprocess import layer_slices
 
@@ -64,10 +65,18 @@ def test_flow1_orders_are_random_permutations() -> None:
 
 
 def test_dropout_follows_every_hidden_layer_but_the_first() -> None:
-    config = CaloFlowConfig().resolved("1-photons")
-    module = CaloFlowModule(tiny_config(), "1-photons")
-    assert config.flow2.dropout == 0.05
+    module = CaloFlowModule(tiny_config(), "1-photons")  # flow-II dropout 0.05, flow-I none, as published
     for block in module.flow2.transform.transforms:
         kinds = [type(m).__name__ for m in block.hyper]
         assert kinds.count("Dropout") == 1 and kinds.index("Dropout") == kinds.index("ReLU", 2) + 1
     assert not any(isinstance(m, nn.Dropout) for m in module.flow1.modules())
+
+
+def test_fast_knots_equal_zukos_spline() -> None:
+    g = torch.Generator().manual_seed(0)
+    params = [20 * torch.randn(50, 7, n, generator=g, dtype=torch.float64) for n in (8, 8, 7)]
+    ours, zukos = FastKnotsRQS(*params, bound=14.0, slope=1e-6), MonotonicRQSTransform(*params, bound=14.0, slope=1e-6)
+    for name in ("horizontal", "vertical", "derivatives"):
+        assert torch.allclose(getattr(ours, name), getattr(zukos, name), rtol=1e-12, atol=1e-12)
+    x = 10 * torch.randn(50, 7, generator=g, dtype=torch.float64)
+    assert torch.allclose(ours(x), zukos(x)) and torch.allclose(ours.inv(x), zukos.inv(x))
