@@ -114,8 +114,6 @@ class CaloFlowConfig(ModelSection):
     logit_alpha: float = Field(1e-6, gt=0.0, lt=0.5, description="u -> logit(alpha + (1 - 2 alpha) u)")
     layer_log_offset: float = Field(1e-8, gt=0.0, description="flow-II condition log10(E_k + offset) - 1, "
                                                               "E_k in units (training and sampling)")
-    validation_fraction: float = Field(0.3, gt=0.0, lt=1.0, description="the published 70/30 train/test "
-                                                                        "split of the training file")
     sample_clip_mev: float = Field(1e6, gt=0.0, description="generated voxels clamped to [0, this] MeV")
     sample_threshold_mev: float = Field(0.01, ge=0.0, description="generated voxels below this are set to 0 (MeV)")
     dtype: Literal["float32", "float64"] = Field(

@@ -19,7 +19,7 @@ def test_photon_defaults_are_the_published_ones() -> None:
     assert (c.flow2.blocks, c.flow2.hidden_features, c.flow2.hidden_layers, c.flow2.dropout) == (8, 378, 2, 0.05)
     assert (c.flow2.schedule.kind, c.flow2.schedule.max_lr, c.flow2.schedule.base_lr) == ("cyclic", 2e-3, 5e-5)
     assert (c.flow1.schedule.kind, c.flow1.schedule.max_lr) == ("one_cycle", 1e-3)
-    assert (c.spline_bins, c.tail_bound, c.logit_alpha, c.validation_fraction) == (8, 14.0, 1e-6, 0.3)
+    assert (c.spline_bins, c.tail_bound, c.logit_alpha) == (8, 14.0, 1e-6)
     assert (c.sample_clip_mev, c.sample_threshold_mev) == (1e6, 0.01)
 
 
