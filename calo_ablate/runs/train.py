@@ -118,6 +118,8 @@ def quiet_lightning() -> None:
     its warnings and errors still show, and our own per-epoch lines say what happens."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")  # torch pytree deprecation inside Lightning
+    # on a machine with SLURM installed, every run not started by srun: a worker is one process by design
+    warnings.filterwarnings("ignore", message="The `srun` command is available on your system but is not used")
 
 
 def _trainer_kwargs(config: Config, val_check_interval: float = 1.0) -> dict[str, Any]:
