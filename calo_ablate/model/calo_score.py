@@ -38,6 +38,7 @@ from calo_ablate.errors import TrainingError
 from calo_ablate.model.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.network import CaloScoreNetwork, count_parameters
+from calo_ablate.model.noise import step_generator
 
 __all__ = ["EPOCH_SECONDS", "LOSS_NAMES", "TRAIN_CURVE_PREFIX", "CaloScoreModule", "cosine_lr_factor",
            "validation_interval"]
@@ -144,7 +145,7 @@ class CaloScoreModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
+        losses = self.losses(batch, step_generator(self.config.train.seed, self.global_step, self.global_rank))
         if not bool(torch.isfinite(losses[0])):
             values = ", ".join(f"{n} {float(v)}" for n, v in zip(LOSS_NAMES, losses, strict=True))
             msg = (f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "

@@ -91,7 +91,7 @@ class CaloDiffusionFamily(ModelFamily):
                              restore=restore)
 
     def module(self) -> CaloDiffusionModule:
-        return CaloDiffusionModule(self.section, self.config.data.dataset)
+        return CaloDiffusionModule(self.section, self.config.data.dataset, seed=self.config.train.seed)
 
     def sample(self, module: CaloDiffusionModule, cond: torch.Tensor, *, steps: int, batch_size: int, seed: int,
                progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
