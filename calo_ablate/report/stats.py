@@ -8,8 +8,9 @@ and the group-sequential design of `--seeds auto`.
   of a difference inside +- margin. `welch_difference` is the same for unpaired designs (rows of
   another model family, a search's best trial): Welch's t with Welch-Satterthwaite degrees of freedom.
 - `verdicts`: per look, Holm's step-down procedure across the rows (Holm 1979) decides the
-  differences, and separately the equivalences, at the look's level; a row is "lower" / "higher"
-  (difference rejected, by sign), "equivalent" (TOST rejected, no difference), or "undecided".
+  differences, and separately the equivalences, at the look's level; a row is "equivalent" (TOST
+  rejected: the interval lies inside the margin, whether or not a smaller difference is significant),
+  else "lower" / "higher" (difference rejected, by sign), else "undecided".
 - `Design`: the looks of a study. A fixed number of seeds is one look at level ALPHA. `--seeds auto`
   looks at n = first, first + 1, ..., cap seeds, and spends ALPHA over the looks with the
   Pocock-type spending function of Lan & DeMets (1983), alpha(t) = ALPHA ln(1 + (e - 1) t), t = n /
@@ -177,10 +178,10 @@ def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float],
         differ = holm_rejected({k: found[k].p if k in found else 1.0 for k in rows}, level)
         same = holm_rejected({k: found[k].p_equivalent if k in found else 1.0 for k in rows}, level)
         for name, diff in found.items():
-            if name in differ:
-                decided[name] = Decision("lower" if diff.mean < 0 else "higher", diff, n, level)
-            elif name in same:
+            if name in same:  # inside the margin: equivalent, even where a smaller difference is significant
                 decided[name] = Decision("equivalent", diff, n, level)
+            elif name in differ:
+                decided[name] = Decision("lower" if diff.mean < 0 else "higher", diff, n, level)
     out = {}
     for name, values in rows.items():
         if name in decided:

@@ -84,6 +84,9 @@ TAG_ROWS = "rows"  # JSON [{"name": ..., "title": ...}] in registry order
 TAG_CLI_SET = "cli_set"  # JSON list of --set options
 TAG_WORKERS = "workers"
 TAG_EVALUATE = "evaluate"  # "true" / "false"
+TAG_SEEDS_BY_ROW = "seeds_by_row"  # JSON {ablation: seeds planned}; absent: every row has TAG_SEEDS
+TAG_SEED_DESIGN = "seed_design"  # JSON {"first": n, "cap": n} of `--seeds auto`; absent: a fixed number
+TAG_MARGINS = "margins"  # JSON {aspect: margin}: the registry's equivalence margins over the defaults
 
 # ---- metrics ------------------------------------------------------------------------------------------
 TRAIN_LOSSES = tuple(f"train/{name}" for name in LOSS_NAMES)  # per epoch, from the module

@@ -20,6 +20,7 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.report.findings import sections
 from calo_ablate.report.plots import write_plots
 from calo_ablate.report.table import build_table, run_description, write_table
+from calo_ablate.report.verdicts import table_marks
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
@@ -199,7 +200,7 @@ def write_report(folder: Path, tracking_uri: str, parent_run_id: str) -> Path:
     """table.md, table.csv and the plots from MLflow, logged as the parent run's artifacts (table.md also
     as its description); returns table.md."""
     table = build_table(tracking_uri, parent_run_id)
-    paths = write_table(table, folder, sections(table))
+    paths = write_table(table, folder, sections(table), table_marks(table))
     fault_point("mid-report")
     paths += write_plots(table, tracking_uri, folder)
     record.log_artifacts(tracking_uri, parent_run_id, paths)
