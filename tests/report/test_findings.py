@@ -142,3 +142,12 @@ def test_stability_changes_at_fractions_and_rank_correlation() -> None:
     table = _table(rows, {n: {"val/loss": [_history(v)]} for n, v in changing.items()})
     last = stability_lines(table)[-1]
     assert "Spearman rank correlation 0.80, a different ordering" in last
+
+
+def test_registry_margins_set_the_equivalence() -> None:
+    rows = [_row("base", 1.0), _row("same", 1.001, wobble=(0.0005, -0.0005, 0.0))]
+    table = _table(rows)
+    assert compare(table, rows[1], "val/loss").verdict.word == "equivalent"  # default: 1 % of the base's loss
+    table.margins = {"loss": "0.05%"}
+    assert compare(table, rows[1], "val/loss").verdict.word == "undecided"
+    assert "loss 0.05%" in findings_lines(table)[-1]

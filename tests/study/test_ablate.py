@@ -37,7 +37,7 @@ def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> N
     assert [r.split(" | ")[0] for r in rows] == [
         "| reference vs reference", "| Base", "| Broken on purpose", "| Fewer time steps", "| Decrease noise"]
     header = (study["dir"] / "table.md").read_text()
-    for column in ("| Loss | Voxel Loss | Layer Loss | Change vs base |", "Parameters", "s / epoch",
+    for column in ("| Loss | Voxel Loss | Layer Loss | Change vs base [95 % CI] | Loss: power |", "Parameters", "s / epoch",
                    "Gen. ms / shower (batch 10)", "Sep. E_tot/E_inc", "Mean sep.", "AUC low", "AUC high", "FPD"):
         assert column in header
     assert "synthetic stand-in" in header and "smoke" in header
