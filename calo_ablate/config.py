@@ -202,7 +202,8 @@ class ClassifierConfig(_Section):
     resnet_channels: int = Field(8, ge=1, description="channels of the cls-resnet CNN")
 
 
-ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-resnet"]
+# cls-high-z (own): the cls-high inputs standardised by the training split (the verdicts' AUC high)
+ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-high-z", "cls-resnet"]
 
 
 class EvaluateConfig(_Section):

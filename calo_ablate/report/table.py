@@ -32,10 +32,10 @@ REFERENCE_ROW = "reference"
 SYMBOLS = {"lower": "↓", "higher": "↑", "equivalent": "≈"}
 LOSSES = [(record.VAL_LOSS, "Loss"), (record.VAL_VOXEL_LOSS, "Voxel Loss"), (record.VAL_LAYER_LOSS, "Layer Loss")]
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
-           ("auc_high", "AUC high"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
+           ("auc_high", "AUC high"), ("auc_high_z", "AUC high (z)"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
 FORMATS = {record.VAL_LOSS: ".4f", record.VAL_VOXEL_LOSS: ".4f", record.VAL_LAYER_LOSS: ".4f",
            record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
-           "auc_high": ".3f", "fpd": ".3g", "kpd": ".3g"}
+           "auc_high": ".3f", "auc_high_z": ".3f", "fpd": ".3g", "kpd": ".3g"}
 CURVES = (*record.VAL_LOSSES, *record.CURVE_LOSSES)
 # how the base's model starts and is updated (model.init, train.lr_horizon_steps, ...): a header line
 UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon (steps)"),
