@@ -98,3 +98,26 @@ def test_step_generator_depends_on_seed_step_and_rank_only() -> None:
     assert not torch.equal(first, draw(0, 5, 1))
     with pytest.raises(ValueError, match="step"):
         step_generator(0, -1)
+
+
+def test_generation_of_one_seed_starts_from_the_same_noise_in_every_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Paired generation: rows of one seed (other architecture, other steps) draw the same initial noise."""
+    module_namespace = sys.modules[CaloScoreModule.__module__]
+    real = module_namespace.sample_layers_then_voxels
+    states: list[list[torch.Tensor]] = []
+
+    def recording(*args: Any, generator: torch.Generator, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        states[-1].append(generator.get_state().clone())
+        return real(*args, generator=generator, **kwargs)
+
+    monkeypatch.setattr(module_namespace, "sample_layers_then_voxels", recording)
+    cond = torch.linspace(0.1, 0.9, 4).reshape(4, 1)
+    torch.set_num_threads(1)
+    for i, overrides in enumerate(([], ["model.layer.num_layer=4"], ["sample.steps_factor=0.5"])):
+        states.append([])
+        torch.manual_seed(i)  # another global stream in every row
+        module = CaloScoreModule(resolve_config("1", "smoke", cli_set=overrides), 368, 5)
+        module.sample(cond, steps=1, batch_size=2, seed=3)
+    assert len(states[0]) == 2  # two batches
+    for other in states[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(states[0], other, strict=True))
