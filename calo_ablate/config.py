@@ -220,6 +220,8 @@ class EvaluateConfig(_Section):
     prdc: bool = Field(True, description="precision, recall, density, coverage (N x N distances in memory)")
     prdc_k: int = Field(5, ge=1, description="nearest neighbours of PRDC")
     own_fpd_kpd: bool = Field(False, description="also FPD/KPD drawn without replacement (own variant)")
+    noise_floor_samples: int = Field(1, ge=1, description="reference-vs-reference evaluations on independent "
+                                     "draws: the noise floor is their mean, its spread their std")
 
 
 class TrainerConfig(_Section):

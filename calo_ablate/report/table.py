@@ -123,6 +123,7 @@ class StudyTable:
     losses: list[tuple[str, str]] = field(default_factory=lambda: list(LOSSES))  # the base family's
     margins: dict[str, float | str] = field(default_factory=dict)  # the registry's equivalence margins
     design: Design | None = None  # `--seeds auto`'s looks; None: a fixed number of seeds
+    reference_std: dict[str, float] = field(default_factory=dict)  # the noise floor's spread over its draws
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -174,6 +175,8 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
         rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {})))
     reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
                  if k.startswith(record.REFERENCE_PREFIX)}
+    reference_std = {k[len(record.REFERENCE_STD_PREFIX):]: v for k, v in parent.data.metrics.items()
+                     if k.startswith(record.REFERENCE_STD_PREFIX)}
     metrics_seen = {m for r in rows for cr in r.finished() for m in cr.metrics} | set(reference)
     timing = sorted((m for m in metrics_seen if m.startswith(record.GEN_MS_PREFIX)),
                     key=lambda m: int(m[len(record.GEN_MS_PREFIX):]))
@@ -186,7 +189,7 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
                       columns, wall, {r.name: _row_histories(c, r) for r in rows}, loss_columns(rows),
                       _json_tag(tags, record.TAG_MARGINS, {}),
-                      Design(int(design["first"]), int(design["cap"])) if design else None)
+                      Design(int(design["first"]), int(design["cap"])) if design else None, reference_std)
 
 
 def _row_histories(c: MlflowClient, row: Row) -> dict[str, list[list[tuple[int, float]]]]:
@@ -354,8 +357,10 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
     lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     if table.reference:
         ref = ["reference vs reference", *[""] * (len(table.losses) + 2)]
-        ref += [_fmt_number(m, table.reference[m]) if m in table.reference else "" for m, _ in table.columns]
-        ref.append("noise floor: two disjoint halves of the evaluation file")
+        ref += [_fmt_stat(m, Stat(table.reference[m], table.reference_std.get(m, math.nan), 1))
+                if m in table.reference else "" for m, _ in table.columns]
+        draws = " (mean ± std over independent draws)" if table.reference_std else ""
+        ref.append(f"noise floor: two disjoint halves of the evaluation file{draws}")
         lines.append("| " + " | ".join(ref) + " |")
     for row in table.rows:
         st = row_stats(row, loss_metrics + [m for m, _ in table.columns])

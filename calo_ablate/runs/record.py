@@ -108,7 +108,8 @@ SEARCH_PRUNED = "search_pruned"
 SEARCH_FAILED = "search_failed"
 SEARCH_BEST_VALUE = "search_best_value"
 # the parent run
-REFERENCE_PREFIX = "refref/"  # + a metric of the reference-vs-reference noise floor
+REFERENCE_PREFIX = "refref/"  # + a metric of the reference-vs-reference noise floor (mean over its draws)
+REFERENCE_STD_PREFIX = "refref_std/"  # + its std (ddof 1) over evaluate.noise_floor_samples draws, when > 1
 REFERENCE_SECONDS = "reference_seconds"
 INVOCATION_SECONDS = "invocation_seconds"  # one value per `ablate` call
 

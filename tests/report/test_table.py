@@ -68,3 +68,11 @@ def test_quality_columns_absent_without_evaluation() -> None:
     assert "one seed, so no std and no test" in text
     csv = frame(table)
     assert list(csv["row"]) == ["base"] and csv.loc[0, "val/loss_mean"] == 1.0
+
+
+def test_the_noise_floor_shows_its_spread_over_draws() -> None:
+    rows = [Row("base", "Base", [_cell(0, 1.0), _cell(1, 1.0)])]
+    table = _table(rows, [("auc_low", "AUC low")])
+    table.reference_std = {"auc_low": 0.02}
+    line = next(line for line in markdown(table).splitlines() if line.startswith("| reference vs reference"))
+    assert "0.510 ± 0.020" in line and "mean ± std over independent draws" in line
