@@ -260,8 +260,8 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     shared = _Study(request, study, folder, registry, files, tracking_uri, exp_id, storage, queue, parent_tags, log)
     seeds = {a.name: first for a in registry.ablations}
     if request.auto_seeds:  # a rerun continues from the seeds each row already has
-        seeds = {name: max(n, _seeds_so_far(tracking_uri, study).get(name, 0)) for name, n in seeds.items()}
-        seeds = {name: min(n, request.max_seeds) for name, n in seeds.items()}
+        so_far = _seeds_so_far(tracking_uri, study)
+        seeds = {name: min(max(n, so_far.get(name, 0)), request.max_seeds) for name, n in seeds.items()}
     while True:
         outcome, parent_run_id, ran = _run_round(shared, seeds)
         if not ran or not request.auto_seeds or outcome.exit_code or outcome.stop_reason:
