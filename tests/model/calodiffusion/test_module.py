@@ -11,9 +11,9 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from calo_ablate.errors import TrainingError
+from calo_ablate.model.calodiffusion import module as module_namespace
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
 from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
-from calo_ablate.model.calodiffusion import module as module_namespace
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
