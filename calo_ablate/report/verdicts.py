@@ -38,7 +38,7 @@ DEFAULT_MARGINS: dict[str, float | str] = {
     "fpd": "10%", "kpd": "10%",
 }
 NOT_COMPARABLE = "the row changes a loss-defining field"
-IDENTICAL = "identical values: the same training"
+IDENTICAL = "identical values on every seed"
 
 
 @dataclass(frozen=True)
