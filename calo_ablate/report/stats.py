@@ -33,7 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import integrate, optimize, stats
 
 __all__ = ["ALPHA", "CONFIDENCE", "POWER", "Decision", "Design", "Difference", "detectable_difference",
            "holm_rejected", "paired_difference", "seeds_to_decide", "verdicts", "welch_difference"]
@@ -199,21 +199,32 @@ def _compare(row: Mapping[int, float], base: Mapping[int, float], margin: float,
     return welch_difference(list(row.values()), list(base.values()), margin)
 
 
+def _t_above(crit: float, df: int, nc: float) -> float:
+    """P(T > crit) for T noncentral t (df, nc). scipy's nct loses its way for few degrees of freedom and a
+    large nc (NaN); then the same probability as an integral over the chi-square: E[Phi(nc - crit sqrt(V/df))]."""
+    value = float(stats.nct.sf(crit, df, nc))
+    if math.isfinite(value):
+        return value
+    integral, _ = integrate.quad(lambda v: stats.norm.cdf(nc - crit * math.sqrt(v / df)) * stats.chi2.pdf(v, df),
+                                 0, np.inf, limit=200)
+    return float(min(1.0, max(0.0, integral)))
+
+
 def _difference_power(effect_sd: float, n: int, alpha: float) -> float:
     """Power of the two-sided one-sample t-test at `alpha` with n values for a true mean/sd of effect_sd."""
     df = n - 1
     crit = float(stats.t.ppf(1 - alpha / 2, df))
     nc = effect_sd * math.sqrt(n)
-    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+    return _t_above(crit, df, nc) + _t_above(crit, df, -nc)
 
 
 def _equivalence_power(effect_sd: float, margin_sd: float, n: int, alpha: float) -> float:
     """A lower bound of the TOST's power (both one-sided tests at `alpha`) for a true mean/sd effect_sd."""
     df = n - 1
     crit = float(stats.t.ppf(1 - alpha, df))
-    lower = stats.nct.cdf(crit, df, (effect_sd + margin_sd) * math.sqrt(n))
-    upper = stats.nct.cdf(crit, df, (margin_sd - effect_sd) * math.sqrt(n))
-    return max(0.0, 1.0 - float(lower) - float(upper))
+    lower = 1.0 - _t_above(crit, df, (effect_sd + margin_sd) * math.sqrt(n))
+    upper = 1.0 - _t_above(crit, df, (margin_sd - effect_sd) * math.sqrt(n))
+    return max(0.0, 1.0 - lower - upper)
 
 
 def detectable_difference(diff: Difference, alpha: float = ALPHA, power: float = POWER) -> float:
