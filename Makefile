@@ -18,7 +18,7 @@ ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) $(if $
 
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 
-.PHONY: help venv data ablate test test-all test-servers bench ui lint clean
+.PHONY: help venv machine data ablate test test-all test-servers bench ui lint clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)  ## make or refresh the virtualenv (.venv)
+
+machine: $(STAMP)  ## one line: the CPU model, its instruction set (AVX2, AVX-512, native bf16, AMX), the core count
+	@$(PY) -m calo_ablate.model.precision
 
 data: $(STAMP)  ## real files from data/ if present (validated), else the synthetic stand-in: make data DATASET=1
 	$(VENV)/bin/calo-ablate data prepare --dataset $(DATASET)
@@ -43,12 +46,19 @@ test: $(STAMP) test-servers  ## the test suite without the tests marked slow (wh
 test-all: $(STAMP) test-servers  ## every test, the slow ones too (the kill at all six points, the full evaluate CLI)
 	$(PY) -m pytest
 
-test-servers:  ## PostgreSQL server binaries for the storage tests (apt-get install as root where missing)
+test-servers:  ## server packages for the storage and SLURM tests (apt-get install as root where missing)
 	@if [ -z "$(PG_INITDB)" ] && ! command -v initdb >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; \
 	  else echo "note: no PostgreSQL server binaries (initdb): the PostgreSQL tests are skipped;" \
 	    "install the OS package postgresql"; fi; fi
+	@if ! [ -x /usr/sbin/slurmctld ] || ! [ -x /usr/sbin/slurmdbd ] || ! [ -x /usr/sbin/munged ] \
+	    || ! [ -x /usr/sbin/mariadbd ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	      slurm-wlm slurmdbd munge mariadb-server >/dev/null; \
+	  else echo "note: no SLURM daemons (slurmctld, slurmd, slurmdbd, munged, mariadbd): the SLURM cluster" \
+	    "tests are skipped; install the OS packages slurm-wlm slurmdbd munge mariadb-server"; fi; fi
 
 bench: $(STAMP)  ## speed, memory and profile figures for this machine (prints, asserts nothing): make bench [THREADS=1]
 	$(PY) -m calo_ablate.bench --dataset $(DATASET) $(if $(THREADS),--threads $(THREADS))

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from calo_ablate.config import PROFILES
 from calo_ablate.errors import CaloAblateError
+from calo_ablate.model import families  # noqa: F401  (registers the built-in families' config sections)
 
 DATASET_HELP = "CaloChallenge dataset: 1 (= 1-photons), 1-photons, 1-pions, 2 or 3"
 
@@ -114,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slurm-time", type=int, default=240, help="time limit per worker job, minutes (default 240)")
     p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per worker job (default 4)")
     p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per worker job (default 0)")
+    p.add_argument("--slurm-signal", type=int, default=300, metavar="SECONDS", help="SIGUSR2 this long before "
+                   "a job's time limit: the worker stops after its epoch and the job requeues (default 300)")
+    p.add_argument("--slurm-requeues", type=int, default=3, help="how often a job that reached its time "
+                   "limit requeues itself (default 3)")
+    p.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another sbatch option for the worker jobs, e.g. account=hep, qos=long (repeatable)")
     p.add_argument("--no-wait", action="store_true", help="with a job launcher: submit and return "
                    "(then `calo-ablate report --study S` when the jobs ended)")
     _handler(p, "calo_ablate.commands.study:ablate")

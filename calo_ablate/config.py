@@ -3,9 +3,14 @@
 Sources, later wins: experiments/datasets/<dataset>.yaml, experiments/profiles/<profile>.yaml, an
 ablation's `set:` block, command-line `--set key=value`. Every field belongs to a stage:
 - data: which file and how it is read and preprocessed,
-- train: anything that changes the trained weights (model, diffusion, train, data),
+- train: anything that changes the trained weights (model, train, data),
 - evaluate: sampling and evaluation settings,
 - runtime: where it runs (trainer), which changes no result.
+
+`model` is the section of the selected model family, a union on `model.family`: each family's section
+(a ModelSection) is registered by the family list, calo_ablate/model/families.py (this module is below
+the model layer and imports no family), and declares the optional shared keys it reads (`reads`, out of
+FAMILY_READ_KEYS); a family's keys hash its section and the shared keys it reads, nothing else.
 """
 
 from __future__ import annotations
@@ -16,17 +21,17 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
 
 from calo_ablate.errors import ConfigError
 
 DATASETS = ("1-photons", "1-pions", "2", "3")
 DATASET_ALIASES = {"1": "1-photons", "1-photons": "1-photons", "1-pions": "1-pions", "2": "2", "3": "3"}
 PROFILES = ("smoke", "quick", "full", "gpu")
-FAMILIES = ("caloscore_v2", "calodiffusion")  # built-in model families (calo_ablate/model/family.py)
+FAMILIES = ("caloscore_v2", "calodiffusion")  # built-in model families (calo_ablate/model/interface.py)
 
 
 class _Section(BaseModel):
@@ -43,118 +48,6 @@ class DataConfig(_Section):
     energy_min_gev: float = Field(0.256, gt=0.0, description="lower edge of the incident-energy condition")
     energy_max_gev: float = Field(4194.304, gt=0.0, description="upper edge of the incident-energy condition")
     voxel_cut_gev: float = Field(1e-7, ge=0.0, description="ECUT: generated voxels below it are zeroed")
-
-
-class VoxelNetConfig(_Section):
-    lift_channels: int = Field(16, ge=1)
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
-    attention: list[bool] = Field(default_factory=lambda: [False, True, True, True], min_length=1)
-    block_depth: int = Field(4, ge=1)
-    kernel_size: int = Field(3, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-    @model_validator(mode="after")
-    def _same_length(self) -> VoxelNetConfig:
-        if len(self.widths) != len(self.attention):
-            msg = f"model.voxel.widths has {len(self.widths)} entries but model.voxel.attention has " \
-                  f"{len(self.attention)}: give one attention flag per width"
-            raise ValueError(msg)
-        return self
-
-
-class LayerNetConfig(_Section):
-    mlp_dim: int = Field(128, ge=1)
-    num_layer: int = Field(3, ge=2, description="residual blocks = num_layer - 1")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
-    dropout_in_training: bool = Field(
-        False, description="apply the dropout in training; false = as the published code runs it (never)")
-
-
-class CaloDiffusionConfig(_Section):
-    """Sizes and switches of one CaloDiffusion model (model.calodiffusion; defaults: dataset 1 photons,
-    see calo_ablate/model/calodiffusion/config.py); unknown keys are refused."""
-
-    # ---- U-Net sizes ------------------------------------------------------------------------------
-    widths: list[int] = Field(
-        default_factory=lambda: [16, 16, 16, 32], min_length=2,
-        description="LAYER_SIZE_UNET: input conv width, then one level per further entry "
-                    "(4 entries = 3 resolution levels, 2 downsamplings)")
-    embed_hidden: int = Field(32, ge=1, description="hidden width of the time and energy MLPs")
-    embed_dim: int = Field(64, ge=1, description="output of each MLP; the condition vector is twice this")
-    attention_heads: int = Field(1, ge=1)
-    attention_head_dim: int = Field(32, ge=1)
-    norm_groups: int = Field(8, ge=1, description="GroupNorm groups of every Block; divides every width")
-    # ---- switches (the natural ablations) ----------------------------------------------------------
-    block_attention: bool = Field(True, description="linear attention after every down and up level")
-    mid_attention: bool = Field(True, description="linear attention at the bottleneck")
-    cylindrical: bool = Field(True, description="circular padding in alpha; false: zero padding (Conv3d)")
-    rz_channels: bool = Field(True, description="R and Z coordinate input channels")
-    phi_channel: bool = Field(True, description="phi coordinate input channel")
-    glam: Literal["learned", "fixed"] = Field(
-        "learned", description="learned: GLaM trained with the U-Net; fixed: the bin-overlap map applied "
-                               "in preprocessing and its pseudo-inverse at the end (identity when regular)")
-    glam_init_noise: float = Field(1e-5, ge=0.0, description="std of the noise added to the learned maps at init")
-    voxel_mean: float | None = Field(None, description="global logit mean; None = the reference table")
-    voxel_std: float | None = Field(None, gt=0.0, description="global logit std; None = the reference table")
-    # ---- diffusion ------------------------------------------------------------------------------
-    objective: Literal["noise_pred", "hybrid_weight"] = "noise_pred"
-    diffusion_steps: int = Field(400, ge=2, description="T of the cosine schedule used in training")
-    sample_steps: int = Field(400, ge=1, description="schedule rebuilt at this many steps for sampling")
-    sample_offset: int = Field(2, ge=0, description="the k noisiest sampling steps skipped")
-    # ---- optimisation ---------------------------------------------------------------------------
-    lr: float = Field(4e-4, gt=0.0, description="Adam learning rate")
-    lr_plateau_factor: float = Field(0.1, gt=0.0, lt=1.0, description="ReduceLROnPlateau on the training loss")
-    lr_plateau_patience: int = Field(15, ge=0, description="epochs without improvement before a reduction")
-    early_stopping_patience: int | None = Field(
-        20, ge=1, description="stop after this many consecutive epochs with val/loss >= train/loss; None: never")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CaloDiffusionConfig:
-        bad = [w for w in self.widths if w < 1 or w % self.norm_groups]
-        if bad:
-            msg = f"calodiffusion.widths {self.widths}: every width must be a positive multiple of " \
-                  f"norm_groups={self.norm_groups}, not {bad}"
-            raise ValueError(msg)
-        if self.sample_offset >= self.sample_steps:
-            msg = f"calodiffusion.sample_offset={self.sample_offset} must be below sample_steps={self.sample_steps}"
-            raise ValueError(msg)
-        if (self.voxel_mean is None) != (self.voxel_std is None):
-            msg = "calodiffusion.voxel_mean and voxel_std: give both or neither (None = the reference table)"
-            raise ValueError(msg)
-        return self
-
-
-class ModelConfig(_Section):
-    embed_dim: int = Field(64, ge=1)
-    num_frequencies: int = Field(32, ge=2)
-    init: Literal["keras", "pytorch"] = Field(
-        "keras", description="keras: glorot-uniform kernels, zero biases (published); pytorch: torch's defaults")
-    voxel: VoxelNetConfig = Field(default_factory=VoxelNetConfig)
-    layer: LayerNetConfig = Field(default_factory=LayerNetConfig)
-    family: str = Field(
-        "caloscore_v2", description="the base model: caloscore_v2, calodiffusion, or 'package.module:ClassName' "
-                                    "of a user's ModelFamily subclass (calo_ablate/model/family.py)")
-    calodiffusion: CaloDiffusionConfig = Field(default_factory=CaloDiffusionConfig)
-    options: dict[str, Any] = Field(default_factory=dict, description="free-form settings of a user's family")
-
-    @model_validator(mode="after")
-    def _family(self) -> ModelConfig:
-        if self.family not in FAMILIES and not re.fullmatch(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*", self.family):
-            msg = f"model.family {self.family!r}: expected one of {', '.join(FAMILIES)} or a dotted import path " \
-                  f"'package.module:ClassName' of a ModelFamily subclass"
-            raise ValueError(msg)
-        defaults = CaloDiffusionConfig()
-        for name, shared in (("lr", "train.lr"), ("sample_steps", "sample.steps")):
-            if getattr(self.calodiffusion, name) != getattr(defaults, name):
-                msg = f"model.calodiffusion.{name}: set {shared} instead (shared by every model family)"
-                raise ValueError(msg)
-        return self
-
-
-class DiffusionConfig(_Section):
-    logsnr_min: float = -20.0
-    logsnr_max: float = 20.0
-    noise_scale: float = Field(1.0, gt=0.0, description="<1 shifts the log-SNR schedule up: less noise at every t")
 
 
 # the published run's optimizer steps: 300 epochs x ceil(96,800 training showers / batch 128)
@@ -232,14 +125,105 @@ class TrainerConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads, None = torch's default")
 
 
+SHARED_SECTIONS = ("data", "train", "sample", "evaluate", "trainer")
+# Shared keys a family may or may not read (its section's `reads` says which): they enter its keys and may
+# be set for it only when it reads them. Every other shared key is read for every family.
+FAMILY_READ_KEYS = frozenset({
+    "train.lr", "train.early_stopping_patience", "train.grad_clip", "train.lr_horizon_steps", "train.ema_decay",
+    "train.ema_start", "sample.steps", "sample.steps_factor", "data.max_deposit", "data.energy_min_gev",
+    "data.energy_max_gev", "data.voxel_cut_gev"})
+
+
+# ---- model: one section per family, registered by the family list (calo_ablate/model/families.py) ----
+class ModelSection(_Section):
+    """Base of a model family's section `model`: `family` selects the section (a discriminated union).
+
+    A subclass sets `family` to a Literal of its name and declares in `reads` the shared keys of the
+    data, train and sample sections it reads beyond those every family reads (READ_BY_EVERY_FAMILY);
+    `loss_defining` names its own fields (relative to `model.`, a trailing '.' for a whole sub-section)
+    that change what the loss measures.
+    """
+
+    family: str
+    reads: ClassVar[frozenset[str]] = frozenset()
+    loss_defining: ClassVar[tuple[str, ...]] = ()
+
+
+USER_FAMILY_PATTERN = r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"  # 'package.module:ClassName' of a user's ModelFamily
+
+
+class UserFamilySection(ModelSection):
+    """The section of a user's family named by its dotted path: free-form `model.options.*`."""
+
+    family: str = Field(pattern=USER_FAMILY_PATTERN)
+    options: dict[str, Any] = Field(default_factory=dict, description="free-form settings of a user's family")
+    reads: ClassVar[frozenset[str]] = FAMILY_READ_KEYS  # unknown to the config: every shared key
+
+
+_SECTIONS: dict[str, type[ModelSection]] = {}
+
+
+def register_family_section(section: type[ModelSection]) -> None:
+    """Make `section` the `model` section of the family named by its `family` default; the first
+    registered is the default family. Called by the family list (calo_ablate/model/families.py)."""
+    name = section.model_fields["family"].default
+    unknown = sorted(section.reads - FAMILY_READ_KEYS)
+    if not isinstance(name, str) or unknown:
+        msg = f"{section.__name__}: needs a family name as the default of `family` and reads only keys of " \
+              f"{sorted(FAMILY_READ_KEYS)} (not {unknown})"
+        raise ConfigError(msg)
+    _SECTIONS[name] = section
+
+
+def family_names() -> list[str]:
+    """The registered family names, the default first."""
+    return list(_SECTIONS)
+
+
+def default_family() -> str:
+    if not _SECTIONS:
+        msg = "no model family is registered: import calo_ablate.model.families before building a config"
+        raise ConfigError(msg)
+    return next(iter(_SECTIONS))
+
+
+def section_of(family: str) -> type[ModelSection]:
+    """The section class of a model.family value; ConfigError naming the value and the valid names."""
+    if family in _SECTIONS:
+        return _SECTIONS[family]
+    if re.fullmatch(USER_FAMILY_PATTERN, family):
+        return UserFamilySection
+    default_family()
+    msg = f"model.family {family!r}: expected one of {', '.join(_SECTIONS)} or a dotted import path " \
+          f"'package.module:ClassName' of a ModelFamily subclass"
+    raise ConfigError(msg)
+
+
+def _default_model() -> ModelSection:
+    return _SECTIONS[default_family()]()
+
+
 class Config(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    model: SerializeAsAny[ModelSection] = Field(default_factory=_default_model)
     train: TrainConfig = Field(default_factory=TrainConfig)
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _family_section(cls, value: Any) -> Any:
+        """The section of the family named by value['family'] (the default family when absent)."""
+        if isinstance(value, ModelSection):
+            return value
+        if not isinstance(value, dict):
+            return value
+        try:
+            section = section_of(str(value.get("family", default_family())))
+        except ConfigError as err:
+            raise ValueError(str(err)) from None
+        return section.model_validate(value)
 
 
 # Fields that say where or how fast a run goes, never what it computes: outside every hashed stage, so
@@ -251,7 +235,6 @@ RUNTIME_KEYS = frozenset({"data.data_dir", "data.num_workers"})
 STAGE_OF_SECTION = {
     "data": "data",
     "model": "train",
-    "diffusion": "train",
     "train": "train",
     "sample": "evaluate",
     "evaluate": "evaluate",
@@ -274,34 +257,58 @@ def canonical_dataset(name: str) -> str:
         raise ConfigError(msg) from None
 
 
-def valid_keys(model: type[BaseModel] = Config, prefix: str = "") -> list[str]:
-    """All dotted leaf keys of the config tree, e.g. 'model.voxel.widths'."""
+def _leaf_keys(model: type[BaseModel], prefix: str) -> list[str]:
     keys = []
     for name, field in model.model_fields.items():
         sub = field.annotation
         if isinstance(sub, type) and issubclass(sub, BaseModel):
-            keys.extend(valid_keys(sub, f"{prefix}{name}."))
+            keys.extend(_leaf_keys(sub, f"{prefix}{name}."))
         else:
             keys.append(f"{prefix}{name}")
     return keys
 
 
-def _check_key(key: str, where: str) -> None:
-    keys = valid_keys()
-    if key in keys or key.startswith(FREE_FORM_PREFIX):
+def valid_keys(family: str | None = None) -> list[str]:
+    """All dotted leaf keys of the config tree with `family`'s model section (the default family's when
+    None), e.g. 'model.voxel.widths'."""
+    shared = [k for name in SHARED_SECTIONS for k in _leaf_keys(Config.model_fields[name].annotation, f"{name}.")]
+    return shared + _leaf_keys(section_of(family or default_family()), "model.")
+
+
+def family_keys_text(family: str) -> str:
+    """'its keys: model.a, ...; the shared keys it reads: train.lr, ...' for messages about `family`."""
+    section = section_of(family)
+    own = [k for k in _leaf_keys(section, "model.")] + ([f"{FREE_FORM_PREFIX}*"] if section is UserFamilySection else [])
+    return f"its keys: {', '.join(own)}; the shared keys it reads (beyond those every family reads): " \
+           f"{', '.join(sorted(section.reads)) or 'none'}"
+
+
+def _check_key(key: str, where: str, family: str, explicit: bool) -> None:
+    """Refuse a key that `family`'s config tree lacks; an `explicit` one (an ablation's set:, --set) also
+    when it is a shared key the family does not read."""
+    keys = valid_keys(family)
+    section = section_of(family)
+    if key in keys or (key.startswith(FREE_FORM_PREFIX) and section is UserFamilySection):
+        if explicit and key in FAMILY_READ_KEYS and key not in section.reads:
+            msg = f"{where}: model family {family!r} does not read '{key}'; {family_keys_text(family)}"
+            raise ConfigError(msg)
         return
     sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}
     if key in sections:
-        msg = f"{where}: '{key}' is a section, set one of its keys (e.g. {key}.{valid_keys_of(key)[0]})"
+        msg = f"{where}: '{key}' is a section, set one of its keys (e.g. {key}.{valid_keys_of(key, family)[0]})"
         raise ConfigError(msg)
     near = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    if key.startswith("model."):
+        hint = f" (nearest: {', '.join(near)})" if near else ""
+        msg = f"{where}: '{key}' is not a key of model family {family!r}{hint}; {family_keys_text(family)}"
+        raise ConfigError(msg)
     hint = f"; nearest valid keys: {', '.join(near)}" if near else f"; valid sections: {', '.join(sorted(sections))}"
     msg = f"{where}: unknown config key '{key}'{hint}"
     raise ConfigError(msg)
 
 
-def valid_keys_of(section: str) -> list[str]:
-    return [k[len(section) + 1:] for k in valid_keys() if k.startswith(section + ".")]
+def valid_keys_of(section: str, family: str | None = None) -> list[str]:
+    return [k[len(section) + 1:] for k in valid_keys(family) if k.startswith(section + ".")]
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -353,12 +360,25 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
-    """Merge flat {dotted key: value} layers (each with a name for messages) into a validated Config."""
+def selected_family(layers: list[tuple[str, dict[str, Any]]]) -> str:
+    """The model.family of these layers (the last that sets it wins), the default family when none does."""
+    family = None
+    for _, flat in layers:
+        family = flat.get("model.family", family)
+    return str(family) if family is not None else default_family()
+
+
+def build_config(layers: list[tuple[str, dict[str, Any]]], *, shared_layers: int = 0) -> Config:
+    """Merge flat {dotted key: value} layers (each with a name for messages) into a validated Config.
+
+    The first `shared_layers` layers serve every family (dataset and profile files): a shared key there
+    that the selected family does not read is kept out of its keys but not refused."""
+    family = selected_family(layers)
+    section_of(family)
     tree: dict[str, Any] = {}
-    for where, flat in layers:
+    for i, (where, flat) in enumerate(layers):
         for key, value in flat.items():
-            _check_key(key, where)
+            _check_key(key, where, family, explicit=i >= shared_layers)
             set_dotted(tree, key, value)
     try:
         return Config.model_validate(tree)
@@ -369,6 +389,40 @@ def build_config(layers: list[tuple[str, dict[str, Any]]]) -> Config:
             problems.append(f"'{path}': {e['msg']} (got {e.get('input')!r})")
         msg = "invalid config value: " + "; ".join(problems)
         raise ConfigError(msg) from None
+
+
+FAMILY_SCOPE = "families."  # families.<name>.<key>: a key set only for rows of that model family
+
+
+def _for_family(where: str, flat: dict[str, Any], family: str) -> dict[str, Any]:
+    """The layer's keys for `family`: plain keys, and `families.<family>.<key>` as <key>; another
+    family's `families.<name>.*` keys are left out (its name is checked)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if not key.startswith(FAMILY_SCOPE):
+            out[key] = value
+            continue
+        rest = key[len(FAMILY_SCOPE):]
+        name, _, inner = next(((f, ".", rest[len(f) + 1:]) for f in [*_SECTIONS, rest.split(".")[0]]
+                               if rest.startswith(f + ".")), ("", "", ""))
+        if not inner:
+            msg = f"{where}: '{key}': expected families.<model family>.<key>, e.g. families.{default_family()}.train.lr"
+            raise ConfigError(msg)
+        section_of(name)
+        if name == family:
+            out[inner] = value
+    return out
+
+
+def _family_blocks(path: Path, data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A file's `families:` block ({family: {section: ...}}): settings that apply only to that family."""
+    blocks = data.pop("families", None) or {}
+    if not isinstance(blocks, dict) or not all(isinstance(v, dict) for v in blocks.values()):
+        msg = f"{path}: 'families' must map a model family's name to its config sections"
+        raise ConfigError(msg)
+    for name in blocks:
+        section_of(str(name))
+    return {str(k): flatten(v) for k, v in blocks.items()}
 
 
 def resolve_config(
@@ -386,28 +440,44 @@ def resolve_config(
     root = experiments_dir()
     dataset_path = root / "datasets" / f"{dataset}.yaml"
     profile_path = root / "profiles" / f"{profile}.yaml"
-    layers = [
-        (str(dataset_path), flatten(_read_yaml(dataset_path))),
-        (str(profile_path), flatten(_read_yaml(profile_path))),
-    ]
+    files = []
+    for path in (dataset_path, profile_path):
+        data = _read_yaml(path)
+        files.append((path, flatten({k: v for k, v in data.items() if k != "families"}), _family_blocks(path, data)))
+    explicit = []
     if ablation_set:
-        layers.append(("ablation set", dict(ablation_set)))
+        explicit.append(("ablation set", dict(ablation_set)))
     if cli_set:
-        layers.append(("--set", dict(parse_set_option(s) for s in cli_set)))
+        explicit.append(("--set", dict(parse_set_option(s) for s in cli_set)))
     if seed is not None:
-        layers.append(("--seed", {"train.seed": seed}))
-    config = build_config(layers)
+        explicit.append(("--seed", {"train.seed": seed}))
+    family = selected_family([(str(p), flat) for p, flat, _ in files] + explicit)
+    explicit = [(where, _for_family(where, flat, family)) for where, flat in explicit]
+    shared = []
+    for path, flat, blocks in files:
+        shared.append((str(path), flat))
+        if family in blocks:
+            shared.append((f"{path} (families.{family})", blocks[family]))
+    config = build_config(shared + explicit, shared_layers=len(shared))
     if config.data.dataset != dataset:
         msg = f"{dataset_path}: sets data.dataset={config.data.dataset!r}, expected {dataset!r}"
         raise ConfigError(msg)
     return config
 
 
+def read_values(config: Config) -> dict[str, Any]:
+    """The flat {key: value} of every key the config's family reads: its own section and the shared keys
+    (a shared key of FAMILY_READ_KEYS only when the family's section `reads` it)."""
+    reads = type(config.model).reads
+    return {k: v for k, v in sorted(flatten(config.model_dump(mode="json")).items())
+            if k not in FAMILY_READ_KEYS or k in reads}
+
+
 def stage_values(config: Config, stages: tuple[str, ...]) -> dict[str, Any]:
-    """The flat {key: value} of every field whose section belongs to one of `stages` (RUNTIME_KEYS left out)."""
-    dumped = config.model_dump(mode="json")
-    flat = flatten({s: v for s, v in dumped.items() if STAGE_OF_SECTION[s] in stages})
-    return {k: v for k, v in sorted(flat.items()) if k not in RUNTIME_KEYS}
+    """The flat {key: value} of every key the config's family reads whose section belongs to one of
+    `stages` (RUNTIME_KEYS left out)."""
+    return {k: v for k, v in read_values(config).items()
+            if STAGE_OF_SECTION[k.split(".", 1)[0]] in stages and k not in RUNTIME_KEYS}
 
 
 def digest(payload: dict[str, Any]) -> str:
@@ -427,7 +497,8 @@ def eval_key(config: Config, data_checksums: dict[str, str]) -> str:
 
 def with_value(config: Config, key: str, value: Any) -> Config:
     """A copy of `config` with one dotted key set to `value`, validated (ConfigError on a bad key or value)."""
-    return build_config([("config", flatten(config.model_dump(mode="json"))), (f"set {key}", {key: value})])
+    return build_config([("config", flatten(config.model_dump(mode="json"))), (f"set {key}", {key: value})],
+                        shared_layers=1)
 
 
 def diff_from(config: Config, base: Config) -> dict[str, tuple[Any, Any]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from calo_ablate.data.synthetic import synthesise
+from calo_ablate.model import families  # noqa: F401  (registers the built-in families' config sections)
 
 
 @pytest.fixture(scope="session")

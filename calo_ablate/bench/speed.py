@@ -1,15 +1,19 @@
-"""Speed and memory figures of the base model on this machine (`make bench`); prints, asserts nothing.
+"""Speed and memory figures of a model family on this machine (`make bench`); prints, asserts nothing.
 
-    python -m calo_ablate.bench --dataset 1 [--threads N] [--gen-batches 1,100,10000]
+    python -m calo_ablate.bench --dataset 1 [--threads N] [--gen-batches 1,100,10000] [--set key=value ...]
+
+The family is the config's (`--set model.family=calodiffusion`); every measurement goes through the
+family interface (its module, its benchmark batch, its sampler).
 
 One function per measurement, `main` prints them:
 - matmul_flops: fp32 square-matmul FLOP/s, the machine's reference rate (same process, same threads);
-- train_flops_per_shower: model FLOPs of one training step per shower (forward + backward of both
-  nets, counted with torch.utils.flop_counter.FlopCounterMode);
-- training_throughput: showers/s of real Lightning training steps (optimizer, clipping, EMA included)
-  on random preprocessed-shape batches of train.batch_size;
-- generation_ms_per_shower: DDIM generation with the EMA net at a given batch size. To bound the
-  bench's time a few DDIM steps are timed and the time per step is scaled to the full step count;
+- train_flops_per_shower: model FLOPs of one training step per shower (the module's training_step and
+  backward, counted with torch.utils.flop_counter.FlopCounterMode);
+- training_throughput: showers/s of real Lightning training steps (optimizer, hooks included) on the
+  family's benchmark batches of train.batch_size;
+- generation_ms_per_shower: generation with the family's sampler at a given batch size. To bound the
+  bench's time a few sampling steps are timed and the time per step is scaled to the full step count
+  (a one-pass family is timed whole);
 - peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss);
 - --cpu-time: matmul, training and generation timed by the process's CPU time instead of wall time.
   On a CPU shared with other jobs, wall times with one thread mostly measure the other jobs; CPU time
@@ -20,8 +24,7 @@ One function per measurement, `main` prints them:
 - the profile of one training step and one sampling step by operator category, each rate beside the
   matmul rate (calo_ablate/bench/profile.py); --skip-profile leaves it out.
 The instruction set (calo_ablate/model/precision.py) is printed next to the matmul rate, and the seed
-study's laptop (13 training showers/s) and CaloScore v2's published CPU generation (9,425 ms per
-shower at batch 100, 512 steps) next to our figures.
+study's laptop (13 training showers/s) next to the training figure.
 """
 
 from __future__ import annotations
@@ -44,9 +47,10 @@ from calo_ablate.bench.profile import (
     profile_sampling_step,
     profile_training_step,
 )
-from calo_ablate.config import Config, canonical_dataset, resolve_config
+from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.families import load_family
+from calo_ablate.model.interface import ModelFamily
 from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
 from calo_ablate.runs.train import quiet_lightning
 
@@ -64,7 +68,6 @@ __all__ = [
 Clock = Callable[[], float]  # seconds: time.perf_counter (wall) or time.process_time (CPU time of the process)
 FEWER_STEPS_FACTOR = 0.125  # the registry's fewer-steps ablation: sample.steps_factor (64 of 512)
 SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
-CALOSCORE_CPU_MS_PER_SHOWER = 9425.0  # CaloChallenge final results, CPU, batch 100, 512 steps
 
 
 def _device() -> torch.device:
@@ -74,15 +77,6 @@ def _device() -> torch.device:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def _random_batch(n: int, n_layers: int, n_voxels: int, device: torch.device, seed: int = 0
-                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Preprocessed-shape inputs: cond (n, 1) in [0, 1], layer (n, L) and voxel (n, V) standard normal."""
-    g = torch.Generator().manual_seed(seed)
-    parts = (torch.rand(n, 1, generator=g), torch.randn(n, n_layers, generator=g),
-             torch.randn(n, n_voxels, generator=g))
-    return tuple(p.to(device) for p in parts)  # type: ignore[return-value]
 
 
 def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None = None,
@@ -102,28 +96,33 @@ def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None
     return 2 * size**3 / best
 
 
-def train_flops_per_shower(config: Config, n_voxels: int, n_layers: int, batch: int = 16) -> float:
-    """Model FLOPs per shower of one training step: forward and backward of both nets (no optimizer)."""
-    module = CaloScoreModule(config, n_voxels, n_layers)
-    inputs = _random_batch(batch, n_layers, n_voxels, torch.device("cpu"))
+def train_flops_per_shower(family: ModelFamily, batch: int = 16) -> float:
+    """Model FLOPs per shower of one training step: the module's training_step and backward (no optimizer)."""
+    module = family.module()
+    inputs = family.benchmark_batch(batch)
     counter = flop_counter()
-    with counter:
-        module.losses(inputs)[0].backward()
+    with counter, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log outside a Trainer
+        module.training_step(inputs, 0).backward()
     return counter.get_total_flops() / batch
 
 
-def generation_flops_per_shower_step(config: Config, n_voxels: int, n_layers: int, batch: int = 4) -> float:
-    """Model FLOPs per shower of one DDIM step of both nets (forward only)."""
-    module = CaloScoreModule(config, n_voxels, n_layers).eval()
-    cond = torch.rand(batch, 1)
+def _one_step(family: ModelFamily) -> int | None:
+    return None if family.sampling_steps() is None else 1
+
+
+def generation_flops_per_shower_step(family: ModelFamily, batch: int = 4) -> float:
+    """Model FLOPs per shower of one sampling step (the whole sampling of a one-pass family), forward only."""
+    module = family.module().eval()
+    cond = family.benchmark_batch(batch)[0]
     counter = flop_counter()
     with counter:
-        module.sample(cond, steps=1, batch_size=batch)
+        family.sample(module, cond, steps=_one_step(family), batch_size=batch, seed=0, progress=False)
     return counter.get_total_flops() / batch
 
 
-def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_steps: int = 4,
-                        warmup_steps: int = 2, clock: Clock = time.perf_counter) -> float:
+def training_throughput(family: ModelFamily, timed_steps: int = 4, warmup_steps: int = 2,
+                        clock: Clock = time.perf_counter) -> float:
     """Showers/s of Lightning training steps at train.batch_size, after `warmup_steps` untimed steps."""
     class StepTimer(pl.Callback):
         def __init__(self) -> None:
@@ -143,9 +142,10 @@ def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_step
                 self.seconds += clock() - self._start
                 self.showers += batch[0].shape[0]
 
+    config = family.config
     size = config.train.batch_size
     steps = warmup_steps + timed_steps
-    data = TensorDataset(*_random_batch(size * steps, n_layers, n_voxels, torch.device("cpu")))
+    data = TensorDataset(*family.benchmark_batch(size * steps))
     timer = StepTimer()
     pl.seed_everything(0, verbose=False)
     quiet_lightning()
@@ -155,37 +155,45 @@ def training_throughput(config: Config, n_voxels: int, n_layers: int, timed_step
                          accelerator="gpu" if _device().type == "cuda" else "cpu", devices=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trainer.fit(CaloScoreModule(config, n_voxels, n_layers), DataLoader(data, batch_size=size))
+        trainer.fit(family.module(), DataLoader(data, batch_size=size))
     return timer.showers / timer.seconds
 
 
 @dataclass
 class GenerationTiming:
-    """Generation cost at one batch size: ms per shower for `steps` DDIM steps, measured over `timed_steps`."""
+    """Generation cost at one batch size: ms per shower and sampling step, measured over `timed_steps`
+    (one pass of a one-pass family: timed_steps 1)."""
 
     batch_size: int
     ms_per_shower_step: float
     timed_steps: int
 
-    def ms_per_shower(self, steps: int) -> float:
-        return self.ms_per_shower_step * steps
+    def ms_per_shower(self, steps: int | None) -> float:
+        return self.ms_per_shower_step * (steps or 1)
 
 
-def generation_ms_per_shower(config: Config, n_voxels: int, n_layers: int, batch_size: int,
-                             timed_steps: int = 2, clock: Clock = time.perf_counter) -> GenerationTiming:
-    """Time `timed_steps` DDIM steps (layer and voxel nets, EMA weights, sample.precision) at `batch_size`
-    after a one-step warm-up (skipped for batches of 1000 and more, where one step already takes long)."""
+def generation_ms_per_shower(family: ModelFamily, batch_size: int, timed_steps: int = 2,
+                             clock: Clock = time.perf_counter) -> GenerationTiming:
+    """Time `timed_steps` sampling steps (sample.precision) at `batch_size` after a one-step warm-up (skipped
+    for batches of 1000 and more, where one step already takes long); a one-pass family: one whole pass."""
     device = _device()
-    module = CaloScoreModule(config, n_voxels, n_layers).to(device).eval()
-    cond = torch.rand(batch_size, 1, device=device)
+    module = family.module().to(device).eval()
+    cond = family.benchmark_batch(batch_size)[0].to(device)
+    one = _one_step(family)
+    timed = timed_steps if one is not None else None
+
+    def run(steps: int | None) -> None:
+        family.sample(module, cond, steps=steps, batch_size=batch_size, seed=0, progress=False)
+
     if batch_size < 1000:
-        module.sample(cond, steps=1, batch_size=batch_size)
+        run(one)
     _sync(device)
     start = clock()
-    module.sample(cond, steps=timed_steps, batch_size=batch_size)
+    run(timed)
     _sync(device)
     seconds = clock() - start
-    return GenerationTiming(batch_size, 1000 * seconds / timed_steps / batch_size, timed_steps)
+    n = timed or 1
+    return GenerationTiming(batch_size, 1000 * seconds / n / batch_size, n)
 
 
 def peak_memory_mib() -> float:
@@ -213,6 +221,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="train.precision for the training measurement (default: the config's)")
     parser.add_argument("--skip-study", action="store_true", help="leave out the runner-overhead study (minutes)")
     parser.add_argument("--skip-profile", action="store_true", help="leave out the training and sampling profiles")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config value, e.g. --set model.family=calodiffusion (repeatable)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time matmul, training and generation by process CPU time (with --threads 1: the "
                              "figures of a CPU shared with other jobs, without the time they take from us)")
@@ -220,54 +230,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = canonical_dataset(args.dataset)
-    config = resolve_config(dataset, "full", cli_set=[f"train.precision={args.precision}"] if args.precision else None)
+    precision = [f"train.precision={args.precision}"] if args.precision else []
+    config = resolve_config(dataset, "full", cli_set=[*args.overrides, *precision])
+    family = load_family(config)
     geometry = load_geometry(dataset)
     v, layers = geometry.n_voxels, geometry.n_layers
     device = _device()
     check_precision(config.train.precision, device, "--precision (train.precision)")
     if args.cpu_time and device.type != "cpu":
         parser.error("--cpu-time times CPU runs only; this machine runs the bench on its GPU")
-    steps_full = config.sample.steps
-    steps_fewer = max(1, round(steps_full * FEWER_STEPS_FACTOR))
+    steps_full = family.sampling_steps()
+    steps_fewer = max(1, round(steps_full * FEWER_STEPS_FACTOR)) if steps_full is not None else None
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"calo-ablate bench: dataset {dataset} base model ({v} voxels, {layers} layers) on {name}, "
+    print(f"calo-ablate bench: dataset {dataset}, {family.title} ({v} voxels, {layers} layers) on {name}, "
           f"torch {torch.__version__}")
 
     clock = time.process_time if args.cpu_time else time.perf_counter
     reference = matmul_flops(device=device, clock=clock)
     print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s ({'CPU' if args.cpu_time else 'wall'} time)")
     print(f"instruction set:          {instruction_set().describe()}")
-    flops = train_flops_per_shower(config, v, layers)
-    showers_s = training_throughput(config, v, layers, timed_steps=args.train_steps, clock=clock)
+    flops = train_flops_per_shower(family)
+    showers_s = training_throughput(family, timed_steps=args.train_steps, clock=clock)
     achieved = showers_s * flops
     print(f"training ({config.train.precision}, batch {config.train.batch_size}): {showers_s:8.1f} showers/s; "
           f"{flops / 1e9:.3f} GFLOP/shower (fwd+bwd) -> {achieved / 1e9:.1f} GFLOP/s = "
           f"{100 * achieved / reference:.0f}% of the matmul rate (seed study's laptop: "
           f"{SEED_LAPTOP_SHOWERS_S:.0f} showers/s)")
 
-    gen_flops = generation_flops_per_shower_step(config, v, layers)
-    print(f"generation (EMA net, {gen_flops / 1e6:.0f} MFLOP per shower per DDIM step; "
+    gen_flops = generation_flops_per_shower_step(family)
+    print(f"generation ({gen_flops / 1e6:.0f} MFLOP per shower per sampling step; "
           f"a few steps timed per batch size and scaled per step):")
     bf16 = config.model_copy(update={"sample": config.sample.model_copy(update={"precision": "bf16-mixed"})})
     for batch in (int(b) for b in args.gen_batches.split(",")):
         # bf16 (sample.precision=bf16-mixed) only where native and below batch 1000, to bound the bench's time
         for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 and bf16_native(device) else []):
             try:
-                timing = generation_ms_per_shower(cfg, v, layers, batch, timed_steps=1 if batch >= 1000 else 2,
+                timing = generation_ms_per_shower(load_family(cfg), batch, timed_steps=1 if batch >= 1000 else 2,
                                                   clock=clock)
             except RuntimeError as err:  # out of memory at a large batch
                 print(f"  batch {batch:>6} {label}: not measured ({str(err).splitlines()[0]})")
                 continue
             rate = gen_flops / (timing.ms_per_shower_step / 1000)
-            published = f"; CaloScore v2 published CPU: {CALOSCORE_CPU_MS_PER_SHOWER:,.0f} ms at 512" \
-                if batch == 100 else ""
-            print(f"  batch {batch:>6} {label}: {timing.ms_per_shower(steps_full):10.1f} ms/shower at {steps_full} "
-                  f"steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
-                  f"({timing.timed_steps} step(s) timed; {rate / 1e9:.1f} GFLOP/s = "
-                  f"{100 * rate / reference:.0f}% of the matmul rate{published})")
+            at = (f" at {steps_full} steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
+                  f"({timing.timed_steps} step(s) timed;" if steps_full is not None else " (one pass;")
+            print(f"  batch {batch:>6} {label}: {timing.ms_per_shower(steps_full):10.1f} ms/shower{at} "
+                  f"{rate / 1e9:.1f} GFLOP/s = {100 * rate / reference:.0f}% of the matmul rate)")
     print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
     if not args.skip_profile and device.type == "cpu":
-        for profiled in (profile_training_step(config, v, layers), profile_sampling_step(config, v, layers)):
+        for profiled in (profile_training_step(family), profile_sampling_step(family)):
             print(format_profile(profiled, reference, cpu_time=args.cpu_time))
     if not args.skip_study:
         runner_overhead(dataset)

@@ -12,7 +12,7 @@ from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.runs import record
 from calo_ablate.study.estimate import parse_budget_seconds
-from calo_ablate.study.launch import JobResources
+from calo_ablate.study.launch import JobResources, parse_sbatch_options
 from calo_ablate.study.plan import describe_difference
 from calo_ablate.study.registry import BASE, load_registry
 from calo_ablate.study.runner import (
@@ -23,6 +23,7 @@ from calo_ablate.study.runner import (
     rebuild_report,
     run_study,
 )
+from calo_ablate.study.worker import EXIT_STOPPED, WorkerStopped
 
 __all__ = ["ablate", "list_ablations", "report", "ui", "worker"]
 
@@ -77,7 +78,9 @@ def ablate(args: Namespace) -> int:
         results_dir=args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
         fail_fast=bool(args.fail_fast), retries=args.retries, retry_failed=args.retry_failed,
         launcher=args.launcher, wait=not args.no_wait,
-        resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus))
+        resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus,
+                               signal_s=args.slurm_signal, requeues=args.slurm_requeues,
+                               options=parse_sbatch_options(args.slurm_option)))
     outcome = run_study(request, log=lambda s: print(s, flush=True))
     if outcome.report is None:
         print(f"not waiting: when the jobs ended, `calo-ablate report --study {outcome.study}"
@@ -86,20 +89,28 @@ def ablate(args: Namespace) -> int:
     if outcome.stop_reason:
         print(f"study stopped: {outcome.stop_reason}")
     print(f"report: {outcome.report}")
+    progress = outcome.progress
+    dead = f"; {', '.join(outcome.dead_workers)}" if outcome.dead_workers else ""
     if outcome.exit_code:
-        progress = outcome.progress
         failed = ", ".join(f"{c} ({e})" for c, e in sorted(progress.failed.items()))
         print(f"incomplete: {progress.done}/{progress.total} cells done"
-              + (f"; failed: {failed}" if failed else "")
+              + (f"; failed: {failed}" if failed else "") + dead
               + "; run the same command again to retry and resume", file=sys.stderr)
+    elif dead:
+        print(f"complete: {progress.done}/{progress.total} cells done{dead} (the other workers finished "
+              "their units)")
     return outcome.exit_code
 
 
 def worker(args: Namespace) -> int:
     """`calo-ablate worker --study S --storage URL`: take cells of a running study until none waits."""
     pid = os.getpid()
-    failures = join_study(args.study, args.storage, args.results_dir,
-                          log=lambda s: print(f"[worker {pid}] {s}", flush=True), wait_s=args.wait_for_study)
+    try:
+        failures = join_study(args.study, args.storage, args.results_dir,
+                              log=lambda s: print(f"[worker {pid}] {s}", flush=True), wait_s=args.wait_for_study)
+    except WorkerStopped as stop:
+        print(f"[worker {pid}] stopped: {stop}", flush=True)
+        return EXIT_STOPPED
     return 1 if failures else 0
 
 

@@ -81,6 +81,7 @@ def generate(args: argparse.Namespace) -> int:
     showers_mev = generate_showers(trained, energies_mev, seed=args.seed, progress=True)
     out = Path(args.out)
     write_showers(out, energies_mev, showers_mev)
-    print(f"{args.events} showers of run {args.run_id} ({trained.family.title}, {config.sample.effective_steps} "
-          f"sampling steps) -> {out}")
+    steps = trained.family.sampling_steps()
+    print(f"{args.events} showers of run {args.run_id} ({trained.family.title}"
+          f"{f', {steps} sampling steps' if steps is not None else ''}) -> {out}")
     return 0

@@ -1,8 +1,7 @@
 """Lightning data module: cached features of the training file(s) and the evaluation sample.
 
 Training file(s) -> deterministic subset (data.max_train_events) -> 80/20 train/validation split with a
-fixed split seed (the same for every cell) -> the model family's preprocessor (CaloScore v2's by
-default) fitted on the train part -> features cached (feature_cache.py). The evaluation file(s) never enter training; eval_sample() draws from them.
+fixed split seed (the same for every cell) -> the model family's preprocessor fitted on the train part -> features cached (feature_cache.py). The evaluation file(s) never enter training; eval_sample() draws from them.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ from torch.utils.data import DataLoader, Dataset
 from calo_ablate.config import Config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.feature_cache import DEFAULT_CACHE_DIR, PreparedData, load_or_build_features
-from calo_ablate.data.preprocessing import Preprocessing, Preprocessor, caloscore_preprocessing
+from calo_ablate.data.preprocessing import Preprocessing, Preprocessor
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
 
 __all__ = ["CaloDataModule", "FeatureDataset"]
 
-Batch = tuple[torch.Tensor, ...]   # cond (B, 1) first; CaloScore v2: layer (B, L), voxel (B, V)
+Batch = tuple[torch.Tensor, ...]   # cond (B, C) first, then the family's other feature arrays
 
 
 class FeatureDataset(Dataset):
@@ -64,7 +63,8 @@ def _check_disjoint(files: DataFiles) -> None:
 class CaloDataModule(pl.LightningDataModule):
     """Batches (cond, ...) float32 of the training file(s); held-out showers from the evaluation file(s).
 
-    preprocessing: the model family's (model/family.py); CaloScore v2's, batches (cond, layer, voxel), when None.
+    preprocessing: the model family's (model/interface.py); None for a module that only draws evaluation
+    showers (eval_sample), which needs none.
     """
 
     def __init__(self, config: Config, files: DataFiles, cache_dir: str | Path = DEFAULT_CACHE_DIR,
@@ -74,7 +74,7 @@ class CaloDataModule(pl.LightningDataModule):
         self.config = config
         self.files = files
         self.cache_dir = Path(cache_dir)
-        self.preprocessing = preprocessing or caloscore_preprocessing(config.data)
+        self.preprocessing = preprocessing
         self.geometry = load_geometry(config.data.dataset)
         self.n_voxels = self.geometry.n_voxels
         self.n_layers = self.geometry.n_layers
@@ -84,6 +84,9 @@ class CaloDataModule(pl.LightningDataModule):
     def prepared(self) -> PreparedData:
         """Preprocessor and features, built or loaded from the cache on first use."""
         if self._prepared is None:
+            if self.preprocessing is None:
+                msg = "CaloDataModule without a preprocessing: pass the model family's to train on its features"
+                raise DataError(msg)
             self._prepared = load_or_build_features(self.files, self.config.data, self.cache_dir,
                                                     preprocessing=self.preprocessing)
         return self._prepared

@@ -1,7 +1,7 @@
 """The train/validation split and the on-disk cache of preprocessed training features.
 
 A study trains many cells on one training file: the first cell reads it, takes the deterministic
-subset and split, fits the model family's preprocessor (CaloScore v2's by default) on the training part
+subset and split, fits the model family's preprocessor on the training part
 only and writes everything (statistics, train and validation features) to one .npz under the cache
 folder; every later cell loads that file in seconds. The file name carries a key over the training
 files' MD5 checksums, every data setting that changes the arrays and the family's name and
@@ -20,8 +20,7 @@ import numpy as np
 
 from calo_ablate.config import DataConfig, digest
 from calo_ablate.data.calochallenge import read_showers
-from calo_ablate.data.preprocess import write_npz_atomic
-from calo_ablate.data.preprocessing import Preprocessing, Preprocessor, caloscore_preprocessing
+from calo_ablate.data.preprocessing import Preprocessing, Preprocessor, write_npz_atomic
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 
@@ -47,7 +46,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PreparedData:
     """The fitted preprocessor and the features of the training and validation parts (float32 arrays,
-    the condition first; CaloScore v2's as Features)."""
+    the condition first, packed as the family's preprocessing says)."""
 
     preprocessor: Preprocessor
     train: tuple[np.ndarray, ...]
@@ -85,11 +84,10 @@ def _train_checksums(files: DataFiles) -> list[tuple[str, str]]:
     return pairs
 
 
-def cache_key(files: DataFiles, data_config: DataConfig, split_seed: int = SPLIT_SEED,
-              preprocessing: Preprocessing | None = None) -> str:
+def cache_key(files: DataFiles, data_config: DataConfig, preprocessing: Preprocessing,
+              split_seed: int = SPLIT_SEED) -> str:
     """16 hex digits over the training files' MD5s, the data settings that shape the features and the
-    family's preprocessing (name and settings; CaloScore v2's when None)."""
-    preprocessing = preprocessing or caloscore_preprocessing(data_config)
+    family's preprocessing (name and settings)."""
     payload = {
         "format": _CACHE_FORMAT,
         "files": _train_checksums(files),
@@ -102,10 +100,10 @@ def cache_key(files: DataFiles, data_config: DataConfig, split_seed: int = SPLIT
     return digest(payload)
 
 
-def cache_path(cache_dir: str | Path, files: DataFiles, data_config: DataConfig,
-               split_seed: int = SPLIT_SEED, preprocessing: Preprocessing | None = None) -> Path:
+def cache_path(cache_dir: str | Path, files: DataFiles, data_config: DataConfig, preprocessing: Preprocessing,
+               split_seed: int = SPLIT_SEED) -> Path:
     """Where the features of these files and settings are cached."""
-    key = cache_key(files, data_config, split_seed, preprocessing)
+    key = cache_key(files, data_config, preprocessing, split_seed)
     return Path(cache_dir) / f"features_{data_config.dataset}_{key}.npz"
 
 
@@ -143,14 +141,12 @@ def _read_cache(path: Path, key: str, preprocessing: Preprocessing) -> PreparedD
 
 
 def load_or_build_features(files: DataFiles, data_config: DataConfig, cache_dir: str | Path = DEFAULT_CACHE_DIR,
-                           *, split_seed: int = SPLIT_SEED, preprocessing: Preprocessing | None = None,
-                           ) -> PreparedData:
+                           *, preprocessing: Preprocessing, split_seed: int = SPLIT_SEED) -> PreparedData:
     """The preprocessor and train/validation features: from the cache if it holds them, else built and cached.
 
-    preprocessing: the model family's (CaloScore v2's when None)."""
-    preprocessing = preprocessing or caloscore_preprocessing(data_config)
-    key = cache_key(files, data_config, split_seed, preprocessing)
-    path = cache_path(cache_dir, files, data_config, split_seed, preprocessing)
+    preprocessing: the model family's."""
+    key = cache_key(files, data_config, preprocessing, split_seed)
+    path = cache_path(cache_dir, files, data_config, preprocessing, split_seed)
     if path.is_file():
         try:
             return _read_cache(path, key, preprocessing)

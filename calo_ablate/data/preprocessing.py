@@ -1,6 +1,6 @@
 """What the data layer needs of a model family's preprocessing: the Preprocessor protocol and its recipe.
 
-A model family (calo_ablate/model/family.py) hands the data module a `Preprocessing`: a name and the
+A model family (calo_ablate/model/interface.py) hands the data module a `Preprocessing`: a name and the
 settings that shape its features (both enter the feature cache's key), a factory of unfitted
 preprocessors and a loader of saved ones. The data module fits the preprocessor on the training part
 only, transforms both parts to float32 feature arrays (the condition first) and caches them.
@@ -8,19 +8,46 @@ only, transforms both parts to float32 feature arrays (the condition first) and 
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-from calo_ablate.config import DataConfig
-from calo_ablate.data.preprocess import CaloScorePreprocessor, Features, write_npz_atomic
 from calo_ablate.errors import DataError
-from calo_ablate.geometry import load_geometry
 
-__all__ = ["Preprocessing", "Preprocessor", "caloscore_preprocessing"]
+__all__ = ["Preprocessing", "Preprocessor", "float_matrix", "write_npz_atomic"]
+
+
+def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
+    """Write an uncompressed .npz next to `path` and rename it into place: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def float_matrix(values: npt.ArrayLike, width: int, what: str, owner: str) -> np.ndarray:
+    """`values` as a float64 (N, width) array; DataError naming `what` and `owner` (e.g. its geometry) if not."""
+    array = np.asarray(values, dtype=np.float64)
+    if array.ndim != 2 or array.shape[1] != width:
+        msg = f"{what} has shape {array.shape}, expected (N, {width}) for {owner}"
+        raise DataError(msg)
+    return array
+
 
 
 class Preprocessor(Protocol):
@@ -48,7 +75,7 @@ class Preprocessing:
 
     family: its name (in the cache key); settings: JSON-able values that change the features (in the
     cache key); new: an unfitted preprocessor; restore: one rebuilt from `to_arrays()` and a source
-    name for messages; pack: the type the cached arrays are handed back as (CaloScore: Features).
+    name for messages; pack: the type the cached arrays are handed back as (a tuple unless the family says otherwise).
     """
 
     family: str
@@ -70,14 +97,3 @@ class Preprocessing:
         except (OSError, ValueError) as err:
             msg = f"{path}: cannot read a saved {self.family} preprocessor ({err})"
             raise DataError(msg) from err
-
-
-def caloscore_preprocessing(data_config: DataConfig) -> Preprocessing:
-    """CaloScore v2's fitted preprocessing (data/preprocess.py); its settings are data.* keys, already in
-    the cache key."""
-    geometry = load_geometry(data_config.dataset)
-    return Preprocessing(
-        family="caloscore_v2", settings={},
-        new=lambda: CaloScorePreprocessor(geometry, data_config),
-        restore=lambda arrays, source: CaloScorePreprocessor.from_arrays(arrays, geometry, data_config, source),
-        pack=Features)

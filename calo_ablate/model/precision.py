@@ -11,6 +11,8 @@ GPU: torch.cuda.is_bf16_supported() (native from compute capability 8.0, Ampere)
 
 from __future__ import annotations
 
+import os
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +20,8 @@ import torch
 
 from calo_ablate.errors import ConfigError
 
-__all__ = ["BF16", "InstructionSet", "bf16_native", "check_precision", "cpu_flags", "instruction_set"]
+__all__ = ["BF16", "InstructionSet", "bf16_native", "check_precision", "cpu_flags", "cpu_model", "instruction_set",
+           "machine_line"]
 
 BF16 = "bf16-mixed"
 CPUINFO = Path("/proc/cpuinfo")
@@ -35,6 +38,19 @@ def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str]:
         if key.strip() in ("flags", "Features"):  # x86 / ARM
             return frozenset(value.split())
     return frozenset()
+
+
+def cpu_model(cpuinfo: Path = CPUINFO) -> str:
+    """The 'model name' of the first processor in `cpuinfo`, e.g. 'AMD EPYC 7B13'; platform.machine() where absent."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return platform.machine()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            return value.strip()
+    return platform.machine()
 
 
 @dataclass(frozen=True)
@@ -68,6 +84,11 @@ def instruction_set(flags: frozenset[str] | None = None) -> InstructionSet:
                           amx_bf16="amx_bf16" in flags, torch_capability=torch.backends.cpu.get_cpu_capability())
 
 
+def machine_line() -> str:
+    """One line to read a test run against: 'CPU: <model>; AVX2 yes, AVX-512 no, ...; <n> cores'."""
+    return f"CPU: {cpu_model()}; {instruction_set().describe()}; {os.cpu_count()} cores"
+
+
 def bf16_native(device: torch.device | str) -> bool:
     """Whether `device` computes bf16 natively: a CUDA GPU that supports it, or a CPU with avx512_bf16/amx_bf16."""
     device = torch.device(device)
@@ -89,3 +110,7 @@ def check_precision(precision: str, device: torch.device | str, key: str) -> Non
     msg = (f"{key}={precision}: bf16 is not native on {where}; it would be emulated, many times slower "
            f"than fp32. Use {key}=32-true")
     raise ConfigError(msg)
+
+
+if __name__ == "__main__":
+    print(machine_line())

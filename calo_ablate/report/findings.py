@@ -46,8 +46,7 @@ AUC_METRICS = ("auc_low", "auc_high", "auc_high_z")
 # (about 0.5) by this much, i.e. tells generated from reference showers apart in ~90 % of pairs or more
 FAR_MARGIN = 0.4
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-ASPECT_METRIC = {"loss": record.VAL_LOSS, "voxel_loss": record.VAL_VOXEL_LOSS, "layer_loss": record.VAL_LAYER_LOSS,
-                 "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
+ASPECT_METRIC = {"loss": record.VAL_LOSS, "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
 UNDERTRAINED = "both far from the reference: undertrained, no quality comparison possible at this budget"
 DIRECTION = {"lower": "lower", "higher": "higher", "equivalent": "same", "undecided": "undecided"}
 
@@ -210,7 +209,8 @@ def _direction_of(table: StudyTable, row: Row, aspect: str) -> tuple[str, str]:
         verdict, detail = quality(table, row)
         measured = {"better": "better", "worse": "worse", "equivalent": "same"}.get(verdict, "undecided")
         return measured, verdict if verdict in ("undertrained", "mixed") else detail
-    metric = ASPECT_METRIC.get(aspect) or (timing_metric(table) if aspect == "gen_time" else None)
+    losses = {m[len(record.VAL_PREFIX):]: m for m, _ in table.losses}  # the base family's: voxel_loss, ...
+    metric = ASPECT_METRIC.get(aspect) or losses.get(aspect) or (timing_metric(table) if aspect == "gen_time" else None)
     if metric is None:
         return "undecided", "not measured"
     c = compare(table, row, metric)

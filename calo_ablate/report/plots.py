@@ -1,7 +1,8 @@
 """The study's plots: loss_curves.png (from MLflow metric histories) and histograms.png (cached samples).
 
-loss_curves.png: one panel per loss (total, voxel, layer), training (top, the train_steps/* points,
-about 20 per run) and validation (bottom, every validation); per row the mean over its seeds with a
+loss_curves.png: one panel per loss of each model family in the study (its loss_names tag: CaloScore v2
+total, voxel, layer; the base's family first), training (top, the step curve train_steps/<loss>, about
+20 points per run) and validation (bottom, every validation); a row draws in its own family's panels; per row the mean over its seeds with a
 band of +- one standard deviation, x = optimizer steps done. Every row has its own colour, marker and
 line style, so a row on top of another (one sharing the base's training) still shows. histograms.png:
 the high-level feature histograms of every row's seed-0 generated sample against the seed-0
@@ -20,11 +21,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from calo_ablate.evaluation.plots import plot_histogram_grid
-from calo_ablate.report.table import StudyTable
+from calo_ablate.report.table import StudyTable, loss_label
 from calo_ablate.runs import record
 
-LOSSES = (("loss", "loss"), ("voxel_loss", "voxel loss"), ("layer_loss", "layer loss"))
-STAGES = ((record.TRAIN_CURVE_PREFIX, "training"), ("val/", "validation"))
+STAGES = ((record.CURVE_PREFIX, "training"), (record.VAL_PREFIX, "validation"))
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")
 FLOAT_MAX = np.finfo(np.float64).max
@@ -47,12 +47,20 @@ def mean_band(runs: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarr
     return x, values.mean(axis=0), std
 
 
+def _panels(table: StudyTable) -> list[tuple[str | None, str]]:
+    """(family, loss name) of every panel column; the family is None when the study has only one."""
+    families = table.family_losses or {None: [m[len(record.VAL_PREFIX):] for m, _ in table.losses]}
+    single = len(families) == 1
+    return [(None if single else family, name) for family, names in families.items() for name in names]
+
+
 def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path | None:
     """The loss curves of every row (see the module docstring); None when no run has a history.
 
     tracking_uri: unused (the histories come with the table); kept for the callers' signature.
     """
-    fig, axes = plt.subplots(len(STAGES), len(LOSSES), figsize=(5.2 * len(LOSSES), 4.0 * len(STAGES)),
+    panels = _panels(table)
+    fig, axes = plt.subplots(len(STAGES), len(panels), figsize=(5.2 * len(panels), 4.0 * len(STAGES)),
                              squeeze=False)
     drawn = False
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -60,8 +68,11 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
         style = {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)],
                  "linestyle": LINESTYLES[i % len(LINESTYLES)], "markersize": 4, "linewidth": 1.2}
         histories = table.histories.get(row.name, {})
+        family = next((c.tags[record.TAG_MODEL_FAMILY] for c in row.cells if record.TAG_MODEL_FAMILY in c.tags), None)
         for r, (prefix, _) in enumerate(STAGES):
-            for c, (loss, _) in enumerate(LOSSES):
+            for c, (panel_family, loss) in enumerate(panels):
+                if panel_family is not None and panel_family != family:
+                    continue
                 runs = [h for h in histories.get(prefix + loss, []) if _drawable(h)]
                 if not runs:
                     continue
@@ -74,9 +85,10 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
         plt.close(fig)
         return None
     for r, (_, stage) in enumerate(STAGES):
-        for c, (_, label) in enumerate(LOSSES):
+        for c, (panel_family, loss) in enumerate(panels):
+            label = loss_label(loss).lower()
             ax = axes[r][c]
-            ax.set_title(f"{stage} {label}")
+            ax.set_title(f"{stage} {label}" + (f" ({panel_family})" if panel_family else ""))
             ax.set_xlabel("optimizer step")
             ax.set_ylabel(f"{label} (mean ± std over seeds)")
             ax.grid(alpha=0.3)

@@ -30,13 +30,12 @@ from calo_ablate.runs.record import BASE
 
 REFERENCE_ROW = "reference"
 SYMBOLS = {"lower": "↓", "higher": "↑", "equivalent": "≈"}
-LOSSES = [(record.VAL_LOSS, "Loss"), (record.VAL_VOXEL_LOSS, "Voxel Loss"), (record.VAL_LAYER_LOSS, "Layer Loss")]
+LOSSES = [(record.VAL_LOSS, "Loss")]  # runs without a loss_names tag: the total every family logs
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
            ("auc_high", "AUC high"), ("auc_high_z", "AUC high (z)"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
-FORMATS = {record.VAL_LOSS: ".4f", record.VAL_VOXEL_LOSS: ".4f", record.VAL_LAYER_LOSS: ".4f",
-           record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
+LOSS_FORMAT = ".4f"  # every val/<loss>
+FORMATS = {record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
            "auc_high": ".3f", "auc_high_z": ".3f", "fpd": ".3g", "kpd": ".3g"}
-CURVES = (*record.VAL_LOSSES, *record.CURVE_LOSSES)
 # how the base's model starts and is updated (model.init, train.lr_horizon_steps, ...): a header line
 UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon (steps)"),
                ("model.layer.dropout_in_training", "layer-net dropout in training"),
@@ -118,9 +117,11 @@ class StudyTable:
     reference: dict[str, float]  # the noise floor's metrics (no prefix)
     columns: list[tuple[str, str]]  # (metric, label) shown in table.md, after the loss columns
     wall_seconds: float
-    # row name -> metric (CURVES) -> one [(MLflow step, value), ...] per training run of the row's cells
+    # row name -> metric (curve_names) -> one [(MLflow step, value), ...] per training run of the row's cells
     histories: dict[str, dict[str, list[list[tuple[int, float]]]]] = field(default_factory=dict)
     losses: list[tuple[str, str]] = field(default_factory=lambda: list(LOSSES))  # the base family's
+    # the loss names of each family in the study, the base's first (the figure's panels): family -> names
+    family_losses: dict[str, list[str]] = field(default_factory=dict)
     margins: dict[str, float | str] = field(default_factory=dict)  # the registry's equivalence margins
     design: Design | None = None  # `--seeds auto`'s looks; None: a fixed number of seeds
     reference_std: dict[str, float] = field(default_factory=dict)  # the noise floor's spread over its draws
@@ -188,16 +189,25 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     design = _json_tag(tags, record.TAG_SEED_DESIGN, None)
     return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
                       columns, wall, {r.name: _row_histories(c, r) for r in rows}, loss_columns(rows),
-                      _json_tag(tags, record.TAG_MARGINS, {}),
+                      family_losses(rows), _json_tag(tags, record.TAG_MARGINS, {}),
                       Design(int(design["first"]), int(design["cap"])) if design else None, reference_std)
 
 
+def curve_names(row: Row) -> list[str]:
+    """The metrics the report draws for a row: its family's val/<loss> and step curve (its cells' tags
+    loss_names and curve_metrics; runs without curve_metrics: train_steps/<loss>)."""
+    names = json.loads(_tag_of(row, record.TAG_LOSS_NAMES) or json.dumps([m[len(record.VAL_PREFIX):] for m, _ in LOSSES]))
+    curves = _tag_of(row, record.TAG_CURVE_METRICS)
+    steps = json.loads(curves) if curves else [f"{record.CURVE_PREFIX}{n}" for n in names]
+    return [*record.val_losses(names), *steps]
+
+
 def _row_histories(c: MlflowClient, row: Row) -> dict[str, list[list[tuple[int, float]]]]:
-    """The CURVES histories of each training run behind the row's finished or failed cells, in step order."""
+    """The curve_names histories of each training run behind the row's finished or failed cells, in step order."""
     runs = sorted({cell.training_run for cell in row.cells
                    if cell.training_run and cell.status in ("FINISHED", "FAILED")})
     out: dict[str, list[list[tuple[int, float]]]] = {}
-    for metric in CURVES:
+    for metric in curve_names(row):
         for run_id in runs:
             history = sorted(c.get_metric_history(run_id, metric), key=lambda m: (m.step, m.timestamp))
             if history:
@@ -209,13 +219,29 @@ def _tag_of(row: Row | None, tag: str) -> str | None:
     return next((c.tags[tag] for c in row.cells if tag in c.tags), None) if row is not None else None
 
 
+def loss_label(name: str) -> str:
+    """'voxel_loss' -> 'Voxel Loss'."""
+    return name.replace("_", " ").title()
+
+
 def loss_columns(rows: list[Row]) -> list[tuple[str, str]]:
-    """(metric, label) of the losses the base's model family logs (its cells' loss_names tag; CaloScore v2's
+    """(metric, label) of the losses the base's model family logs (its cells' loss_names tag; val/loss alone
     for runs without it)."""
     names = _tag_of(next((r for r in rows if r.name == BASE), None), record.TAG_LOSS_NAMES)
     if names is None:
         return list(LOSSES)
-    return [(f"val/{name}", name.replace("_", " ").title()) for name in json.loads(names)]
+    return [(f"{record.VAL_PREFIX}{name}", loss_label(name)) for name in json.loads(names)]
+
+
+def family_losses(rows: list[Row]) -> dict[str, list[str]]:
+    """{model family: its loss names} of the rows' cells, the base's family first."""
+    ordered = sorted(rows, key=lambda r: r.name != BASE)
+    out: dict[str, list[str]] = {}
+    for row in ordered:
+        family, names = _tag_of(row, record.TAG_MODEL_FAMILY), _tag_of(row, record.TAG_LOSS_NAMES)
+        if family is not None and names is not None:
+            out.setdefault(family, json.loads(names))
+    return out
 
 
 def other_family(table: StudyTable, row: Row) -> str | None:
@@ -237,7 +263,7 @@ def row_stats(row: Row, metrics: list[str]) -> dict[str, Stat]:
 def _fmt_number(metric: str, value: float) -> str:
     if metric == record.N_PARAMS or abs(value) >= 1000:  # no exponents for large numbers
         return f"{round(value):,}"
-    return format(value, FORMATS.get(metric, ".3g"))
+    return format(value, LOSS_FORMAT if metric.startswith(record.VAL_PREFIX) else FORMATS.get(metric, ".3g"))
 
 
 def _fmt_stat(metric: str, stat: Stat | None, mark: Mark | None = None) -> str:
@@ -275,7 +301,9 @@ def note_text(table: StudyTable, row: Row) -> str:
     notes = []
     family = other_family(table, row)
     if family is not None:
-        notes.append(f"model family {family}: its loss is another objective; compare sample quality and speed")
+        own = ", ".join(table.family_losses.get(family, [])) or "loss"
+        notes.append(f"model family {family}: its own losses ({own}) are in table.csv; compare sample quality "
+                     "and speed")
     shared = {c.tags.get(record.TAG_SHARES_TRAINING_OF) for c in row.cells if c.tags.get(record.TAG_SHARES_TRAINING_OF)}
     for owner in sorted(shared):
         title = next((r.title for r in table.rows if r.name == owner), owner)
@@ -321,7 +349,8 @@ def _header_lines(table: StudyTable) -> list[str]:
         f"- Profile: {h.get(record.TAG_PROFILE, '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
         + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get(record.TAG_WORKERS, '?')}",
         f"- Budget per cell (base): {budget or 'unknown'}",
-        f"- Start and update rule (base): {rule or 'unknown'}; the EMA weights generate the samples",
+        f"- Start and update rule (base): {rule or 'unknown'}"
+        + ("; the EMA weights generate the samples" if "train.ema_start" in params else ""),
         f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
         f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
         f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
@@ -364,8 +393,10 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
         lines.append("| " + " | ".join(ref) + " |")
     for row in table.rows:
         st = row_stats(row, loss_metrics + [m for m, _ in table.columns])
-        power = marks.get((row.name, loss_metrics[0]))
-        cells = [row.title, *[_fmt_stat(m, st.get(m), marks.get((row.name, m))) for m in loss_metrics],
+        own_family = other_family(table, row) is None  # another family's losses measure another objective
+        power = marks.get((row.name, loss_metrics[0])) if own_family else None
+        cells = [row.title, *[_fmt_stat(m, st.get(m), marks.get((row.name, m))) if own_family else ""
+                              for m in loss_metrics],
                  delta_text(table, row, marks), power.power if power is not None else "",
                  *[_fmt_stat(m, st.get(m), marks.get((row.name, m))) for m, _ in table.columns],
                  note_text(table, row)]
@@ -381,7 +412,7 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
         legend += " Separation power: 0 identical, 1 disjoint; AUC 0.5 = indistinguishable; FPD x 1e3."
     if any(other_family(table, row) for row in table.rows):
         legend += (" Rows of another model family than the base compare by parameters, s / epoch, generation time "
-                   "and sample quality only; their loss columns are their own objective's.")
+                   "and sample quality only; their own losses are in table.csv.")
     lines += [
         "",
         legend + " All metrics, unrounded: table.csv.",

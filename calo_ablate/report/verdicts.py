@@ -133,7 +133,7 @@ def metric_verdicts(table: StudyTable, metric: str) -> dict[str, Verdict]:
             continue
         mean = float(np.mean(list(mine.values())))
         ratio = mean / base_mean if base_mean else math.nan
-        if metric in record.VAL_LOSSES and not row.comparable:
+        if metric.startswith(record.VAL_PREFIX) and not row.comparable:
             out[row.name] = Verdict("undecided", ratio, reason=NOT_COMPARABLE, base_mean=base_mean)
         elif sorted(mine.values()) == sorted(theirs.values()):
             out[row.name] = Verdict("equivalent", ratio, reason=IDENTICAL, base_mean=base_mean)

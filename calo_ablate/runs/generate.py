@@ -2,8 +2,8 @@
 
 `load_run` finds a run's config artifact, best checkpoint and fitted preprocessor and rebuilds the
 module of its model family (model.family); `generate_showers` draws one shower per incident energy with
-the family's sampler (CaloScore v2: EMA weights, layer variables first, then voxels, DDIM) at
-sample.effective_steps of the run's config, in MeV.
+the family's sampler at the family's sampling steps of the run's config (sample.steps x
+sample.steps_factor, or none for a one-pass family), in MeV.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from calo_ablate.data.preprocessing import Preprocessor
 from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import CaloAblateError, ConfigError
 from calo_ablate.model.families import load_family
-from calo_ablate.model.family import ModelFamily
+from calo_ablate.model.interface import ModelFamily
 from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
 from calo_ablate.runs.devices import resolve_device
@@ -39,7 +39,7 @@ __all__ = ["TrainedModel", "generate_showers", "load_run"]
 
 @dataclass
 class TrainedModel:
-    """A trained run ready to sample: its family, module (eval mode; CaloScore v2 holds its EMA weights),
+    """A trained run ready to sample: its family, module (eval mode, with the weights the family samples with),
     preprocessor, config."""
 
     run_id: str
@@ -96,7 +96,7 @@ def _preprocessor(config: Config, family: ModelFamily, tags: dict[str, str], run
 
 def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None = None) -> TrainedModel:
     """Rebuild a trained run from MLflow: config artifact, its family's module from the best checkpoint
-    (CaloScore v2: with the EMA weights), saved preprocessor. device: where the module goes (default: the
+    (with whatever weights the module keeps for sampling), saved preprocessor. device: where the module goes (default: the
     run's trainer.accelerator, as training)."""
     client = record.client(tracking_uri)
     try:
@@ -122,7 +122,7 @@ def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: 
                      precision: str | None = None) -> np.ndarray:
     """One shower per incident energy: energies_mev (N,) MeV -> showers (N, V) MeV, float32.
 
-    steps: sampling steps (default the run's sample.effective_steps); batch_size: showers per network
+    steps: sampling steps (default the family's sampling_steps(); None for a one-pass family); batch_size: showers per network
     call (default sample.batch_size); seed: the sampler noise; progress: a tqdm bar over batches
     (shown only on a terminal, where the family has one); precision: "32-true" or "bf16-mixed" for
     the nets while sampling (default the run's sample.precision).
@@ -131,7 +131,7 @@ def generate_showers(trained: TrainedModel, energies_mev: np.ndarray, *, steps: 
     energies_mev = np.asarray(energies_mev, dtype=np.float32).reshape(-1)
     cond = torch.from_numpy(np.ascontiguousarray(trained.preprocessor.condition(energies_mev), dtype=np.float32))
     sample = trained.config.sample
-    sampled = trained.family.sample(trained.module, cond, steps=steps or sample.effective_steps,
+    sampled = trained.family.sample(trained.module, cond, steps=steps or trained.family.sampling_steps(),
                                     batch_size=batch_size or sample.batch_size, seed=seed,
                                     progress=progress and sys.stderr.isatty(), precision=precision)
     showers = trained.preprocessor.inverse(energies_mev, *(part.float().cpu().numpy() for part in sampled))

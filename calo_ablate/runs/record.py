@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
@@ -33,11 +32,13 @@ import yaml
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.tracking import MlflowClient
 
-from calo_ablate.config import Config, flatten, train_key
-from calo_ablate.data.preprocess import write_npz_atomic
+from calo_ablate.config import Config, read_values, train_key
+from calo_ablate.data.preprocessing import write_npz_atomic
 from calo_ablate.data.source import DataFiles
-from calo_ablate.model.calo_score import EPOCH_SECONDS, LOSS_NAMES, TRAIN_CURVE_PREFIX
+from calo_ablate.model.curves import EPOCH_SECONDS, TRAIN_CURVE_PREFIX
 from calo_ablate.model.families import family_class
+from calo_ablate.model.interface import TOTAL_LOSS
+from calo_ablate.model.precision import cpu_model
 
 BASE = "base"  # the registry's reference entry: its cells are what every other row is compared with
 
@@ -59,6 +60,7 @@ TAG_GIT_REVISION = "git_revision"
 TAG_TRAIN_KEY = "train_key"
 TAG_MODEL_FAMILY = "model_family"  # the config's model.family
 TAG_LOSS_NAMES = "loss_names"  # JSON list: the family's losses, logged as train/<name> and val/<name>
+TAG_CURVE_METRICS = "curve_metrics"  # JSON list: the family's step-curve metrics (train_steps/<name>)
 TAG_RUN_DIR = "run_dir"
 TAG_CHECKPOINT = "checkpoint_path"
 TAG_LAST_CHECKPOINT = "last_checkpoint_path"
@@ -89,11 +91,11 @@ TAG_SEED_DESIGN = "seed_design"  # JSON {"first": n, "cap": n} of `--seeds auto`
 TAG_MARGINS = "margins"  # JSON {aspect: margin}: the registry's equivalence margins over the defaults
 
 # ---- metrics ------------------------------------------------------------------------------------------
-TRAIN_LOSSES = tuple(f"train/{name}" for name in LOSS_NAMES)  # per epoch, from the module
-VAL_LOSSES = tuple(f"val/{name}" for name in LOSS_NAMES)
-VAL_LOSS, VAL_VOXEL_LOSS, VAL_LAYER_LOSS = VAL_LOSSES
-TRAIN_LOSS = TRAIN_LOSSES[0]
-CURVE_LOSSES = tuple(f"{TRAIN_CURVE_PREFIX}{name}" for name in LOSS_NAMES)  # ~20 points per run, at their steps
+# per epoch, from the module: train/<name> and val/<name> of every loss name of the run's family (tag
+# loss_names); val/loss is every family's total; the step curve train_steps/<name> (tag curve_metrics)
+VAL_PREFIX = "val/"
+VAL_LOSS = f"{VAL_PREFIX}{TOTAL_LOSS}"
+CURVE_PREFIX = TRAIN_CURVE_PREFIX
 EPOCH_SECONDS_METRIC = EPOCH_SECONDS
 N_PARAMS = "n_params"
 BEST_VAL_LOSS = "best_val_loss"
@@ -217,14 +219,7 @@ def code_digest() -> str:
 
 def machine_description() -> str:
     """'<cpu model>, <n> cores, host <name>[, GPU: <name> x n]' of this machine."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     text = f"{cpu}, {os.cpu_count()} cores, host {socket.gethostname()}"
     if torch.cuda.is_available():
         text += f", GPU: {torch.cuda.get_device_name(0)} x {torch.cuda.device_count()}"
@@ -232,23 +227,26 @@ def machine_description() -> str:
 
 
 def config_params(config: Config) -> dict[str, str]:
-    """The resolved config as flat MLflow params: dotted keys, JSON-encoded values (strings as is)."""
-    flat = flatten(config.model_dump(mode="json"))
+    """The resolved config as flat MLflow params: dotted keys, JSON-encoded values (strings as is), every
+    key its family reads (a shared key it does not read is left out)."""
+    flat = read_values(config)
     return {k: v if isinstance(v, str) else json.dumps(v) for k, v in sorted(flat.items())}
 
 
 def val_losses(loss_names: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     """The validation metrics of a family's losses: ('val/loss', ...); the first is the total."""
-    return tuple(f"val/{name}" for name in loss_names)
+    return tuple(f"{VAL_PREFIX}{name}" for name in loss_names)
 
 
 def run_tags(config: Config, files: DataFiles, cell: CellTags | None = None) -> dict[str, str]:
     """The tags of a training or cell run: data, seed, model family and its losses, code version, keys;
     plus the cell's when given."""
+    family = family_class(config.model.family)
     tags = {
         TAG_DATASET: config.data.dataset,
         TAG_MODEL_FAMILY: config.model.family,
-        TAG_LOSS_NAMES: json.dumps(list(family_class(config.model.family).loss_names)),
+        TAG_LOSS_NAMES: json.dumps(list(family.loss_names)),
+        TAG_CURVE_METRICS: json.dumps(list(family.curve_metrics())),
         TAG_DATA_SOURCE: str(files.source),
         TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
         TAG_SEED: str(config.train.seed),

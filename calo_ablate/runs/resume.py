@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,9 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 BEST_PATTERN = "best-*.ckpt"
+TEMP_PATTERN = ".*.tmp"  # write_text_atomic's .<name>.<pid>.tmp, tempfile's .<name>.<random>.tmp
+TEMP_GRACE_S = 10.0  # a write takes milliseconds: a temp file of a dead pid this old was never renamed
+STALE_TEMP_S = 600.0  # any temp file this old (another machine's pid, or no pid in its name)
 
 
 def _say(text: str) -> None:
@@ -42,6 +45,27 @@ def write_text_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def remove_stale_temps(folders: Iterable[Path], pid_alive: Callable[[int], bool]) -> list[Path]:
+    """Remove the temp files in `folders` whose write was killed before its rename: older than
+    TEMP_GRACE_S with a writer pid that `pid_alive` (this pid namespace's) denies, or older than
+    STALE_TEMP_S. Ages are file mtimes against this machine's clock (a shared filesystem's skew is
+    covered by the margins). Returns the removed paths."""
+    removed = []
+    now = time.time()
+    for folder in folders:
+        for path in Path(folder).glob(TEMP_PATTERN):
+            try:
+                age_s = now - path.stat().st_mtime
+            except FileNotFoundError:  # renamed meanwhile
+                continue
+            pid = path.name.rsplit(".", 2)[-2]
+            dead_writer = pid.isdigit() and not pid_alive(int(pid)) and age_s > TEMP_GRACE_S
+            if dead_writer or age_s > STALE_TEMP_S:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def read_json_or_discard(path: Path, log: Callable[[str], None] = _say) -> dict[str, Any] | None:

@@ -7,7 +7,7 @@ closes its MLflow run: the caller does, after whatever it does with the model (a
 A run lives in a run folder (results/runs/<train_key>/ from the CLI) holding:
 - run.json         the MLflow run id, written before the first epoch (re-attached on restart);
 - last.ckpt        Lightning's latest checkpoint (optimizer, scheduler, EMA, loop state): resume point;
-- best-*.ckpt      the checkpoint with the lowest val/loss (sampling uses it: CaloScore v2 its EMA weights);
+- best-*.ckpt      the checkpoint with the lowest val/loss (sampling uses it);
 - config.yaml      the resolved config; preprocessor.npz the fitted preprocessing state (family's format);
 - result.json      written when the run finished: a run with it is never trained again.
 """
@@ -28,7 +28,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -36,7 +36,6 @@ from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import TrainingError
-from calo_ablate.model.calo_score import validation_interval
 from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
@@ -63,8 +62,8 @@ LAST_CHECKPOINT = "last.ckpt"
 class TrainResult:
     """What one finished training run produced.
 
-    metrics: the family's validation losses of the final epoch ({"val/loss", ...}; CaloScore v2 adds
-    val/voxel_loss and val/layer_loss); seconds_per_epoch: mean wall time of an epoch (training plus
+    metrics: the family's validation losses of the final epoch ({"val/loss", ...}, one per loss name);
+    seconds_per_epoch: mean wall time of an epoch (training plus
     validation), seconds; n_params: trainable parameters; epochs: epochs trained in total.
     """
 
@@ -187,15 +186,12 @@ def run_training(
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=total_loss, mode="min",
                                  save_top_k=1, save_last=True)
     clock = EpochClock()
-    callbacks: list[Callback] = [checkpoint, clock]
-    if config.train.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor=total_loss, mode="min",
-                                       patience=config.train.early_stopping_patience))
+    callbacks: list[Callback] = [checkpoint, clock, *family.callbacks()]
     callbacks.extend([*(extra_callbacks or []), *fault_callbacks()])
     logger = RunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
                             log_model=False)
     quiet_lightning()
-    val_every = validation_interval(len(datamodule.train_dataloader()), config.train.max_epochs)
+    val_every = family.validation_interval(len(datamodule.train_dataloader()))
     trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config, val_every))
 
     last = run_dir / LAST_CHECKPOINT

@@ -29,6 +29,7 @@ from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.errors import TrainingError
 from calo_ablate.evaluation.evaluate import evaluate_samples, reference_noise_floor
 from calo_ablate.evaluation.timing import time_generation
+from calo_ablate.model.families import load_family
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.generate import TrainedModel, generate_showers
@@ -119,7 +120,7 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     queue.set_detail(claim, f"{cell.name} evaluating")
     datamodule = CaloDataModule(config, ctx.files, ctx.study_dir / "cache")
     energies, showers = datamodule.eval_sample(config.evaluate.n_events, seed=cell.seed)  # (N,), (N, V) MeV
-    steps = config.sample.effective_steps
+    steps = load_family(config).sampling_steps()  # this cell's (its training may be another's); None: one pass
     precision = config.sample.precision
     batch = config.sample.batch_size
 
@@ -145,7 +146,8 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
         sizes.remove(batch)
     metrics.update(time_generation(generate, energies, sizes, repeats=config.evaluate.timing_repeats,
                                    log=ctx.log))
-    metrics[record.SAMPLE_STEPS] = steps
+    if steps is not None:
+        metrics[record.SAMPLE_STEPS] = steps
     record.save_sample(record.sample_path(ctx.study_dir, cell.ablation.name, cell.seed), energies, generated)
     reference = record.sample_path(ctx.study_dir, record.REFERENCE_SAMPLE, cell.seed)
     if not reference.is_file():

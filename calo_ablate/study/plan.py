@@ -19,17 +19,8 @@ from typing import Any
 
 from calo_ablate.config import Config, diff_from, digest, eval_key, resolve_config, train_key
 from calo_ablate.errors import ConfigError
-from calo_ablate.model.families import family_class
+from calo_ablate.model.families import family_class, load_family
 from calo_ablate.study.registry import BASE, Ablation, Registry, Search
-
-# Fields that define what the loss measures: a row that changes one of them cannot compare its loss
-# with the base's (the noise schedule sets the loss's scale; the preprocessing constants set the
-# regression targets; another model family, CaloDiffusion's objective, schedule or diffusion space
-# (GLaM fixed: the regular grid) is another loss altogether).
-LOSS_DEFINING_PREFIXES = ("diffusion.",)
-LOSS_DEFINING_KEYS = ("data.dataset", "data.max_deposit", "data.energy_min_gev", "data.energy_max_gev",
-                      "model.family", "model.calodiffusion.objective", "model.calodiffusion.diffusion_steps",
-                      "model.calodiffusion.glam", "model.calodiffusion.voxel_mean", "model.calodiffusion.voxel_std")
 
 
 @dataclass(frozen=True)
@@ -90,9 +81,11 @@ class Plan:
         return next(c for c in self.cells if c.train_key == cell.train_key and not c.ablation.search)
 
     def loss_comparable(self, cell: Cell) -> bool:
-        """False when the cell changes a loss-defining field relative to the base of its seed."""
+        """False when the cell changes a loss-defining field of its family (the dataset, the family itself,
+        the family's own: ModelFamily.loss_defining_keys) relative to the base of its seed."""
         changed = diff_from(cell.config, self.base_cell(cell.seed).config)
-        return not any(k.startswith(LOSS_DEFINING_PREFIXES) or k in LOSS_DEFINING_KEYS for k in changed)
+        defining = family_class(cell.config.model.family).loss_defining_keys()
+        return not any(k == d or (d.endswith(".") and k.startswith(d)) for k in changed for d in defining)
 
     def config_hash(self) -> str:
         """Digest of every cell's config as this process's schema validates it: a worker whose code reads
@@ -130,7 +123,8 @@ def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int 
     """Every (ablation, seed) and its config, in registry order then seed: the study's one resolution.
 
     seeds: the same number for every row, or a number per row (seeds 0..n-1 each). Every model family
-    named is imported here, so a wrong `model.family` stops the study before it starts."""
+    named is built here on its config, so a wrong `model.family` or a dataset the family cannot model
+    stops the study before it starts."""
     counts = {a.name: seeds_of(seeds, a.name) for a in registry.ablations}
     if min(counts.values()) < 1:
         msg = f"--seeds must be at least 1, got {min(counts.values())}"
@@ -139,7 +133,7 @@ def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int 
                 for ablation in registry.ablations for seed in range(counts[ablation.name])]
     for ablation, _, config in resolved:
         try:
-            family_class(config.model.family)
+            load_family(config)
         except ConfigError as err:
             msg = f"ablation {ablation.name!r}: {err}"
             raise ConfigError(msg) from err

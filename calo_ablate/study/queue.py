@@ -36,7 +36,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
@@ -157,8 +157,11 @@ class Progress:
 class StudyQueue:
     """The queue of one study in one storage."""
 
-    def __init__(self, storage_url: str, study_name: str, *, create: bool) -> None:
+    def __init__(self, storage_url: str, study_name: str, *, create: bool,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """clock: seconds on a monotonic clock, by which dead workers are judged (a test passes its own)."""
         self.storage_url = storage_url
+        self._clock = clock
         self.storage = open_storage(storage_url)
         try:
             if create:
@@ -229,7 +232,7 @@ class StudyQueue:
     # liveness -----------------------------------------------------------------------------------
     def _unchanged_for(self, trial: FrozenTrial, beat: Any) -> float:
         """Seconds (our monotonic clock) since we first saw the trial with this beat."""
-        now = time.monotonic()
+        now = self._clock()
         seen = self._seen.get(trial._trial_id)
         if seen is None or seen[0] != beat:
             self._seen[trial._trial_id] = (beat, now)

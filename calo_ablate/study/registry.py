@@ -29,8 +29,9 @@ from typing import Any
 
 import yaml
 
-from calo_ablate.config import Config, build_config, experiments_dir, flatten, resolve_config
+from calo_ablate.config import Config, experiments_dir, resolve_config
 from calo_ablate.errors import ConfigError
+from calo_ablate.model.families import family_class
 from calo_ablate.report.verdicts import DEFAULT_MARGINS, parse_margin
 from calo_ablate.runs.record import BASE
 
@@ -39,9 +40,10 @@ SEARCH_FIELDS = ("param", "low", "high", "log", "trials")
 # aspect of a row -> the directions an expectation may name (compared with the base by the report)
 _AMOUNT = ("lower", "higher", "same")
 EXPECT_ASPECTS: dict[str, tuple[str, ...]] = {
-    "loss": _AMOUNT, "voxel_loss": _AMOUNT, "layer_loss": _AMOUNT, "n_params": _AMOUNT,
-    "s_per_epoch": _AMOUNT, "gen_time": _AMOUNT, "quality": ("better", "worse", "same"),
+    "loss": _AMOUNT, "n_params": _AMOUNT, "s_per_epoch": _AMOUNT, "gen_time": _AMOUNT,
+    "quality": ("better", "worse", "same"),
 }
+# besides: any loss of the row's model family (its loss_names: voxel_loss, layer_loss for CaloScore v2)
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,8 @@ def _check_search(path: Path, name: str, raw: Any) -> Search:
     return Search(raw["param"], float(low), float(high), log, trials)
 
 
-def _check_expect(path: Path, name: str, raw: Any) -> dict[str, str]:
+def _check_expect(path: Path, name: str, raw: Any, loss_names: tuple[str, ...]) -> dict[str, str]:
+    """The entry's `expect:`: aspects of EXPECT_ASPECTS or losses of its model family (`loss_names`)."""
     where = f"{path}: ablation '{name}' expect"
     if name == BASE:
         msg = f"{where}: the base is what every expectation compares with; it takes none"
@@ -230,12 +233,14 @@ def _check_expect(path: Path, name: str, raw: Any) -> dict[str, str]:
         msg = f"{where}: expected a mapping of aspect to direction, e.g. {{loss: lower, s_per_epoch: same}}"
         raise ConfigError(msg)
     for aspect, direction in raw.items():
-        if aspect not in EXPECT_ASPECTS:
-            msg = f"{where}: unknown aspect {aspect!r}; expected any of {', '.join(EXPECT_ASPECTS)}"
+        if aspect not in EXPECT_ASPECTS and aspect not in loss_names:
+            valid = [*EXPECT_ASPECTS, *(n for n in loss_names if n not in EXPECT_ASPECTS)]
+            msg = f"{where}: unknown aspect {aspect!r}; expected any of {', '.join(valid)} (the losses are its " \
+                  f"model family's)"
             raise ConfigError(msg)
-        if direction not in EXPECT_ASPECTS[aspect]:
-            msg = f"{where}: {aspect}: {direction!r} is not a direction; expected one of " \
-                  f"{', '.join(EXPECT_ASPECTS[aspect])}"
+        directions = EXPECT_ASPECTS.get(aspect, _AMOUNT)
+        if direction not in directions:
+            msg = f"{where}: {aspect}: {direction!r} is not a direction; expected one of {', '.join(directions)}"
             raise ConfigError(msg)
     return {str(k): str(v) for k, v in raw.items()}
 
@@ -255,9 +260,11 @@ def _overrides(name: str, entries: dict[str, dict[str, Any]], stack: tuple[str, 
 
 def _check_config(path: Path, name: str, overrides: dict[str, Any], dataset: str, profile: str) -> Config:
     """Validate the entry's overrides against the schema, on top of a real dataset + profile config."""
-    base_layers = flatten(resolve_config(dataset, profile).model_dump(mode="json"))
-    return build_config([(f"{path}: ablation '{name}' (profile {profile})", base_layers),
-                  (f"{path}: ablation '{name}' set", overrides)])
+    try:
+        return resolve_config(dataset, profile, ablation_set=overrides)
+    except ConfigError as err:
+        msg = str(err).replace("ablation set:", f"{path}: ablation '{name}' set:", 1)
+        raise ConfigError(msg) from None
 
 
 def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile: str = "quick") -> Registry:
@@ -279,7 +286,7 @@ def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile
     for name in order:
         overrides = {**base_set, **(_overrides(name, entries, (), path) if name != BASE else {})}
         try:
-            _check_config(path, name, overrides, dataset, profile)
+            config = _check_config(path, name, overrides, dataset, profile)
         except ConfigError as err:
             text = str(err)
             prefix = f"{path}: ablation '{name}'"
@@ -294,7 +301,8 @@ def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile
                     msg = f"{path}: ablation '{name}' search over '{search.param}': {err}"
                     raise ConfigError(msg) from None
         entry = entries[name]
-        expect = _check_expect(path, name, entry["expect"]) if "expect" in entry else {}
+        loss_names = family_class(config.model.family).loss_names
+        expect = _check_expect(path, name, entry["expect"], loss_names) if "expect" in entry else {}
         ablations.append(Ablation(name, entry.get("title", name), entry.get("why", ""), overrides, search, expect))
     return Registry(path, ablations, margins)
 

@@ -24,14 +24,19 @@ from calo_ablate.report.table import build_table, run_description, write_table
 from calo_ablate.report.verdicts import table_marks, undecided_rows
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
+from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
 from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
-from calo_ablate.study.launch import JobResources, submit_workers
+from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.plan import make_plan, resolve_cells
-from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage
+from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage, pid_alive
 from calo_ablate.study.registry import BASE, Registry, load_registry
+from calo_ablate.study.wallclock import FOLDER as INVOCATIONS
 from calo_ablate.study.wallclock import InvocationClock
 from calo_ablate.study.worker import (
+    WorkerEnd,
+    WorkerStopped,
+    describe_process_end,
     format_progress,
     mark_given_up,
     open_planned_study,
@@ -84,6 +89,12 @@ class StudyOutcome:
     stop_reason: str
     report: Path | None  # None when the call returned before the report (submitted jobs, no wait)
     exit_code: int  # 0 when every cell is done (or jobs were submitted without waiting), else 1
+    worker_ends: tuple[WorkerEnd, ...] = ()  # how this call's worker processes or jobs ended
+
+    @property
+    def dead_workers(self) -> list[str]:
+        """The workers that died, in words ('worker pid 12 killed by SIGKILL')."""
+        return [end.how for end in self.worker_ends if end.died]
 
 
 def study_dir(results_dir: str | Path, study: str) -> Path:
@@ -166,32 +177,32 @@ def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, boo
     log(f"study '{s.study}': {len(plan.cells)} cells ({len(s.registry.ablations)} ablations x {seeds_text} seeds) "
         f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
     log(f"  state: {s.storage}\n  MLflow: {s.tracking_uri} (experiment '{s.study}', parent run {parent_run_id})")
-    exit_code = 0
+    ends: list[WorkerEnd] = []
     if pending:
         workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
         if request.launcher != "process":
             resources = request.resources or JobResources(None, 240, 4, 0)
-            jobs = submit_workers(request.launcher, workers, s.study, s.storage, s.folder.parent, resources)
-            log(f"submitted {workers} worker jobs ({request.launcher}): {', '.join(j.job.job_id for j in jobs)}; "
-                f"logs in {s.folder / 'jobs'}")
+            ends = run_jobs(request.launcher, workers, s.study, s.storage, s.folder.parent, resources, queue,
+                            plan_cells, log, wait=request.wait)
             if not request.wait:
                 return StudyOutcome(s.study, len(plan_cells), queue.progress(plan_cells), "", None, 0), \
                     parent_run_id, False
-            exit_code = 1 if any(wait_for_workers(jobs, queue, plan_cells, log)) else 0
         elif workers == 1:
             ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
-            if run_worker(ctx, queue, plan_cells):
-                exit_code = 1
+            try:
+                run_worker(ctx, queue, plan_cells)
+            except WorkerStopped as stop:
+                log(f"stopped: {stop}")
         else:
-            codes = wait_for_workers(spawn_workers(workers, s.study, s.storage, s.folder.parent), queue, plan_cells,
-                                     log)
-            exit_code = 1 if any(codes) else 0
+            procs = spawn_workers(workers, s.study, s.storage, s.folder.parent)
+            wait_for_workers(procs, queue, plan_cells, log)
+            ends = [describe_process_end(p) for p in procs]
         wait_for_others(queue, plan_cells, log)
         log(format_progress(queue.progress(plan_cells)))
     progress = queue.progress(plan_cells)
-    if progress.failed or progress.done < progress.total:
-        exit_code = 1
-    return StudyOutcome(s.study, len(plan_cells), progress, queue.stop_reason(), None, exit_code), parent_run_id, True
+    exit_code = 0 if progress.done == progress.total else 1  # a worker that died while others finished: 0
+    return StudyOutcome(s.study, len(plan_cells), progress, queue.stop_reason(), None, exit_code, tuple(ends)), \
+        parent_run_id, True
 
 
 def _next_seeds(s: _Study, parent_run_id: str, seeds: dict[str, int], clock: InvocationClock) -> dict[str, int] | None:
@@ -226,6 +237,9 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     dataset = canonical_dataset(request.dataset)
     study = request.study or f"{dataset}-{request.profile}"
     folder = study_dir(request.results_dir, study)
+    for path in remove_stale_temps([folder / INVOCATIONS, folder / record.SAMPLES_DIR, *folder.glob("runs/*")],
+                                   pid_alive):
+        log(f"removed {path}: the temporary file of a write that was killed before its rename")
     clock = InvocationClock(folder)
     if request.workers < 1:
         msg = f"--workers must be at least 1, got {request.workers}"
@@ -262,8 +276,10 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     if request.auto_seeds:  # a rerun continues from the seeds each row already has
         so_far = _seeds_so_far(tracking_uri, study)
         seeds = {name: min(max(n, so_far.get(name, 0)), request.max_seeds) for name, n in seeds.items()}
+    ends: tuple[WorkerEnd, ...] = ()  # every round's, so a worker that died in an early round is named
     while True:
         outcome, parent_run_id, ran = _run_round(shared, seeds)
+        ends += outcome.worker_ends
         if not ran or not request.auto_seeds or outcome.exit_code or outcome.stop_reason:
             break
         following = _next_seeds(shared, parent_run_id, seeds, clock)
@@ -275,7 +291,7 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
         return outcome
     report = write_report(folder, tracking_uri, parent_run_id)  # with this call's wall time
     record.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
-    return dataclasses.replace(outcome, report=report)
+    return dataclasses.replace(outcome, report=report, worker_ends=ends)
 
 
 def join_study(study: str, storage: str, results_dir: str | Path, log: Log = print, wait_s: float = 0.0) -> int:

@@ -13,19 +13,35 @@ files, record.code_digest) and config hash
 (every cell's config as its code validates the plan) with its own and refuses to go on when they differ: a worker on
 another machine with other code could train something else into the study's runs. Every worker reaps dead
 workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
+
+SIGTERM (scancel, a preemption, the end of a time limit) and SIGUSR2 (the `--signal` SLURM sends before
+the time limit) stop a worker between epochs: it finishes the epoch in progress (whose checkpoint and
+metrics are written as every epoch's are), hands its unit back to the queue (the unit's cells run
+again from that checkpoint into the same MLflow runs, by whichever worker takes it) and exits with
+EXIT_STOPPED. During a fit, Lightning ends the epoch at the next batch on SIGTERM instead (its own
+handler): the unit then resumes from the previous epoch's checkpoint. A stop that comes too late (the
+SIGKILL after the grace) is a kill: the unit is reaped.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.trial import TrialState
 
 from calo_ablate.errors import CaloAblateError, ConfigError, TrainingError
 from calo_ablate.runs import record
@@ -41,10 +57,78 @@ from calo_ablate.study.cell import (
 )
 from calo_ablate.study.context import THREADS_ENV, WORKERS_HERE_ENV, StudyContext
 from calo_ablate.study.plan import Cell
-from calo_ablate.study.queue import REFERENCE_UNIT, Claim, Progress, StudyQueue
+from calo_ablate.study.queue import REFERENCE_UNIT, Claim, Progress, StudyQueue, requeue_unfinished
 from calo_ablate.study.search import run_search_cell
 
 POLL_S = 2.0
+EXIT_STOPPED = 75  # a worker stopped by a signal, its unit handed back (EX_TEMPFAIL: run it again)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
+
+
+class WorkerStopped(Exception):
+    """A stop signal reached the worker: its unit goes back to the queue."""
+
+
+class StopRequest:
+    """The stop signals' handler: notes the first one; the worker acts on it between epochs and units."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __bool__(self) -> bool:
+        return self.signal_name is not None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        if self.signal_name is None:
+            self.signal_name = signal.Signals(signum).name
+            print(f"calo-ablate worker {os.getpid()}: {self.signal_name}: stopping after the epoch in progress",
+                  file=sys.stderr, flush=True)
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            self._previous = {s: signal.signal(s, self._note) for s in STOP_SIGNALS}
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def check(self, where: str) -> None:
+        if self.signal_name is not None:
+            raise WorkerStopped(f"{self.signal_name} {where}")
+
+
+class StopBetweenEpochs(Callback):
+    """Raises WorkerStopped at the start of an epoch once a stop signal came (the last one is checkpointed)."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        self.stop = stop
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.stop.check(f"before epoch {trainer.current_epoch + 1}")
+
+
+@dataclass(frozen=True)
+class WorkerEnd:
+    """How one worker (a process or a job) ended: `how` in words, for the study's last line; died: it did
+    not end by itself (exit 1 means it ran out of work with failed cells, which the study names)."""
+
+    name: str
+    code: int | None
+    how: str
+    died: bool
+
+
+def describe_process_end(proc: subprocess.Popen) -> WorkerEnd:
+    code = proc.returncode
+    if code is not None and code < 0:
+        how = f"killed by {signal.Signals(-code).name}"
+    elif code == EXIT_STOPPED:
+        how = "stopped by a signal (its unit handed back)"
+    else:
+        how = f"exited {code}"
+    return WorkerEnd(f"worker pid {proc.pid}", code, f"worker pid {proc.pid} {how}", died=code not in (0, 1))
 
 
 @dataclass
@@ -76,8 +160,10 @@ def _run_reference_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> U
     return UnitOutcome(True, None)
 
 
-def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
-    """Run every cell of the claimed unit; a failure is recorded per cell and never raised."""
+def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopRequest | None = None) -> UnitOutcome:
+    """Run every cell of the claimed unit; a failure is recorded per cell and never raised. A stop
+    signal raises WorkerStopped between cells and epochs (the claim is the caller's to hand back)."""
+    stop = stop if stop is not None else StopRequest()
     if claim.unit == REFERENCE_UNIT:
         return _run_reference_unit(ctx, queue, claim)
     training: TrainResult | None = None
@@ -86,6 +172,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
     training_error: str | None = None
     ok = True
     for cell in (ctx.plan.cell(name) for name in claim.cells):
+        stop.check(f"before {cell.name}")
         run_id = open_cell_run(ctx, cell)
         record.log_config(ctx.tracking_uri, run_id, cell.config,
                           skip_param=cell.ablation.search.param if cell.ablation.search else None)
@@ -101,7 +188,8 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
                 continue
             ctx.log(f"cell {cell.name}: {cell.ablation.title} (train key {cell.train_key})")
             if training is None:
-                training, train_seconds = train_cell(ctx, queue, claim, cell)
+                training, train_seconds = train_cell(ctx, queue, claim, cell,
+                                                     extra_callbacks=[StopBetweenEpochs(stop)])
             metrics = training_metrics(training, train_seconds if training.run_id == run_id else 0.0)
             if training.run_id != run_id:
                 record.set_tags(ctx.tracking_uri, run_id, {record.TAG_SHARES_TRAINING_RUN: training.run_id})
@@ -115,6 +203,8 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> UnitOutcome:
             record.close_run(ctx.tracking_uri, run_id)
             queue.cell_done(claim, cell.name)
             ctx.log(f"done {cell.name}: {record.VAL_LOSS} {training.metrics[record.VAL_LOSS]:.4f}")
+        except WorkerStopped:
+            raise
         except Exception as err:  # noqa: BLE001 (a failed cell is recorded, the study goes on)
             error = _error_text(err)
             _fail(ctx, queue, claim, cell, run_id, error, err)
@@ -153,15 +243,38 @@ def check_same_study(queue: StudyQueue, mine: dict[str, str]) -> None:
             raise ConfigError(msg)
 
 
+def hand_back(queue: StudyQueue, claim: Claim) -> list[str]:
+    """Give a claimed unit back to the queue (as a reaped one: FAIL 'interrupted', not a failure of its
+    cells); returns its cells enqueued again."""
+    try:
+        queue.storage.set_trial_user_attr(claim.trial_id, "interrupted", True)
+        if not queue.storage.set_trial_state_values(claim.trial_id, TrialState.FAIL):
+            return []
+    except UpdateFinishedTrialError:  # reaped meanwhile (a beat missed during the stop): enqueued already
+        return []
+    return requeue_unfinished(queue.study, queue.storage.get_trial(claim.trial_id))
+
+
 def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_progress: bool = True) -> int:
     """Run units until the queue is empty or the study is stopped; returns the number of failed units.
 
     show_progress: print the study's progress after each unit (off when a parent `ablate` shows it).
+    Raises WorkerStopped when a stop signal came while it held a unit (handed back first).
     """
+    stop = StopRequest()
+    stop.install()
+    try:
+        return _work(ctx, queue, plan_cells, show_progress, stop)
+    finally:
+        stop.restore()
+
+
+def _work(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_progress: bool,
+          stop: StopRequest) -> int:
     failures = 0
     # this process's code is the one it loaded now: later edits of the checkout do not change it
     mine = {"code_version": record.code_digest(), "config_hash": ctx.plan.config_hash()}
-    while not queue.stop_reason():
+    while not queue.stop_reason() and not stop:
         check_same_study(queue, mine)
         claim = queue.take()
         if claim is None:
@@ -171,8 +284,16 @@ def run_worker(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show
                 time.sleep(POLL_S)
                 continue
             break
-        with queue.heartbeat(claim):
-            outcome = run_unit(ctx, queue, claim)
+        try:
+            with queue.heartbeat(claim):
+                outcome = run_unit(ctx, queue, claim, stop)
+        except (WorkerStopped, KeyboardInterrupt) as err:
+            if not stop:  # a Ctrl-C: the claim is reaped (its pid is gone)
+                raise
+            cells = hand_back(queue, claim)
+            ctx.log(f"stopped by {err if isinstance(err, WorkerStopped) else stop.signal_name + ' mid-epoch'}: "
+                    f"{', '.join(cells) or 'nothing'} handed back to the queue (resumes from its checkpoint)")
+            raise WorkerStopped(f"{stop.signal_name}: unit {claim.unit} handed back") from None
         queue.finish(claim, outcome.value)
         if show_progress:
             ctx.log(format_progress(queue.progress(plan_cells)))
@@ -238,15 +359,18 @@ def spawn_workers(n: int, study: str, storage: str, results_dir: Path) -> list[s
     return [subprocess.Popen(command, env={**env, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]
 
 
-def wait_for_workers(procs: list[subprocess.Popen], queue: StudyQueue, plan_cells: list[str],
-                     log: Callable[[str], None] = print) -> list[int]:
-    """Show progress until every worker exits; on a stop request (--fail-fast) end them. Exit codes."""
+def wait_for_workers(procs: list[Any], queue: StudyQueue, plan_cells: list[str],
+                     log: Callable[[str], None] = print, extra: Callable[[], str] | None = None) -> list[int]:
+    """Show progress until every worker (a Popen, or a job with its interface) exits; on a stop request
+    (--fail-fast) end them. extra: more for the progress line (the jobs' states). Exit codes."""
     shown = ""
     stopping = False
     try:
-        while any(p.poll() is None for p in procs):
+        # poll every worker each time (not any()'s first running one): a dead one is a zombie until it
+        # is polled, and a zombie's pid still looks alive to the reaper
+        while [p.poll() for p in procs].count(None):
             queue.reap()
-            text = format_progress(queue.progress(plan_cells))
+            text = format_progress(queue.progress(plan_cells)) + (f"; {extra()}" if extra else "")
             if text != shown:
                 log(text)
                 shown = text

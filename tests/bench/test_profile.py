@@ -21,6 +21,7 @@ from calo_ablate.bench.profile import (
     profile_training_step,
 )
 from calo_ablate.config import resolve_config
+from calo_ablate.model.families import load_family
 
 TINY = ["model.voxel.lift_channels=4", "model.voxel.widths=[8,16]", "model.voxel.attention=[false,true]",
         "model.voxel.block_depth=1", "model.layer.mlp_dim=16", "train.batch_size=8"]
@@ -42,8 +43,7 @@ def test_operator_category(name: str, category: str) -> None:
 
 
 def test_training_step_profile_has_every_phase() -> None:
-    config = resolve_config("1", "smoke", cli_set=TINY)
-    profile = profile_training_step(config, n_voxels=40, n_layers=3)
+    profile = profile_training_step(load_family(resolve_config("1", "smoke", cli_set=TINY)))
     assert set(profile.seconds) == set(CATEGORIES)
     for category in (CONVOLUTION, ATTENTION, DENSE, ELEMENTWISE, CLIPPING, OPTIMIZER, EMA_PHASE):
         assert profile.seconds[category] > 0, category
@@ -54,8 +54,7 @@ def test_training_step_profile_has_every_phase() -> None:
 
 
 def test_sampling_step_profile_and_table() -> None:
-    config = resolve_config("1", "smoke", cli_set=TINY)
-    profile = profile_sampling_step(config, n_voxels=40, n_layers=3, batch_size=4)
+    profile = profile_sampling_step(load_family(resolve_config("1", "smoke", cli_set=TINY)), batch_size=4)
     assert profile.seconds[OPTIMIZER] == profile.seconds[CLIPPING] == profile.seconds[EMA_PHASE] == 0
     assert profile.flops[ATTENTION] > 0
     text = format_profile(profile, matmul_flops=1e11)

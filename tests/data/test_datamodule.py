@@ -14,6 +14,7 @@ from calo_ablate.data.calochallenge import file_md5, read_showers
 from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
+from calo_ablate.model.caloscore.preprocess import caloscore_preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def _config(seed: int = 0, batch_size: int = 64, max_train_events: int | None = 
 
 @pytest.fixture
 def module(files, tmp_path) -> CaloDataModule:
-    dm = CaloDataModule(_config(), files, tmp_path / "cache")
+    dm = CaloDataModule(_config(), files, tmp_path / "cache", caloscore_preprocessing(_config().data))
     dm.prepare_data()
     dm.setup("fit")
     return dm
@@ -50,7 +51,8 @@ def test_batches_are_float32_tuples_of_the_right_shapes(module):
 
 def test_shuffling_follows_the_run_seed_but_the_split_does_not(files, tmp_path):
     cache = tmp_path / "cache"
-    first, again, other = (CaloDataModule(_config(seed=s), files, cache) for s in (0, 0, 1))
+    first, again, other = (CaloDataModule(_config(seed=s), files, cache, caloscore_preprocessing(_config().data))
+                           for s in (0, 0, 1))
     batch = next(iter(first.train_dataloader()))[2]
     assert torch.equal(batch, next(iter(again.train_dataloader()))[2])
     assert not torch.equal(batch, next(iter(other.train_dataloader()))[2])

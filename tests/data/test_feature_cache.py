@@ -11,10 +11,10 @@ from calo_ablate.config import DataConfig
 from calo_ablate.data import feature_cache
 from calo_ablate.data.calochallenge import file_md5, read_showers
 from calo_ablate.data.feature_cache import cache_path, load_or_build_features, split_indices
-from calo_ablate.data.preprocess import CaloScorePreprocessor
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
+from calo_ablate.model.caloscore.preprocess import CaloScorePreprocessor, caloscore_preprocessing
 
 CONFIG = DataConfig(dataset="1-photons", max_train_events=500)
 
@@ -58,10 +58,10 @@ def test_split_needs_both_parts():
 
 
 def test_second_load_comes_from_the_cache(files, tmp_path, read_counter):
-    first = load_or_build_features(files, CONFIG, tmp_path)
+    first = load_or_build_features(files, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))
     assert not first.from_cache and first.cache_path.is_file() and len(read_counter) == 1
     mtime = first.cache_path.stat().st_mtime_ns
-    second = load_or_build_features(files, CONFIG, tmp_path)
+    second = load_or_build_features(files, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))
     assert second.from_cache and len(read_counter) == 1 and second.cache_path.stat().st_mtime_ns == mtime
     assert (len(second.train), len(second.val)) == (400, 100)
     for part in ("cond", "layer", "voxel"):
@@ -72,25 +72,25 @@ def test_second_load_comes_from_the_cache(files, tmp_path, read_counter):
 
 
 def test_changed_checksum_or_setting_rebuilds(files, tmp_path, read_counter):
-    first = load_or_build_features(files, CONFIG, tmp_path)
+    first = load_or_build_features(files, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))
     name = files.train[0].name
     changed = DataFiles(files.train, files.eval, files.source, {**files.checksums, name: "0" * 32})
-    rebuilt = load_or_build_features(changed, CONFIG, tmp_path)
+    rebuilt = load_or_build_features(changed, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))
     assert not rebuilt.from_cache and rebuilt.cache_path != first.cache_path and len(read_counter) == 2
     other = CONFIG.model_copy(update={"max_deposit": 2.5})
-    assert cache_path(tmp_path, files, other) != first.cache_path
-    assert cache_path(tmp_path, files, CONFIG.model_copy(update={"num_workers": 3})) == first.cache_path
+    assert cache_path(tmp_path, files, other, caloscore_preprocessing(other)) != first.cache_path
+    assert cache_path(tmp_path, files, CONFIG.model_copy(update={"num_workers": 3}), caloscore_preprocessing(CONFIG)) == first.cache_path
 
 
 def test_unreadable_cache_is_rebuilt(files, tmp_path, read_counter):
-    path = load_or_build_features(files, CONFIG, tmp_path).cache_path
+    path = load_or_build_features(files, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG)).cache_path
     path.write_bytes(b"truncated")
-    again = load_or_build_features(files, CONFIG, tmp_path)
+    again = load_or_build_features(files, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))
     assert not again.from_cache and len(read_counter) == 2 and len(again.train) == 400
 
 
 def test_statistics_come_from_the_training_part_only(files, tmp_path):
-    prepared = load_or_build_features(files, CONFIG, tmp_path)
+    prepared = load_or_build_features(files, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))
     energies, showers = read_showers(files.train[0], "1-photons")
     train, val = split_indices(len(energies), CONFIG.val_fraction, CONFIG.max_train_events)
     geometry = load_geometry("1-photons")
@@ -104,4 +104,4 @@ def test_statistics_come_from_the_training_part_only(files, tmp_path):
 def test_missing_checksum_is_named(files, tmp_path):
     bare = DataFiles(files.train, files.eval, files.source, {})
     with pytest.raises(DataError, match="no MD5 for training file dataset_1_photons_1.hdf5"):
-        load_or_build_features(bare, CONFIG, tmp_path)
+        load_or_build_features(bare, CONFIG, tmp_path, preprocessing=caloscore_preprocessing(CONFIG))

@@ -33,8 +33,11 @@ def _row(name: str, loss: float, expect: dict[str, str] | None = None, **kwargs:
     return Row(name, name.title(), [_cell(s, loss, **kwargs) for s in range(3)], expect or {})
 
 
+LOSSES = [("val/loss", "Loss"), ("val/voxel_loss", "Voxel Loss"), ("val/layer_loss", "Layer Loss")]
+
+
 def _table(rows: list[Row], histories: dict | None = None) -> StudyTable:
-    return StudyTable("t", "parent", HEADER, 3, rows, REFERENCE, COLUMNS, 60.0, histories or {})
+    return StudyTable("t", "parent", HEADER, 3, rows, REFERENCE, COLUMNS, 60.0, histories or {}, LOSSES)
 
 
 def test_loss_lower_higher_equivalent_undecided_and_not_comparable() -> None:

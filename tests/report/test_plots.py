@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calo_ablate.report.plots import mean_band, plot_loss_curves
-from calo_ablate.report.table import CellResult, Row, StudyTable
+from calo_ablate.report.plots import _panels, mean_band, plot_loss_curves
+from calo_ablate.report.table import CellResult, Row, StudyTable, family_losses
 
 
 def test_mean_band_over_seeds_on_optimizer_steps() -> None:
@@ -39,3 +39,15 @@ def test_a_diverged_run_is_left_out(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow in the axis limits
         assert plot_loss_curves(table, "", tmp_path / "curves.png") is not None
+
+
+def test_every_family_of_a_mixed_study_gets_its_own_loss_panels() -> None:
+    tags = {"base": ("caloscore_v2", '["loss", "voxel_loss", "layer_loss"]'),
+            "flow": ("caloflow", '["loss", "flow1_nll", "flow2_nll"]')}
+    rows = [Row(name, name, [CellResult(0, "FINISHED", {}, {"model_family": f, "loss_names": n}, "r")])
+            for name, (f, n) in tags.items()]
+    table = StudyTable("t", "p", {}, 1, rows, {}, [], 1.0, {}, family_losses=family_losses(rows))
+    assert _panels(table) == [("caloscore_v2", "loss"), ("caloscore_v2", "voxel_loss"), ("caloscore_v2", "layer_loss"),
+                              ("caloflow", "loss"), ("caloflow", "flow1_nll"), ("caloflow", "flow2_nll")]
+    one_family = StudyTable("t", "p", {}, 1, rows[:1], {}, [], 1.0, {}, family_losses=family_losses(rows[:1]))
+    assert _panels(one_family) == [(None, "loss"), (None, "voxel_loss"), (None, "layer_loss")]

@@ -19,8 +19,11 @@ def _cell(seed: int, loss: float, **tags: str) -> CellResult:
     return CellResult(seed, "FINISHED", metrics, {"loss_comparable": "true", **tags}, f"run{seed}{loss}")
 
 
+LOSSES = [("val/loss", "Loss"), ("val/voxel_loss", "Voxel Loss"), ("val/layer_loss", "Layer Loss")]
+
+
 def _table(rows: list[Row], columns: list[tuple[str, str]]) -> StudyTable:
-    return StudyTable("t", "parent", HEADER, len(rows[0].cells), rows, {"auc_low": 0.51}, columns, 120.0)
+    return StudyTable("t", "parent", HEADER, len(rows[0].cells), rows, {"auc_low": 0.51}, columns, 120.0, {}, LOSSES)
 
 
 def test_summaries_have_a_spread_only_with_two_values_of_a_noisy_metric() -> None:

@@ -12,7 +12,7 @@ import torch
 
 from calo_ablate.config import resolve_config
 from calo_ablate.data.source import ensure_data
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.caloscore.module import CaloScoreModule
 from calo_ablate.model.noise import step_generator
 from calo_ablate.runs.train import run_training
 

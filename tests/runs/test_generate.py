@@ -12,6 +12,9 @@ from calo_ablate.cli import main as cli_main
 from calo_ablate.config import resolve_config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.source import ensure_data
+from calo_ablate.errors import ConfigError
+from calo_ablate.model import precision
+from calo_ablate.model.precision import bf16_native
 from calo_ablate.runs.generate import generate_showers, load_run
 from calo_ablate.runs.train import TrainResult, run_training
 
@@ -58,6 +61,11 @@ def test_generate_command_writes_the_official_layout(trained_run: tuple[TrainRes
                      "--tracking-uri", uri]) == 2
 
 
+NATIVE_BF16 = bf16_native("cpu")
+
+
+@pytest.mark.skipif(not NATIVE_BF16, reason="this CPU has no native bf16 (no avx512_bf16 or amx_bf16 in "
+                    "/proc/cpuinfo): bf16 sampling is refused here, see the test below")
 def test_bf16_sampling_stays_close_to_fp32(trained_run: tuple[TrainResult, str]) -> None:
     result, uri = trained_run
     trained = load_run(result.run_id, uri, device="cpu")
@@ -66,3 +74,28 @@ def test_bf16_sampling_stays_close_to_fp32(trained_run: tuple[TrainResult, str])
     bf16 = generate_showers(trained, energies, seed=1, progress=False, precision="bf16-mixed")
     assert not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(bf16.sum(axis=1), fp32.sum(axis=1), rtol=1e-2)
+
+
+@pytest.mark.skipif(NATIVE_BF16, reason="this CPU has native bf16 (avx512_bf16 or amx_bf16): bf16 sampling "
+                    "runs here and is compared with fp32 above; the refusal is also tested on simulated flags "
+                    "in tests/runs/test_devices.py")
+def test_bf16_sampling_is_refused_where_the_cpu_would_emulate_it(trained_run: tuple[TrainResult, str]) -> None:
+    result, uri = trained_run
+    trained = load_run(result.run_id, uri, device="cpu")
+    energies = np.array([1000.0, 65536.0], dtype=np.float32)   # MeV
+    with pytest.raises(ConfigError, match=r"sample.precision=bf16-mixed: bf16 is not native .*"
+                                          r"Use sample.precision=32-true"):
+        generate_showers(trained, energies, seed=1, progress=False, precision="bf16-mixed")
+
+
+def test_bf16_sampling_refused_on_simulated_avx2_only_flags(trained_run: tuple[TrainResult, str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal path on every machine: the CPU flags of an AVX2-only EPYC (no avx512_bf16, no AMX)."""
+    monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=precision.CPUINFO: frozenset({"avx", "avx2", "fma"}))
+    result, uri = trained_run
+    trained = load_run(result.run_id, uri, device="cpu")
+    with pytest.raises(ConfigError, match="sample.precision=bf16-mixed"):
+        generate_showers(trained, np.array([1000.0], dtype=np.float32), seed=1, progress=False,
+                         precision="bf16-mixed")
+    fp32 = generate_showers(trained, np.array([1000.0], dtype=np.float32), seed=1, progress=False)
+    assert np.isfinite(fp32).all()   # fp32 still samples on that CPU

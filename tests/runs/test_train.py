@@ -15,7 +15,7 @@ from calo_ablate.cli import main as cli_main
 from calo_ablate.config import resolve_config
 from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import TrainingError
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.caloscore.module import CaloScoreModule
 from calo_ablate.model.ema import EMA
 from calo_ablate.runs.train import RESULT_FILE, RUN_FILE, run_training
 

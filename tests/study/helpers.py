@@ -15,7 +15,7 @@ ablations:
   broken: {title: Broken on purpose, why: a learning rate that makes the loss non-finite, set: {train.lr: 1.0e+30}}
   fewer_steps: {title: Fewer time steps, set: {sample.steps_factor: 0.5}}
   higher_lr: {title: Increased learning rate, set: {train.lr: 1.0e-3}}
-  less_noise: {title: Decrease noise, set: {diffusion.noise_scale: 0.5}}
+  less_noise: {title: Decrease noise, set: {model.diffusion.noise_scale: 0.5}}
   lr_search:
     title: Learning-rate search
     search: {param: train.lr, low: 1.0e-4, high: 1.0e-3, log: true, trials: 2}

@@ -1,7 +1,8 @@
 """Throwaway servers started by the tests themselves: PostgreSQL (the OS packages' initdb and pg_ctl,
-listening only on a unix socket in a temp dir) and an MLflow tracking server on 127.0.0.1 (SQLite
-backend, local artifact root). Both are ended (and their files removed) when the test session or
-module is over. Imported by tests/conftest.py."""
+listening only on a unix socket in a temp dir), an MLflow tracking server on 127.0.0.1 (SQLite
+backend, artifacts served by the server) and one as on a cluster (a PostgreSQL backend store and a
+shared artifact folder that the clients write to directly). All are ended (and their files removed)
+when the test session or module is over. Imported by tests/study/conftest.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -82,17 +86,14 @@ def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
     pytest.fail(f"mlflow server not healthy after {START_TIMEOUT_S:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+@contextmanager
+def _serve_mlflow(root: Path, store_args: list[str]) -> Iterator[str]:
     """http://127.0.0.1:PORT of an `mlflow server` in its own process group, killed as a group afterwards
     (its uvicorn workers outlive a SIGTERM to the parent alone)."""
-    root = tmp_path_factory.mktemp("mlflow-server")
     port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     log = root / "server.log"
-    command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-               "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-               "--artifacts-destination", str(root / "artifacts")]
+    command = [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *store_args]
     with log.open("w") as out:
         proc = subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
@@ -114,3 +115,35 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever of the group is left
         except ProcessLookupError:
             pass
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An MLflow server with a SQLite backend store, serving the artifacts itself."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    with _serve_mlflow(root, ["--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                              "--artifacts-destination", str(root / "artifacts")]) as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class ClusterTracking:
+    url: str  # http://127.0.0.1:PORT
+    artifacts: Path  # the shared artifact folder
+
+
+@pytest.fixture(scope="module")
+def mlflow_postgres_server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str) -> Iterator[ClusterTracking]:
+    """An MLflow server as on a cluster: its backend store a PostgreSQL database (a fresh one on the
+    session's server), its artifact root a folder that every client writes to directly (--no-serve-artifacts;
+    on a cluster a filesystem the nodes share)."""
+    root = tmp_path_factory.mktemp("mlflow-pg")
+    database = f"mlflow_{root.name.replace('-', '_')}"
+    host = parse_qs(urlsplit(postgres_url).query)["host"][0]
+    _pg(_postgres_bin(), "createdb", "-h", host, "-U", "postgres", database)
+    artifacts = root / "artifacts"
+    artifacts.mkdir()
+    backend = f"postgresql+psycopg://postgres@/{database}?host={host}"
+    with _serve_mlflow(root, ["--backend-store-uri", backend, "--default-artifact-root", artifacts.as_uri(),
+                              "--no-serve-artifacts"]) as url:
+        yield ClusterTracking(url, artifacts)

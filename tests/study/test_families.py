@@ -27,12 +27,12 @@ ablations:
 TINY = ["data.max_train_events=100", "train.batch_size=32", "sample.steps=4", "evaluate.n_events=50",
         "evaluate.timing_batch_sizes=[1,10]", "evaluate.classifier.hidden=16", "evaluate.classifier.epochs=2",
         "evaluate.classifier.trainings=1", "evaluate.classifier.batch_size=50",
-        # CaloScore v2
-        "model.voxel.widths=[8,8]", "model.voxel.attention=[false,false]", "model.voxel.block_depth=1",
-        "model.voxel.lift_channels=4", "model.embed_dim=16", "model.layer.mlp_dim=16",
-        # CaloDiffusion
-        "model.calodiffusion.widths=[8,8]", "model.calodiffusion.embed_hidden=8", "model.calodiffusion.embed_dim=8",
-        "model.calodiffusion.attention_head_dim=8", "model.calodiffusion.diffusion_steps=20"]
+        *(f"families.caloscore_v2.{s}" for s in (
+            "model.voxel.widths=[8,8]", "model.voxel.attention=[false,false]", "model.voxel.block_depth=1",
+            "model.voxel.lift_channels=4", "model.embed_dim=16", "model.layer.mlp_dim=16")),
+        *(f"families.calodiffusion.{s}" for s in (
+            "model.widths=[8,8]", "model.embed_hidden=8", "model.embed_dim=8", "model.attention_head_dim=8",
+            "model.diffusion_steps=20"))]
 
 
 def run_study(tmp: Path, data: Path, name: str, registry: str) -> tuple[int, Path]:

@@ -29,42 +29,53 @@ from tests.study.helpers import REGISTRY, ablate_args, child_runs, stamps, table
 CLAIM_AND_TAKE = "from calo_ablate.study.queue import StudyQueue; StudyQueue({path!r}, 'q', create=False).take()"
 
 
-def test_a_claim_killed_before_its_stamp_is_reaped_after_the_claim_grace(tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+class FakeClock:
+    """A monotonic clock the test advances by hand: liveness judged without real waiting on any CPU."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_claim_killed_before_its_stamp_is_reaped_after_the_claim_grace(tmp_path: Path) -> None:
     storage = str(tmp_path / "optuna.journal")
-    queue = StudyQueue(storage, "q", create=True)
+    clock = FakeClock()
+    queue = StudyQueue(storage, "q", create=True, clock=clock)
     queue.sync([("a", ["a/s0"])])
     env = {**os.environ, "CALO_ABLATE_FAULT": "claim"}
     proc = subprocess.run([sys.executable, "-c", CLAIM_AND_TAKE.format(path=storage)], env=env,
-                          start_new_session=True, check=False, timeout=120)
+                          start_new_session=True, check=False, timeout=600)
     assert proc.returncode == -9  # killed itself (its process group) between the claim and the stamp
     assert [t.state.name for t in queue.trials()] == ["RUNNING"]
     assert queue.claims_pending_judgement()
-    monkeypatch.setattr(queue_module, "CLAIM_GRACE_S", 0.5)
     assert queue.reap() == []  # first observation
-    time.sleep(0.6)
+    clock.now += queue_module.CLAIM_GRACE_S - 0.1
+    assert queue.reap() == []  # not yet unchanged for the whole grace period
+    clock.now += 0.2
     assert queue.reap() == ["a/s0"]  # unchanged for the grace period on our clock: enqueued again
     claim = queue.take()
     assert claim is not None and claim.cells == ("a/s0",)
 
 
-def test_a_worker_elsewhere_is_judged_by_its_beat_changing_not_by_clocks(tmp_path: Path,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    queue = StudyQueue(str(tmp_path / "optuna.journal"), "q", create=True)
+def test_a_worker_elsewhere_is_judged_by_its_beat_changing_not_by_clocks(tmp_path: Path) -> None:
+    clock = FakeClock()
+    queue = StudyQueue(str(tmp_path / "optuna.journal"), "q", create=True, clock=clock)
     queue.sync([("a", ["a/s0"])])
     claim = queue.take()
     assert claim is not None
     # as if stamped on another machine (another pid namespace) whose clock is a day off: no time is compared
     queue.storage.set_trial_user_attr(claim.trial_id, "worker", {"host": "far", "pid": 1, "ns": "other/1"})
     queue.storage.set_trial_user_attr(claim.trial_id, "beat", 7)
-    monkeypatch.setattr(queue_module, "HEARTBEAT_GRACE_S", 0.5)
+    grace = queue_module.HEARTBEAT_GRACE_S
     assert queue.reap() == []  # first observation
-    time.sleep(0.3)
+    clock.now += 0.6 * grace
     queue.storage.set_trial_user_attr(claim.trial_id, "beat", 8)  # it is alive: its beat moved
     assert queue.reap() == []
-    time.sleep(0.3)
-    assert queue.reap() == []  # 0.6 s since the first look, but only 0.3 s since the beat moved
-    time.sleep(0.3)
+    clock.now += 0.6 * grace
+    assert queue.reap() == []  # 1.2 graces since the first look, but only 0.6 since the beat moved
+    clock.now += 0.6 * grace
     assert queue.reap() == ["a/s0"]  # unchanged for longer than the grace: gone
     assert queue.trials()[0].user_attrs["interrupted"]
 
@@ -244,13 +255,15 @@ def test_a_killed_search_trial_is_replaced_and_its_run_closed(tmp_path: Path) ->
 
 def test_on_rdb_storage_optunas_heartbeat_reaps_a_worker_elsewhere(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queue_module, "HEARTBEAT_GRACE_S", 1.0)  # Optuna's grace period, whole seconds
+    # Optuna's grace period, whole seconds, on the database's clock: long enough that a loaded slow machine
+    # makes its first look well inside it
+    monkeypatch.setattr(queue_module, "HEARTBEAT_GRACE_S", 3.0)
     queue = StudyQueue(f"sqlite:///{tmp_path / 'optuna.db'}", "q", create=True)
     queue.sync([("a", ["a/s0"])])
     claim = queue.take()
     assert claim is not None
     queue.storage.set_trial_user_attr(claim.trial_id, "worker", {"host": "far", "pid": 1, "ns": "other/1"})
     assert queue.reap() == []  # its heartbeat (stamped by the database's clock at the claim) is fresh
-    time.sleep(2.5)  # no beat since: stale by the database's clock
+    time.sleep(4.5)  # no beat since: stale by the database's clock
     assert queue.reap() == ["a/s0"]
     assert [t.state.name for t in queue.trials()] == ["FAIL", "WAITING"]

@@ -95,7 +95,7 @@ def test_list_prints_the_resolved_difference(capsys: pytest.CaptureFixture[str])
     assert main(["list", "--profile", "quick"]) == 0
     out = capsys.readouterr().out
     assert "model.voxel.widths: [32, 64, 96, 128] -> [128]" in out
-    assert "diffusion.noise_scale: 1.0 -> 0.5" in out
+    assert "model.diffusion.noise_scale: 1.0 -> 0.5" in out
     steps = resolve_config("1", "quick").sample.steps
     assert f"sampling steps: {steps} -> {round(steps / 8)}" in out
 
@@ -104,7 +104,7 @@ def test_list_stops_on_a_typo(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     path = _registry(tmp_path, "  base: {title: Base}\n  typo: {set: {model.voxel.widht: [128]}}\n")
     assert main(["list", "--registry", str(path)]) == 2
     err = capsys.readouterr().err
-    assert "unknown config key 'model.voxel.widht'" in err and "model.voxel.widths" in err
+    assert "'model.voxel.widht' is not a key of model family 'caloscore_v2'" in err and "model.voxel.widths" in err
 
 
 def test_ui_serves_the_newest_study_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

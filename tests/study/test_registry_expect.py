@@ -17,7 +17,7 @@ def _registry(tmp_path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize(("entry", "expected"), [
-    ("  a: {expect: {los: lower}}\n", ["ablation 'a' expect", "unknown aspect 'los'", "loss, voxel_loss"]),
+    ("  a: {expect: {los: lower}}\n", ["ablation 'a' expect", "unknown aspect 'los'", "voxel_loss, layer_loss (the losses are its model family's)"]),
     ("  a: {expect: {loss: better}}\n", ["ablation 'a' expect", "loss: 'better' is not a direction", "lower, higher, same"]),
     ("  a: {expect: {quality: lower}}\n", ["quality: 'lower'", "better, worse, same"]),
     ("  a: {expect: [loss, lower]}\n", ["ablation 'a' expect", "expected a mapping of aspect to direction"]),

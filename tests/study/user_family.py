@@ -16,7 +16,7 @@ from torch import nn
 
 from calo_ablate.data.preprocessing import Preprocessing
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.family import ModelFamily
+from calo_ablate.model.interface import ModelFamily
 
 
 class LogShowers:

@@ -1,10 +1,11 @@
 """CaloDiffusionModule: the CaloDiffusion LightningModule (training, validation, sampling).
 
 Training step: t ~ U{0..T-1} and unit noise per shower, x_t on the cosine schedule, the loss of
-config.objective (see objective.py), logged once per epoch as train/loss; validation the same loss as
+config.objective (see objective.py), logged once per epoch as train/loss and on the step curve
+train_steps/loss (model/curves.py); validation the same loss as
 val/loss, with t and the noise drawn from a fixed generator per batch so a given model always gets the
 same validation loss (the reference draws fresh ones each epoch). Adam (default betas, no weight decay,
-no clipping, no EMA) on every trainable parameter, U-Net and learned GLaM together, at config.lr;
+no clipping, no EMA) on every trainable parameter, U-Net and learned GLaM together, at lr (train.lr);
 ReduceLROnPlateau(config.lr_plateau_factor, config.lr_plateau_patience) stepped each epoch on the
 training loss; early stopping (TrainValGapStopping, config.early_stopping_patience) comes with the
 module through configure_callbacks. Batches are (cond (B, 1), ..., x (B, D)): the first tensor is the
@@ -27,6 +28,7 @@ from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork, count_
 from calo_ablate.model.calodiffusion.objective import eps_from_output, training_loss
 from calo_ablate.model.calodiffusion.sampler import EpsModel, ddpm_sample
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
+from calo_ablate.model.curves import StepCurve
 from calo_ablate.model.noise import step_generator
 
 __all__ = ["VALIDATION_SEED", "CaloDiffusionModule"]
@@ -37,15 +39,19 @@ VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch:
 class CaloDiffusionModule(pl.LightningModule):
     """One CaloDiffusion model of `dataset` ('1-photons', '1-pions', '2', '3'; '1' = photons)."""
 
-    def __init__(self, config: CaloDiffusionConfig | dict[str, Any], dataset: str, seed: int = 0) -> None:
+    def __init__(self, config: CaloDiffusionConfig | dict[str, Any], dataset: str, lr: float,
+                 seed: int = 0) -> None:
         """seed: the run's train.seed, which keys the training noise (model/noise.py)."""
         super().__init__()
         config = config if isinstance(config, CaloDiffusionConfig) else CaloDiffusionConfig.model_validate(config)
         self.dataset = canonical_dataset(dataset)
         self.seed = seed
-        self.save_hyperparameters({"config": config.model_dump(mode="json"), "dataset": self.dataset, "seed": seed},
+        self.save_hyperparameters({"config": config.model_dump(mode="json"), "dataset": self.dataset, "lr": lr,
+                                   "seed": seed},
                                   logger=False)
         self.config = config
+        self.lr = lr
+        self.curve = StepCurve(("loss",))
         self.net = CaloDiffusionNetwork(config, load_geometry(self.dataset))
         self.schedule = DDPMSchedule.cosine(config.diffusion_steps)
 
@@ -78,10 +84,17 @@ class CaloDiffusionModule(pl.LightningModule):
         loss = self.loss(batch, step_generator(self.seed, self.global_step, self.global_rank))
         if not bool(torch.isfinite(loss)):
             msg = (f"non-finite CaloDiffusion training loss {float(loss)} at epoch {self.current_epoch}, "
-                   f"step {self.global_step} (batch {batch_idx}); try a lower lr than {self.config.lr}")
+                   f"step {self.global_step} (batch {batch_idx}); try a lower train.lr than {self.lr}")
             raise TrainingError(msg)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch[0].shape[0], sync_dist=True)
+        self.curve.add((loss,), batch[0].shape[0])
         return loss
+
+    def on_train_start(self) -> None:
+        self.curve.start(self.trainer.estimated_stepping_batches)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.curve.after_step(self)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
@@ -89,7 +102,7 @@ class CaloDiffusionModule(pl.LightningModule):
                  batch_size=batch[0].shape[0], sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
-        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.config.lr)
+        optimizer = torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=self.config.lr_plateau_factor, patience=self.config.lr_plateau_patience)
         return {"optimizer": optimizer,
@@ -101,15 +114,15 @@ class CaloDiffusionModule(pl.LightningModule):
 
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, cond: torch.Tensor, steps: int | None = None, batch_size: int = 100,
+    def sample(self, cond: torch.Tensor, steps: int, batch_size: int = 100,
                seed: int | torch.Generator = 0, offset: int | None = None) -> torch.Tensor:
         """Showers (N, n_features) float32 in preprocessed units, on the module's device.
 
         cond (N, 1) or (N,): the energy condition; steps: the cosine schedule rebuilt at this many steps
-        (default config.sample_steps); offset: the noisiest steps skipped (default config.sample_offset),
+        (sample.steps); offset: the noisiest steps skipped (default config.sample_offset),
         so steps - offset network calls; seed: an int or a torch.Generator on the module's device.
         """
-        schedule = DDPMSchedule.cosine(steps or self.config.sample_steps)
+        schedule = DDPMSchedule.cosine(steps)
         offset = self.config.sample_offset if offset is None else offset
         generator = seed if isinstance(seed, torch.Generator) else \
             torch.Generator(device=self.device).manual_seed(int(seed))

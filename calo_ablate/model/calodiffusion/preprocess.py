@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from calo_ablate.config import canonical_dataset
-from calo_ablate.data.preprocess import float_matrix
+from calo_ablate.data.preprocessing import float_matrix
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig

@@ -6,8 +6,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import lightning.pytorch as pl
+import pandas as pd
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from calo_ablate.errors import TrainingError
@@ -17,7 +19,8 @@ from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
-        "diffusion_steps": 20, "sample_steps": 4, "sample_offset": 1, "lr": 1e-3}
+        "diffusion_steps": 20, "sample_offset": 1}
+LR, STEPS = 1e-3, 4  # train.lr and sample.steps in a study
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +35,7 @@ def _one_thread():
 def _tiny(dataset: str, **changes: object) -> CaloDiffusionModule:
     torch.manual_seed(0)
     values = published_config(dataset).model_dump() | TINY | changes
-    return CaloDiffusionModule(CaloDiffusionConfig.model_validate(values), dataset)
+    return CaloDiffusionModule(CaloDiffusionConfig.model_validate(values), dataset, LR)
 
 
 def _batch(module: CaloDiffusionModule, n: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,12 +64,12 @@ def test_tiny_model_trains_and_samples_on_every_geometry(dataset: str, n_feature
     assert torch.isfinite(torch.tensor([before, after])).all() and after < before
     if glam_before:   # GLaM learned: trained jointly with the U-Net
         assert any(not torch.equal(a, b) for a, b in zip(glam_before, module.net.glam.parameters(), strict=True))
-    showers = module.sample(batch[0], batch_size=2, seed=3)
+    showers = module.sample(batch[0], STEPS, batch_size=2, seed=3)
     assert showers.shape == (2, n_features) and bool(torch.isfinite(showers).all())
-    torch.testing.assert_close(module.sample(batch[0], batch_size=2, seed=3), showers)
+    torch.testing.assert_close(module.sample(batch[0], STEPS, batch_size=2, seed=3), showers)
 
 
-@pytest.mark.parametrize(("steps", "offset", "calls"), [(None, None, 3), (6, 2, 4), (5, 0, 5)])
+@pytest.mark.parametrize(("steps", "offset", "calls"), [(STEPS, None, 3), (6, 2, 4), (5, 0, 5)])
 def test_sampling_makes_steps_minus_offset_network_calls(steps, offset, calls) -> None:
     module = _tiny("1-photons")
     seen = []
@@ -87,18 +90,22 @@ def test_lightning_fit_logs_losses_steps_the_plateau_scheduler_and_reloads(tmp_p
     module = _tiny("1-photons", lr_plateau_patience=0)
     cond, x = _batch(module, n=8)
     loader = DataLoader(TensorDataset(cond, x), batch_size=4)
-    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False,
+    logger = CSVLogger(tmp_path, name="fit")
+    trainer = pl.Trainer(max_epochs=3, accelerator="cpu", logger=logger, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(module, loader, loader)
     metrics = trainer.callback_metrics
     assert {"train/loss", "val/loss"} <= set(metrics) and all(torch.isfinite(metrics[k]) for k in metrics)
+    logged = pd.read_csv(Path(logger.log_dir) / "metrics.csv")
+    curve = logged.dropna(subset=["train_steps/loss"])  # the step curve: 6 optimizer steps, one point each
+    assert list(curve["step"]) == list(range(6)) and (curve["train_steps/lr"] == LR).all()
     scheduler = trainer.lr_scheduler_configs[0]
     assert isinstance(scheduler.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     assert scheduler.monitor == "train/loss"
     assert scheduler.scheduler.last_epoch == 3   # stepped once per epoch on the training loss
     trainer.save_checkpoint(tmp_path / "model.ckpt")
     loaded = CaloDiffusionModule.load_from_checkpoint(tmp_path / "model.ckpt")
-    assert loaded.config == module.config and loaded.dataset == "1-photons"
+    assert loaded.config == module.config and loaded.dataset == "1-photons" and loaded.lr == LR
     generator = torch.Generator().manual_seed(5)
     expected = module.loss((cond, x), generator)
     torch.testing.assert_close(loaded.loss((cond, x), torch.Generator().manual_seed(5)), expected)

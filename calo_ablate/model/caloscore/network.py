@@ -23,11 +23,11 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from calo_ablate.config import ModelConfig
-from calo_ablate.model.embeddings import DenseSwish, TimeEmbedding
-from calo_ablate.model.init import initialise
-from calo_ablate.model.layer_resnet import LayerResNet
-from calo_ablate.model.unet1d import UNet1d
+from calo_ablate.model.caloscore.config import CaloScoreConfig
+from calo_ablate.model.caloscore.embeddings import DenseSwish, TimeEmbedding
+from calo_ablate.model.caloscore.init import initialise
+from calo_ablate.model.caloscore.layer_resnet import LayerResNet
+from calo_ablate.model.caloscore.unet1d import UNet1d
 
 __all__ = ["CaloScoreNetwork", "LayerNet", "VoxelNet", "count_parameters"]
 
@@ -42,7 +42,7 @@ def count_parameters(module: nn.Module) -> int:
 class LayerNet(nn.Module):
     """Layer-variable velocity net without the shared energy embedding."""
 
-    def __init__(self, model_config: ModelConfig, n_layers: int) -> None:
+    def __init__(self, model_config: CaloScoreConfig, n_layers: int) -> None:
         super().__init__()
         e = model_config.embed_dim
         self.time_embedding = TimeEmbedding(model_config.num_frequencies, e)
@@ -61,7 +61,7 @@ class LayerNet(nn.Module):
 class VoxelNet(nn.Module):
     """Voxel velocity net without the shared energy embedding."""
 
-    def __init__(self, model_config: ModelConfig, n_layers: int) -> None:
+    def __init__(self, model_config: CaloScoreConfig, n_layers: int) -> None:
         super().__init__()
         e = model_config.embed_dim
         self.time_embedding = TimeEmbedding(model_config.num_frequencies, e)
@@ -85,7 +85,7 @@ class CaloScoreNetwork(nn.Module):
     [0, 1] (log-scaled, see the preprocessing); t is the diffusion time in [0, 1].
     """
 
-    def __init__(self, model_config: ModelConfig, n_voxels: int, n_layers: int) -> None:
+    def __init__(self, model_config: CaloScoreConfig, n_voxels: int, n_layers: int) -> None:
         super().__init__()
         self.n_voxels = n_voxels
         self.n_layers = n_layers

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from calo_ablate.config import DiffusionConfig
 from calo_ablate.errors import ConfigError
-from calo_ablate.model.diffusion import (
+from calo_ablate.model.caloscore.config import DiffusionConfig
+from calo_ablate.model.caloscore.diffusion import (
     CosineLogSNR,
     ddim_sample,
     noisy_sample,

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from calo_ablate.config import PUBLISHED_LR_HORIZON_STEPS, resolve_config
-from calo_ablate.model.calo_score import CaloScoreModule, cosine_lr_factor, validation_interval
-from calo_ablate.model.network import CaloScoreNetwork
+from calo_ablate.model.caloscore.module import CaloScoreModule, cosine_lr_factor, validation_interval
+from calo_ablate.model.caloscore.network import CaloScoreNetwork
 
 
 def _steps_per_run(profile: str) -> int:

@@ -24,8 +24,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from calo_ablate.config import DiffusionConfig
 from calo_ablate.errors import ConfigError
+from calo_ablate.model.caloscore.config import DiffusionConfig
 
 __all__ = [
     "CosineLogSNR",
@@ -50,10 +50,10 @@ class CosineLogSNR:
 
     def __init__(self, logsnr_min: float = -20.0, logsnr_max: float = 20.0, noise_scale: float = 1.0) -> None:
         if not logsnr_min < logsnr_max:
-            msg = f"diffusion.logsnr_min={logsnr_min} must be below diffusion.logsnr_max={logsnr_max}"
+            msg = f"model.diffusion.logsnr_min={logsnr_min} must be below model.diffusion.logsnr_max={logsnr_max}"
             raise ConfigError(msg)
         if noise_scale <= 0:
-            msg = f"diffusion.noise_scale={noise_scale}: expected a positive number"
+            msg = f"model.diffusion.noise_scale={noise_scale}: expected a positive number"
             raise ConfigError(msg)
         self.logsnr_min = logsnr_min
         self.logsnr_max = logsnr_max
@@ -63,7 +63,7 @@ class CosineLogSNR:
         self.shift = -2.0 * math.log(noise_scale)
         terminal = logsnr_min + self.shift
         if terminal > _MAX_TERMINAL_LOGSNR:
-            msg = (f"diffusion.noise_scale={noise_scale} with logsnr_min={logsnr_min} leaves log-SNR {terminal:.2f} "
+            msg = (f"model.diffusion.noise_scale={noise_scale} with logsnr_min={logsnr_min} leaves log-SNR {terminal:.2f} "
                    f"at t=1 (above {_MAX_TERMINAL_LOGSNR}): the N(0, I) start of sampling would not hold; "
                    f"use noise_scale >= {math.exp((logsnr_min - _MAX_TERMINAL_LOGSNR) / 2):.3g} or lower logsnr_min")
             raise ConfigError(msg)

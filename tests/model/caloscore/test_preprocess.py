@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from calo_ablate.config import DataConfig
-from calo_ablate.data import preprocess
 from calo_ablate.data.calochallenge import read_showers
-from calo_ablate.data.preprocess import CaloScorePreprocessor
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
+from calo_ablate.model.caloscore import preprocess
+from calo_ablate.model.caloscore.preprocess import CaloScorePreprocessor
 
 GEOMETRY = load_geometry("1-photons")
 CONFIG = DataConfig(dataset="1-photons")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from calo_ablate.errors import ConfigError
-from calo_ablate.model.unet1d import SelfAttention1d
+from calo_ablate.model.caloscore.unet1d import SelfAttention1d
 
 __all__ = ["glorot_bound", "initialise", "keras_fans"]
 

@@ -16,8 +16,6 @@ themselves) and scale them by the layer energy; zero voxels below voxel_cut_gev;
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +25,11 @@ import numpy.typing as npt
 from scipy.special import expit
 
 from calo_ablate.config import DataConfig
+from calo_ablate.data.preprocessing import Preprocessing, float_matrix, write_npz_atomic
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import Geometry, load_geometry
 
-__all__ = ["ALPHA", "CaloScorePreprocessor", "Features", "write_npz_atomic"]
+__all__ = ["ALPHA", "CaloScorePreprocessor", "Features", "caloscore_preprocessing"]
 
 ALPHA = 1e-6            # logit regulariser: x -> alpha + (1 - 2 alpha) x keeps the logit finite
 _MIN_STD = 1e-6         # a feature whose logit spreads less than this is constant: divide by 1
@@ -54,32 +53,6 @@ class Features:
     def __iter__(self) -> Iterator[np.ndarray]:
         """cond, layer, voxel: the arrays in the order of a batch."""
         return iter((self.cond, self.layer, self.voxel))
-
-
-def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
-    """Write an uncompressed .npz next to `path` and rename it into place: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def float_matrix(values: npt.ArrayLike, width: int, what: str, owner: str) -> np.ndarray:
-    """`values` as a float64 (N, width) array; DataError naming `what` and `owner` (e.g. its geometry) if not."""
-    array = np.asarray(values, dtype=np.float64)
-    if array.ndim != 2 or array.shape[1] != width:
-        msg = f"{what} has shape {array.shape}, expected (N, {width}) for {owner}"
-        raise DataError(msg)
-    return array
 
 
 def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
@@ -341,3 +314,13 @@ class CaloScorePreprocessor:
         except (OSError, ValueError) as err:
             msg = f"{path}: cannot read a saved CaloScorePreprocessor ({err})"
             raise DataError(msg) from err
+
+
+def caloscore_preprocessing(data_config: DataConfig) -> Preprocessing:
+    """CaloScore v2's fitted preprocessing; its settings are data.* keys, already in the cache key."""
+    geometry = load_geometry(data_config.dataset)
+    return Preprocessing(
+        family="caloscore_v2", settings={},
+        new=lambda: CaloScorePreprocessor(geometry, data_config),
+        restore=lambda arrays, source: CaloScorePreprocessor.from_arrays(arrays, geometry, data_config, source),
+        pack=Features)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from calo_ablate.config import resolve_config
-from calo_ablate.model.init import glorot_bound, keras_fans
-from calo_ablate.model.network import CaloScoreNetwork
+from calo_ablate.model.caloscore.init import glorot_bound, keras_fans
+from calo_ablate.model.caloscore.network import CaloScoreNetwork
 
 
 @pytest.fixture(scope="module")

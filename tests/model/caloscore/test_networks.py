@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calo_ablate.config import ModelConfig
-from calo_ablate.model.embeddings import TimeEmbedding
-from calo_ablate.model.network import CaloScoreNetwork, count_parameters
-from calo_ablate.model.unet1d import ResidualBlock1d, SelfAttention1d, UNet1d
+from calo_ablate.model.caloscore.config import CaloScoreConfig
+from calo_ablate.model.caloscore.embeddings import TimeEmbedding
+from calo_ablate.model.caloscore.network import CaloScoreNetwork, count_parameters
+from calo_ablate.model.caloscore.unet1d import ResidualBlock1d, SelfAttention1d, UNet1d
 
 PUBLISHED_PHOTON_PARAMS = 2_447_366  # CaloChallenge results table, CaloScore v2 on dataset 1 photons
 
@@ -31,7 +31,7 @@ def _randomise_output(net: CaloScoreNetwork) -> None:
 @pytest.fixture(scope="module")
 def photon_net() -> CaloScoreNetwork:
     torch.manual_seed(0)
-    return CaloScoreNetwork(ModelConfig(), n_voxels=368, n_layers=5)
+    return CaloScoreNetwork(CaloScoreConfig(), n_voxels=368, n_layers=5)
 
 
 def test_parameter_count_matches_published(photon_net: CaloScoreNetwork) -> None:
@@ -66,7 +66,7 @@ def test_optimiser_groups_partition_parameters(photon_net: CaloScoreNetwork) -> 
 
 
 def test_removing_sampling_layers_shrinks_the_model(photon_net: CaloScoreNetwork) -> None:
-    config = ModelConfig.model_validate({"voxel": {"widths": [128], "attention": [True]}})
+    config = CaloScoreConfig.model_validate({"voxel": {"widths": [128], "attention": [True]}})
     flat = CaloScoreNetwork(config, n_voxels=368, n_layers=5)
     assert flat.voxel_net.unet.pad_multiple == 1
     _randomise_output(flat)
@@ -80,7 +80,7 @@ def test_removing_sampling_layers_shrinks_the_model(photon_net: CaloScoreNetwork
     (6480, 45, {"voxel": {"attention": [False, False, False, False]}}),  # dataset 2
 ])
 def test_output_shapes(n_voxels: int, n_layers: int, overrides: dict) -> None:
-    net = CaloScoreNetwork(ModelConfig.model_validate(overrides), n_voxels, n_layers)
+    net = CaloScoreNetwork(CaloScoreConfig.model_validate(overrides), n_voxels, n_layers)
     _randomise_output(net)
     voxel, t, layer, cond = _inputs(2, n_voxels, n_layers)
     out = net.voxel_velocity(voxel, t, layer, cond)
@@ -96,7 +96,7 @@ def test_zero_initialised_output(photon_net: CaloScoreNetwork) -> None:
 
 def test_every_parameter_reaches_the_output() -> None:
     torch.manual_seed(1)
-    net = CaloScoreNetwork(ModelConfig(), n_voxels=368, n_layers=5)
+    net = CaloScoreNetwork(CaloScoreConfig(), n_voxels=368, n_layers=5)
     _randomise_output(net)
     voxel, t, layer, cond = _inputs(2, 368, 5)
     loss = net.voxel_velocity(voxel, t, layer, cond).square().mean()
@@ -108,7 +108,7 @@ def test_every_parameter_reaches_the_output() -> None:
 
 def test_samples_do_not_mix_across_the_batch() -> None:
     torch.manual_seed(2)
-    net = CaloScoreNetwork(ModelConfig(), n_voxels=533, n_layers=7).eval()
+    net = CaloScoreNetwork(CaloScoreConfig(), n_voxels=533, n_layers=7).eval()
     _randomise_output(net)
     voxel, t, layer, cond = _inputs(4, 533, 7)
     full = net.voxel_velocity(voxel, t, layer, cond)
@@ -118,7 +118,7 @@ def test_samples_do_not_mix_across_the_batch() -> None:
 
 def test_net_depends_on_time_layers_and_energy() -> None:
     torch.manual_seed(3)
-    net = CaloScoreNetwork(ModelConfig(), n_voxels=368, n_layers=5).eval()
+    net = CaloScoreNetwork(CaloScoreConfig(), n_voxels=368, n_layers=5).eval()
     _randomise_output(net)
     voxel, t, layer, cond = _inputs(2, 368, 5)
     base = net.voxel_velocity(voxel, t, layer, cond)
@@ -201,7 +201,7 @@ def test_unet_matches_conv1d_formulas(widths: list[int], attention: list[bool], 
 
 def test_training_losses_match_conv1d_formulas(monkeypatch: pytest.MonkeyPatch) -> None:
     """Same seed, same steps: the losses of 15 Adamax steps agree within 1e-3 relative."""
-    config = ModelConfig.model_validate({"voxel": {"lift_channels": 4, "widths": [8, 16], "attention": [False, True],
+    config = CaloScoreConfig.model_validate({"voxel": {"lift_channels": 4, "widths": [8, 16], "attention": [False, True],
                                                    "block_depth": 1}, "layer": {"mlp_dim": 16, "dropout": 0.0}})
 
     def train() -> list[float]:

@@ -16,9 +16,8 @@ copy (train.ema_decay, start per train.ema_start) updated after every step, used
 Logged per epoch: train/loss, train/voxel_loss, train/layer_loss, lr and epoch_seconds (training
 plus validation wall time); per validation (once per epoch, or several times per epoch in runs of
 fewer than VAL_CURVE_POINTS epochs, see validation_interval): val/loss, val/voxel_loss,
-val/layer_loss; about TRAIN_CURVE_POINTS times per run: train_steps/{loss,voxel_loss,layer_loss}
-(the mean over the steps since the previous point) and train_steps/lr. Every metric's MLflow step is,
-as Lightning logs it, the 0-based index of the last optimizer step before it (n steps done: n - 1).
+val/layer_loss; the step curve train_steps/{loss,voxel_loss,layer_loss} and train_steps/lr (model/curves.py).
+Every metric's MLflow step is, as Lightning logs it, the 0-based index of the last optimizer step before it.
 Validation draws t and the noise from a fixed generator per batch, so a given model always gets the
 same validation loss.
 """
@@ -35,19 +34,16 @@ from tqdm.auto import tqdm
 
 from calo_ablate.config import Config
 from calo_ablate.errors import TrainingError
-from calo_ablate.model.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
+from calo_ablate.model.caloscore.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
+from calo_ablate.model.caloscore.network import CaloScoreNetwork, count_parameters
+from calo_ablate.model.curves import EPOCH_SECONDS, StepCurve
 from calo_ablate.model.ema import EMA
-from calo_ablate.model.network import CaloScoreNetwork, count_parameters
 from calo_ablate.model.noise import step_generator
 
-__all__ = ["EPOCH_SECONDS", "LOSS_NAMES", "TRAIN_CURVE_PREFIX", "CaloScoreModule", "cosine_lr_factor",
-           "validation_interval"]
+__all__ = ["LOSS_NAMES", "CaloScoreModule", "cosine_lr_factor", "validation_interval"]
 
 VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch: seed + batch index)
 LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and val/<name>
-EPOCH_SECONDS = "epoch_seconds"
-TRAIN_CURVE_POINTS = 20  # training-loss points per run (MLflow step metrics train_steps/*)
-TRAIN_CURVE_PREFIX = "train_steps/"
 VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, see validation_interval)
 
 
@@ -99,12 +95,11 @@ class CaloScoreModule(pl.LightningModule):
             self.ema = EMA(CaloScoreNetwork(config.model, n_voxels, n_layers), config.train.ema_decay, warmup=False)
         else:
             self.ema = EMA(self.net, config.train.ema_decay)
-        self.schedule = CosineLogSNR.from_config(config.diffusion)
-        # (loss, voxel, layer) x showers of the epoch ("train", "val") and of the curve's window ("window")
-        self._sums = {"train": torch.zeros(3), "val": torch.zeros(3), "window": torch.zeros(3)}
-        self._counts = {"train": 0, "val": 0, "window": 0}
-        self._curve_every = 1  # optimizer steps between two points of the training-loss curve
-        self._total_steps = 1
+        self.schedule = CosineLogSNR.from_config(config.model.diffusion)
+        # (loss, voxel, layer) x showers of the epoch ("train", "val")
+        self._sums = {"train": torch.zeros(3), "val": torch.zeros(3)}
+        self._counts = {"train": 0, "val": 0}
+        self.curve = StepCurve(LOSS_NAMES)
         self._epoch_start = 0.0
         self._epoch_seconds: list[float] = []
 
@@ -152,7 +147,7 @@ class CaloScoreModule(pl.LightningModule):
                    f"(batch {batch_idx}): {values}; try a lower train.lr={self.config.train.lr}")
             raise TrainingError(msg)
         self._accumulate("train", losses, batch[0].shape[0])
-        self._accumulate("window", losses, batch[0].shape[0])
+        self.curve.add(losses, batch[0].shape[0])
         return losses[0]
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -167,23 +162,10 @@ class CaloScoreModule(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.ema.update(self.net)
-        if self.global_step % self._curve_every == 0 or self.global_step == self._total_steps:
-            self._log_curve_point()
+        self.curve.after_step(self)
 
     def on_train_start(self) -> None:
-        self._total_steps = max(1, int(self.trainer.estimated_stepping_batches))
-        self._curve_every = max(1, round(self._total_steps / TRAIN_CURVE_POINTS))
-
-    def _log_curve_point(self) -> None:
-        """The mean training losses since the previous point, at the current optimizer step."""
-        if self._counts["window"] == 0 or self.logger is None:
-            return
-        means = (self._sums["window"] / self._counts["window"]).tolist()
-        metrics = {f"{TRAIN_CURVE_PREFIX}{n}": v for n, v in zip(LOSS_NAMES, means, strict=True)}
-        metrics[f"{TRAIN_CURVE_PREFIX}lr"] = self.trainer.optimizers[0].param_groups[0]["lr"]
-        self.logger.log_metrics(metrics, step=self.global_step - 1)  # Lightning's step: the last batch's index
-        self._sums["window"].zero_()
-        self._counts["window"] = 0
+        self.curve.start(self.trainer.estimated_stepping_batches)
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()

@@ -1,0 +1,65 @@
+"""CaloFlowFamily: CaloFlow (Krause, Pang and Shih) as a model family, for dataset 1 only.
+
+Its section is `model` (CaloFlowConfig, model.family: caloflow), resolved for the dataset's particle.
+Batches are (E_inc, showers) in units of 100 GeV; the losses are the negative log-likelihoods of
+flow-I, flow-II and their sum (LOSS_NAMES); sampling runs flow-I then flow-II with the weights of the
+best validation loss (the tool's checkpoint rule, the published model selection; no EMA). Datasets 2
+and 3 are refused with a
+ConfigError naming iCaloFlow, their flow model, which is not built.
+
+Shared keys it reads: those every family reads (train.seed: the random orders of the flows' blocks;
+train.batch_size, train.max_epochs: the one-cycle horizon; data.*), none of the optional ones: no
+sample.steps (a flow samples in one pass: sampling_steps() is None) and no train.lr (each flow's
+schedule carries its own rates).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from calo_ablate.config import Config
+from calo_ablate.data.preprocessing import Preprocessing
+from calo_ablate.model.caloflow.config import CaloFlowConfig, caloflow_dataset
+from calo_ablate.model.caloflow.module import LOSS_NAMES, CaloFlowModule
+from calo_ablate.model.caloflow.preprocess import caloflow_preprocessing
+from calo_ablate.model.interface import ModelFamily, count_trainable
+
+__all__ = ["CaloFlowFamily"]
+
+
+class CaloFlowFamily(ModelFamily):
+    title = "CaloFlow"
+    section = CaloFlowConfig
+    loss_names = LOSS_NAMES
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.dataset = caloflow_dataset(config.data.dataset)
+
+    def check_dataset(self) -> None:
+        """Dataset 1 only: a ConfigError naming iCaloFlow, the flow model of datasets 2 and 3 (not built)."""
+        caloflow_dataset(self.config.data.dataset)
+
+    @property
+    def settings(self) -> CaloFlowConfig:
+        """This config's CaloFlow section (model.*), not yet resolved for the particle."""
+        return self.config.model
+
+    def preprocessing(self) -> Preprocessing:
+        return caloflow_preprocessing(self.dataset, self.settings.resolved(self.dataset))
+
+    def module(self) -> CaloFlowModule:
+        return CaloFlowModule(self.settings, self.dataset, seed=self.config.train.seed)
+
+    def sample(self, module: CaloFlowModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
+               progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
+        """(flow-I sample, flow-II sample) in logit space for the incident energies cond (N, 1) in units.
+
+        steps is None (sampling_steps(): a flow has no steps) and ignored; precision is ignored too (the flows sample in
+        caloflow.dtype); progress is not shown. Costs one network pass per feature per block: a MAF's
+        inverse is sequential (368 x 8 passes for photons, 533 x 8 for pions, per batch).
+        """
+        return module.sample(cond, batch_size=batch_size, seed=seed)
+
+    def parameter_breakdown(self, module: CaloFlowModule) -> dict[str, int]:
+        return {"flow1": count_trainable(module.flow1), "flow2": count_trainable(module.flow2)}

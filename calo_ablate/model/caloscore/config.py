@@ -1,0 +1,65 @@
+"""CaloScore v2's config section `model` (model.family: caloscore_v2): both nets and the diffusion.
+
+The defaults are the published dataset-1 model. `model.diffusion.*` is its noise schedule; the shared
+keys it reads are listed in `CaloScoreConfig.reads`; `loss_defining` says which of its fields change
+what its loss measures (the noise schedule sets the loss's scale; the preprocessing constants in data.*
+set the regression targets).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from calo_ablate.config import FAMILY_READ_KEYS, ModelSection, _Section
+
+__all__ = ["CaloScoreConfig", "DiffusionConfig", "LayerNetConfig", "VoxelNetConfig"]
+
+
+class VoxelNetConfig(_Section):
+    lift_channels: int = Field(16, ge=1)
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
+    attention: list[bool] = Field(default_factory=lambda: [False, True, True, True], min_length=1)
+    block_depth: int = Field(4, ge=1)
+    kernel_size: int = Field(3, ge=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _same_length(self) -> VoxelNetConfig:
+        if len(self.widths) != len(self.attention):
+            msg = f"model.voxel.widths has {len(self.widths)} entries but model.voxel.attention has " \
+                  f"{len(self.attention)}: give one attention flag per width"
+            raise ValueError(msg)
+        return self
+
+
+class LayerNetConfig(_Section):
+    mlp_dim: int = Field(128, ge=1)
+    num_layer: int = Field(3, ge=2, description="residual blocks = num_layer - 1")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout_in_training: bool = Field(
+        False, description="apply the dropout in training; false = as the published code runs it (never)")
+
+
+class DiffusionConfig(_Section):
+    logsnr_min: float = -20.0
+    logsnr_max: float = 20.0
+    noise_scale: float = Field(1.0, gt=0.0, description="<1 shifts the log-SNR schedule up: less noise at every t")
+
+
+class CaloScoreConfig(ModelSection):
+    """model.* of CaloScore v2."""
+
+    family: Literal["caloscore_v2"] = "caloscore_v2"
+    embed_dim: int = Field(64, ge=1)
+    num_frequencies: int = Field(32, ge=2)
+    init: Literal["keras", "pytorch"] = Field(
+        "keras", description="keras: glorot-uniform kernels, zero biases (published); pytorch: torch's defaults")
+    voxel: VoxelNetConfig = Field(default_factory=VoxelNetConfig)
+    layer: LayerNetConfig = Field(default_factory=LayerNetConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+
+    reads: ClassVar[frozenset[str]] = FAMILY_READ_KEYS  # every shared key: lr, its schedule, EMA, steps, data.*
+    loss_defining: ClassVar[tuple[str, ...]] = ("diffusion.", "data.max_deposit", "data.energy_min_gev",
+                                                "data.energy_max_gev")

@@ -1,0 +1,41 @@
+"""CaloScore v2 as a model family: batches (cond, layer, voxel), losses loss = voxel_loss + layer_loss,
+validation several times per epoch in short runs, DDIM sampling with the EMA weights."""
+
+from __future__ import annotations
+
+import torch
+
+from calo_ablate.data.preprocessing import Preprocessing
+from calo_ablate.geometry import load_geometry
+from calo_ablate.model.caloscore.config import CaloScoreConfig
+from calo_ablate.model.caloscore.module import LOSS_NAMES, CaloScoreModule, validation_interval
+from calo_ablate.model.caloscore.preprocess import caloscore_preprocessing
+from calo_ablate.model.interface import ModelFamily
+
+__all__ = ["CaloScoreFamily"]
+
+
+class CaloScoreFamily(ModelFamily):
+    title = "CaloScore v2"
+    section = CaloScoreConfig
+    loss_names = LOSS_NAMES
+
+    def preprocessing(self) -> Preprocessing:
+        return caloscore_preprocessing(self.config.data)
+
+    def module(self) -> CaloScoreModule:
+        geometry = load_geometry(self.config.data.dataset)
+        return CaloScoreModule(self.config, geometry.n_voxels, geometry.n_layers)
+
+    def validation_interval(self, steps_per_epoch: int) -> int | float:
+        """At least four validations per run (several per epoch in runs of fewer epochs)."""
+        return validation_interval(steps_per_epoch, self.config.train.max_epochs)
+
+    def sample(self, module: CaloScoreModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
+               progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
+        """(layer, voxel) with the EMA weights; precision: the run's sample.precision when None."""
+        return module.sample(cond, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
+                             precision=precision)
+
+    def parameter_breakdown(self, module: CaloScoreModule) -> dict[str, int]:
+        return {k: v for k, v in module.net.parameter_breakdown().items() if k != "total"}
