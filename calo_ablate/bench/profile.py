@@ -1,4 +1,4 @@
-"""Where the time of one training step and one sampling step of the base model goes (`make bench`).
+"""Where the time of one training step and one sampling step of a model family goes (`make bench`).
 
 Both steps run under torch.profiler (CPU activity). Every operator's self time (its time minus that
 of the operators it calls, so nothing counts twice) goes to one category:
@@ -6,12 +6,12 @@ of the operators it calls, so nothing counts twice) goes to one category:
   operators of forward and backward;
 - elementwise and data movement: every other operator of forward and backward (activations, adds,
   concatenation, copies, layer norm, pooling, the loss);
-- clipping, optimizer (step, zero_grad, LR scheduler), EMA: every operator inside those phases of the
-  training step, whatever its kind;
+- clipping, optimizer (step, zero_grad, a per-step LR scheduler), after-step hooks (CaloScore v2: its
+  EMA update): every operator inside those phases of the training step, whatever its kind;
 - outside operators: the step's wall time minus the self time of all operators, i.e. Python, the
   autograd engine's bookkeeping and the profiler's own cost.
 The training step is the module's own: training_step, backward, on_before_optimizer_step (clipping),
-the optimizer and LR scheduler of configure_optimizers, on_train_batch_end (EMA), without Lightning's
+the optimizer and LR scheduler of configure_optimizers, on_train_batch_end, without Lightning's
 loop (whose cost `training_throughput` in calo_ablate.bench includes). FLOPs per category come from
 torch.utils.flop_counter.FlopCounterMode on the same step, so each FLOP category's rate can be set
 beside the fp32 matmul rate measured in the same process.
@@ -29,14 +29,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from calo_ablate.config import Config
-from calo_ablate.model.calo_score import CaloScoreModule
+from calo_ablate.model.interface import ModelFamily
 
 __all__ = ["CATEGORIES", "StepProfile", "flop_counter", "format_profile", "operator_category",
            "profile_sampling_step", "profile_training_step"]
 
 CONVOLUTION, ATTENTION, DENSE, ELEMENTWISE = "convolution", "attention", "dense (linear)", "elementwise, data movement"
-CLIPPING, OPTIMIZER, EMA_PHASE, OUTSIDE = "clipping", "optimizer", "EMA", "outside operators (Python, autograd)"
+CLIPPING, OPTIMIZER, EMA_PHASE, OUTSIDE = ("clipping", "optimizer", "after-step hooks (EMA)",
+                                           "outside operators (Python, autograd)")
 CATEGORIES = (CONVOLUTION, ATTENTION, DENSE, ELEMENTWISE, CLIPPING, OPTIMIZER, EMA_PHASE, OUTSIDE)
 _PHASES = (CLIPPING, OPTIMIZER, EMA_PHASE)  # record_function labels of the training step's phases
 _DENSE_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "matmul", "linear"})
@@ -135,19 +135,18 @@ def _profile(title: str, showers: int, step: Callable[[], None], top: int) -> St
     return StepProfile(title, showers, wall, cpu, _categorised_seconds(prof, wall), flops, _top_operators(prof, top))
 
 
-def _batch(n: int, n_layers: int, n_voxels: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 1, generator=g), torch.randn(n, n_layers, generator=g), torch.randn(n, n_voxels, generator=g)
-
-
-def profile_training_step(config: Config, n_voxels: int, n_layers: int, top: int = 12) -> StepProfile:
-    """Profile one training step at train.batch_size on the CPU (after one untimed step)."""
-    module = CaloScoreModule(config, n_voxels, n_layers).train()
-    # configure_optimizers reads only the trainer's world size and step count: a one-process stand-in
-    module.trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=1000)  # type: ignore[assignment]
+def profile_training_step(family: ModelFamily, top: int = 12) -> StepProfile:
+    """Profile one training step of the family's module at train.batch_size on the CPU (after one untimed step)."""
+    config = family.config
+    module = family.module().train()
+    # configure_optimizers and the after-step hooks read only these of the trainer: a one-process stand-in
+    module.trainer = SimpleNamespace(world_size=1, global_rank=0, estimated_stepping_batches=1000, global_step=0,  # type: ignore[assignment]
+                                     logger=None, loggers=[])
     setup = module.configure_optimizers()
-    optimizer, scheduler = setup["optimizer"], setup["lr_scheduler"]["scheduler"]
-    batch = _batch(config.train.batch_size, n_layers, n_voxels)
+    optimizer = setup["optimizer"] if isinstance(setup, dict) else setup
+    scheduler_setup = setup.get("lr_scheduler") if isinstance(setup, dict) else None
+    per_step = scheduler_setup is not None and scheduler_setup.get("interval") == "step"
+    batch = family.benchmark_batch(config.train.batch_size)
 
     def step() -> None:
         loss = module.training_step(batch, 0)
@@ -157,24 +156,25 @@ def profile_training_step(config: Config, n_voxels: int, n_layers: int, top: int
         with record_function(OPTIMIZER):
             optimizer.step()
             optimizer.zero_grad()
-            scheduler.step()
+            if per_step:
+                scheduler_setup["scheduler"].step()
         with record_function(EMA_PHASE):
-            module.ema.update(module.net)
+            module.on_train_batch_end(loss, batch, 0)
 
     title = f"one training step (batch {config.train.batch_size}, fp32, {torch.get_num_threads()} thread(s))"
     return _profile(title, config.train.batch_size, step, top)
 
 
-def profile_sampling_step(config: Config, n_voxels: int, n_layers: int, batch_size: int = 100,
-                          top: int = 12) -> StepProfile:
-    """Profile one DDIM step of both nets (EMA weights, fp32) at `batch_size` on the CPU."""
-    module = CaloScoreModule(config, n_voxels, n_layers).eval()
-    cond = torch.rand(batch_size, 1, generator=torch.Generator().manual_seed(0))
+def profile_sampling_step(family: ModelFamily, batch_size: int = 100, top: int = 12) -> StepProfile:
+    """Profile one sampling step (one pass for a one-pass family) at `batch_size` on the CPU, fp32."""
+    module = family.module().eval()
+    cond = family.benchmark_batch(batch_size)[0]
+    steps = None if family.sampling_steps() is None else 1
 
     def step() -> None:
-        module.sample(cond, steps=1, batch_size=batch_size, precision="32-true")
+        family.sample(module, cond, steps=steps, batch_size=batch_size, seed=0, progress=False, precision="32-true")
 
-    title = f"one sampling step (DDIM, both nets, batch {batch_size}, fp32, {torch.get_num_threads()} thread(s))"
+    title = f"one sampling step ({family.title}, batch {batch_size}, fp32, {torch.get_num_threads()} thread(s))"
     return _profile(title, batch_size, step, top)
 
 
