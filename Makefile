@@ -7,11 +7,13 @@ STAMP := $(VENV)/.installed
 DATASET ?= 1
 PROFILE ?= quick
 SEEDS ?= 2
+MAX_SEEDS ?=
+BUDGET ?=
 WORKERS ?= 2
 STUDY ?=
 THREADS ?=
 REGISTRY ?=
-ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY)) \
+ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) $(if $(MAX_SEEDS),--max-seeds $(MAX_SEEDS)) $(if $(BUDGET),--budget $(BUDGET)) --workers $(WORKERS) $(if $(STUDY),--study $(STUDY)) \
 	$(if $(REGISTRY),--registry $(REGISTRY))
 
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
@@ -35,7 +37,7 @@ machine: $(STAMP)  ## one line: the CPU model, its instruction set (AVX2, AVX-51
 data: $(STAMP)  ## real files from data/ if present (validated), else the synthetic stand-in: make data DATASET=1
 	$(VENV)/bin/calo-ablate data prepare --dataset $(DATASET)
 
-ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2] [WORKERS=2] [REGISTRY=experiments/calodiffusion.yaml]
+ablate: $(STAMP)  ## the ablation study: make ablate DATASET=1 [PROFILE=quick] [SEEDS=2|auto [MAX_SEEDS=8] [BUDGET=30m]] [WORKERS=2] [REGISTRY=experiments/calodiffusion.yaml]
 	$(VENV)/bin/calo-ablate ablate $(ABLATE_ARGS)
 
 test: $(STAMP) test-servers  ## the test suite without the tests marked slow (what CI runs; starts its own servers)

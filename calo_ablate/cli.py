@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ablate", help="run the ablation study: every (ablation, seed) cell, then the report")
     _add_run_options(p)
-    p.add_argument("--seeds", type=int, default=2, help="seeds per ablation (default 2)")
+    p.add_argument("--seeds", default="2", help="seeds per ablation (default 2), or 'auto': start with 3 and add one "
+                   "seed at a time to the rows still undecided, up to --max-seeds or --budget")
+    p.add_argument("--max-seeds", type=int, default=None, help="the cap of --seeds auto (default 8)")
+    p.add_argument("--budget", default=None, help="wall time for --seeds auto, e.g. 30m, 2h, 90s: no round starts "
+                   "that the study's measured cell times say would end past it")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
     p.add_argument("--only", default=None, help="comma-separated ablation names (base is always kept)")
     p.add_argument("--study", default=None, help="study name (default: <dataset>-<profile>)")

@@ -95,7 +95,8 @@ class ClassifierConfig(_Section):
     resnet_channels: int = Field(8, ge=1, description="channels of the cls-resnet CNN")
 
 
-ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-resnet"]
+# cls-high-z (own): the cls-high inputs standardised by the training split (the verdicts' AUC high)
+ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-high-z", "cls-resnet"]
 
 
 class EvaluateConfig(_Section):
@@ -112,6 +113,8 @@ class EvaluateConfig(_Section):
     prdc: bool = Field(True, description="precision, recall, density, coverage (N x N distances in memory)")
     prdc_k: int = Field(5, ge=1, description="nearest neighbours of PRDC")
     own_fpd_kpd: bool = Field(False, description="also FPD/KPD drawn without replacement (own variant)")
+    noise_floor_samples: int = Field(1, ge=1, description="reference-vs-reference evaluations on independent "
+                                     "draws: the noise floor is their mean, its spread their std")
 
 
 class TrainerConfig(_Section):

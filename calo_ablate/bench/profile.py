@@ -140,7 +140,7 @@ def profile_training_step(family: ModelFamily, top: int = 12) -> StepProfile:
     config = family.config
     module = family.module().train()
     # configure_optimizers and the after-step hooks read only these of the trainer: a one-process stand-in
-    module.trainer = SimpleNamespace(world_size=1, estimated_stepping_batches=1000, global_step=0,  # type: ignore[assignment]
+    module.trainer = SimpleNamespace(world_size=1, global_rank=0, estimated_stepping_batches=1000, global_step=0,  # type: ignore[assignment]
                                      logger=None, loggers=[])
     setup = module.configure_optimizers()
     optimizer = setup["optimizer"] if isinstance(setup, dict) else setup

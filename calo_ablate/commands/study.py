@@ -9,11 +9,20 @@ from argparse import Namespace
 from pathlib import Path
 
 from calo_ablate.config import canonical_dataset, resolve_config
+from calo_ablate.errors import ConfigError
 from calo_ablate.runs import record
+from calo_ablate.study.estimate import parse_budget_seconds
 from calo_ablate.study.launch import JobResources, parse_sbatch_options
 from calo_ablate.study.plan import describe_difference
 from calo_ablate.study.registry import BASE, load_registry
-from calo_ablate.study.runner import StudyRequest, find_store, join_study, rebuild_report, run_study
+from calo_ablate.study.runner import (
+    DEFAULT_MAX_SEEDS,
+    StudyRequest,
+    find_store,
+    join_study,
+    rebuild_report,
+    run_study,
+)
 from calo_ablate.study.worker import EXIT_STOPPED, WorkerStopped
 
 __all__ = ["ablate", "list_ablations", "report", "ui", "worker"]
@@ -45,10 +54,26 @@ def _only(text: str | None) -> list[str] | None:
     return [s.strip() for s in text.split(",") if s.strip()] if text else None
 
 
+def _seeds(text: str) -> int | None:
+    """--seeds: a positive number, or None for 'auto'."""
+    if text.strip() == "auto":
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        msg = f"--seeds {text!r}: expected a positive number of seeds or 'auto'"
+        raise ConfigError(msg)
+    return int(text)
+
+
 def ablate(args: Namespace) -> int:
     """Validate, make data, set up MLflow and the queue, run the cells, write the report."""
+    seeds = _seeds(args.seeds)
+    if seeds is not None and (args.max_seeds is not None or args.budget is not None):
+        msg = "--max-seeds and --budget go with --seeds auto"
+        raise ConfigError(msg)
     request = StudyRequest(
-        dataset=args.dataset, profile=args.profile, seeds=args.seeds, workers=args.workers,
+        dataset=args.dataset, profile=args.profile, seeds=seeds or 1, workers=args.workers,
+        auto_seeds=seeds is None, max_seeds=args.max_seeds or DEFAULT_MAX_SEEDS,
+        budget_s=parse_budget_seconds(args.budget) if args.budget is not None else None,
         cli_set=list(args.overrides), only=_only(args.only), study=args.study, registry=args.registry,
         results_dir=args.results_dir, storage=args.storage, tracking_uri=args.tracking_uri,
         fail_fast=bool(args.fail_fast), retries=args.retries, retry_failed=args.retry_failed,

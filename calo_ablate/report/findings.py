@@ -1,10 +1,9 @@
 """What a reader may conclude from a study table: verdicts per row, declared expectations, stability.
 
 Everything here is computed from the StudyTable's numbers (nothing is written by hand):
-- a comparison of one metric of a row with the base: "lower", "higher", "same" or "undecided", by a
-  Welch t-test at p < P_THRESHOLD (two seeds or more on both sides); exact metrics (n_params) and
-  rows with the base's very values (a shared training) compare without a test; a loss of a row whose
-  loss is not comparable (another noise schedule, ...) is "undecided";
+- a comparison of one metric of a row with the base: "lower", "higher", "same" (equivalent within the
+  metric's margin, or identical values) or "undecided", from report/verdicts.py (paired test and
+  equivalence test per row, Holm across rows, the seed design of `--seeds auto`);
 - sample quality: the comparisons of QUALITY_METRICS (lower is better for each) combined, and
   replaced by "undertrained" when both the row and the base are FAR from the reference (FAR_MARGIN);
 - expectations (the registry's `expect:`): held, failed or undecided (EXPECTATION RULES below);
@@ -21,7 +20,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from calo_ablate.report.table import EXACT, P_THRESHOLD, Row, StudyTable, summarise
+from calo_ablate.report import stats as verdict_stats
+from calo_ablate.report.table import Row, StudyTable
+from calo_ablate.report.verdicts import (
+    IDENTICAL,
+    NOT_COMPARABLE,
+    Verdict,
+    margin_key,
+    margins_of,
+    metric_verdicts,
+    power_text,
+)
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
@@ -29,30 +38,43 @@ __all__ = ["Comparison", "compare", "expectation_marks", "far_from_reference", "
            "sections", "stability_lines", "timing_metric"]
 
 QUALITY_METRICS = (("sep_mean", "mean separation power"), ("auc_low", "AUC low"), ("auc_high", "AUC high"))
-AUC_METRICS = ("auc_low", "auc_high")
+# the verdicts' AUC high where it was measured: the classifier on standardised high-level inputs (own
+# variant cls-high-z; a small classifier barely learns from the official unstandardised ones)
+STANDARDISED_HIGH = ("auc_high_z", "AUC high (standardised inputs)")
+AUC_METRICS = ("auc_low", "auc_high", "auc_high_z")
 # a sample is far from the reference when a classifier's AUC exceeds its reference-vs-reference AUC
 # (about 0.5) by this much, i.e. tells generated from reference showers apart in ~90 % of pairs or more
 FAR_MARGIN = 0.4
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 ASPECT_METRIC = {"loss": record.VAL_LOSS, "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
-NOT_COMPARABLE = "the row changes a loss-defining field"
-IDENTICAL = "identical values: the same training"
 UNDERTRAINED = "both far from the reference: undertrained, no quality comparison possible at this budget"
+DIRECTION = {"lower": "lower", "higher": "higher", "equivalent": "same", "undecided": "undecided"}
 
 
 @dataclass(frozen=True)
 class Comparison:
-    """A row's metric against the base's: direction, ratio of the means, Welch p (nan: no test), why."""
+    """A row's metric against the base: direction (lower, higher, same, undecided) and its verdict."""
 
-    direction: str  # "lower", "higher", "same" or "undecided"
-    ratio: float = math.nan
-    p: float = math.nan
-    reason: str = ""
+    direction: str
+    verdict: Verdict
+
+    @property
+    def ratio(self) -> float:
+        return self.verdict.ratio
+
+    @property
+    def p(self) -> float:
+        d = self.verdict.difference
+        return d.p if d is not None else math.nan
+
+    @property
+    def reason(self) -> str:
+        return self.verdict.reason
 
     def text(self) -> str:
-        if self.reason:
-            return self.reason
-        return f"p = {self.p:.2g}" if not math.isnan(self.p) else "exact"
+        if self.verdict.reason and self.verdict.difference is None:
+            return self.verdict.reason
+        return self.verdict.interval_text()
 
 
 def _base(table: StudyTable) -> Row | None:
@@ -66,26 +88,11 @@ def timing_metric(table: StudyTable) -> str | None:
 
 
 def compare(table: StudyTable, row: Row, metric: str) -> Comparison:
-    """The row's `metric` against the base's (see the module docstring for the rules)."""
-    base = _base(table)
-    if base is None:
-        return Comparison("undecided", reason="no base row")
-    mine, theirs = row.values(metric), base.values(metric)
-    if not mine or not theirs:
-        return Comparison("undecided", reason="not measured")
-    ratio = float(np.mean(mine) / np.mean(theirs)) if np.mean(theirs) else math.nan
-    if metric.startswith(record.VAL_PREFIX) and not row.comparable:
-        return Comparison("undecided", ratio, reason=NOT_COMPARABLE)
-    if sorted(mine) == sorted(theirs):
-        return Comparison("same", ratio, reason=IDENTICAL)
-    if metric in EXACT:
-        return Comparison("lower" if ratio < 1 else "higher", ratio)
-    stat = summarise(mine, theirs)
-    if stat is None or math.isnan(stat.p):
-        return Comparison("undecided", ratio, reason="one seed: no test")
-    if stat.p >= P_THRESHOLD:
-        return Comparison("same", ratio, stat.p)
-    return Comparison("lower" if ratio < 1 else "higher", ratio, stat.p)
+    """The row's `metric` against the base's (report/verdicts.py)."""
+    if _base(table) is None:
+        return Comparison("undecided", Verdict("undecided", reason="no base row"))
+    verdict = metric_verdicts(table, metric).get(row.name, Verdict("undecided", reason="not measured"))
+    return Comparison(DIRECTION[verdict.word], verdict)
 
 
 def far_from_reference(table: StudyTable, row: Row) -> bool | None:
@@ -94,10 +101,18 @@ def far_from_reference(table: StudyTable, row: Row) -> bool | None:
     return max(gaps) >= FAR_MARGIN if gaps else None
 
 
+def quality_metrics(row: Row) -> list[tuple[str, str]]:
+    """(metric, label) the quality verdict combines for the row: QUALITY_METRICS, with AUC high replaced by
+    STANDARDISED_HIGH where the row has it."""
+    metrics = [STANDARDISED_HIGH if m == "auc_high" and row.values(STANDARDISED_HIGH[0]) else (m, label)
+               for m, label in QUALITY_METRICS]
+    return [(m, label) for m, label in metrics if row.values(m)]
+
+
 def quality(table: StudyTable, row: Row) -> tuple[str, str]:
-    """(verdict, detail): better / worse / mixed / indistinguishable / undecided / undertrained."""
+    """(verdict, detail): better / worse / mixed / equivalent / undecided / undertrained."""
     base = _base(table)
-    present = [(m, label) for m, label in QUALITY_METRICS if row.values(m)]
+    present = quality_metrics(row)
     if base is None or not present:
         return "undecided", "no sample-quality metrics"
     if far_from_reference(table, row) and far_from_reference(table, base):
@@ -112,30 +127,38 @@ def quality(table: StudyTable, row: Row) -> tuple[str, str]:
         return "better", detail
     if "higher" in directions:
         return "worse", detail
-    return ("indistinguishable" if directions == {"same"} else "undecided"), detail
+    return ("equivalent" if directions == {"same"} else "undecided"), detail
+
+
+def _margin_text(table: StudyTable, metric: str) -> str:
+    spec = margins_of(table).get(margin_key(metric), "1%")
+    return f"within ±{spec}" + (" of the base" if isinstance(spec, str) else "")
 
 
 def _loss_text(table: StudyTable, row: Row) -> str:
-    c = compare(table, row, record.VAL_LOSS)
+    metric = table.losses[0][0]
+    c = compare(table, row, metric)
     if c.reason == NOT_COMPARABLE:
         return f"loss not comparable ({NOT_COMPARABLE})"
     if c.reason == IDENTICAL:
         return "loss identical to the base's (the same training)"
-    word = {"lower": "lower", "higher": "higher", "same": "indistinguishable"}.get(c.direction, "undecided")
-    change = f"{100 * (c.ratio - 1):+.1f} %, " if not math.isnan(c.ratio) else ""
-    return f"loss {word} ({change}{c.text()})"
+    word = {"lower": "lower", "higher": "higher", "same": f"equivalent {_margin_text(table, metric)}"}.get(
+        c.direction, "undecided")
+    power = power_text(c.verdict)
+    return f"loss {word} ({c.text()}" + (f"; {power})" if power else ")")
 
 
 def _speed_text(table: StudyTable, row: Row) -> str:
     parts = []
     train = compare(table, row, record.SECONDS_PER_EPOCH)
     if not math.isnan(train.ratio):
-        parts.append(f"training {train.ratio:.2f}x the base's time per epoch ({train.text()})")
+        parts.append(f"training {train.ratio:.2f}x the base's time per epoch ({train.verdict.word}, {train.text()})")
     timing = timing_metric(table)
     if timing is not None:
         gen = compare(table, row, timing)
         if not math.isnan(gen.ratio):
-            parts.append(f"generation {gen.ratio:.2f}x (batch {timing.rsplit('b', 1)[1]}, {gen.text()})")
+            parts.append(f"generation {gen.ratio:.2f}x (batch {timing.rsplit('b', 1)[1]}, {gen.verdict.word}, "
+                         f"{gen.text()})")
     params = compare(table, row, record.N_PARAMS)
     if not math.isnan(params.ratio) and params.ratio != 1:
         parts.append(f"parameters {params.ratio:.2f}x")
@@ -155,14 +178,27 @@ def findings_lines(table: StudyTable) -> list[str]:
         quality_text = UNDERTRAINED if verdict == "undertrained" else f"sample quality {verdict} ({detail})"
         parts = [_loss_text(table, row), quality_text, _speed_text(table, row)]
         lines.append(f"- **{row.title}**: " + "; ".join(p for p in parts if p))
-    rules = (f"Rules: a difference is one where a Welch t-test against the base gives p < {P_THRESHOLD} "
-             "(two seeds or more on both sides), otherwise \"indistinguishable\"; a loss is compared only "
-             "where the row keeps the loss's definition (noise schedule, preprocessing constants); ratios are "
-             "of the means (row / base).")
+    design = table.design
+    looks = (f"seeds added until decided: looks at {design.first}..{design.cap} seeds, the loss tested at each "
+             f"look at its share of alpha = {verdict_stats.ALPHA} (Pocock-type alpha spending, Lan & DeMets 1983)"
+             if design is not None and design.sequential else f"alpha = {verdict_stats.ALPHA}")
+    rules = ("Rules: each row is compared with the base seed by seed (paired t-test; Welch's test for rows of "
+             "another model family and for search rows); Holm's procedure across the rows decides \"lower\" / "
+             "\"higher\", and separately \"equivalent\" (two one-sided tests against the margin); "
+             f"{looks}; intervals are {round(100 * verdict_stats.CONFIDENCE)} % confidence intervals of the "
+             "difference row - base, in % of the base's mean; power: the smallest difference detected with "
+             f"{round(100 * verdict_stats.POWER)} % power at the seeds the row has. Margins: "
+             + ", ".join(f"{k} {v}" for k, v in margins_of(table).items())
+             + ". A loss is compared only where the row keeps the loss's definition (noise schedule, "
+             "preprocessing constants); ratios are of the means (row / base).")
     if any(m in dict(QUALITY_METRICS) for m, _ in table.columns):
         rules += (" Sample quality combines mean separation power and the two classifier AUCs (lower is "
                   f"better); \"far from the reference\": an AUC at least {FAR_MARGIN} above its "
                   "reference-vs-reference value.")
+        if any(m == STANDARDISED_HIGH[0] for m, _ in table.columns):
+            rules += (" AUC high in the verdicts is the classifier on standardised high-level inputs (own variant "
+                      "cls-high-z, column \"AUC high (z)\"): this profile's small classifier barely learns from the "
+                      "official unstandardised inputs (column \"AUC high\", kept with the official definition).")
     lines += ["", rules]
     return lines
 
@@ -171,7 +207,7 @@ def _direction_of(table: StudyTable, row: Row, aspect: str) -> tuple[str, str]:
     """The measured direction of an expectation's aspect and its evidence."""
     if aspect == "quality":
         verdict, detail = quality(table, row)
-        measured = {"better": "better", "worse": "worse", "indistinguishable": "same"}.get(verdict, "undecided")
+        measured = {"better": "better", "worse": "worse", "equivalent": "same"}.get(verdict, "undecided")
         return measured, verdict if verdict in ("undertrained", "mixed") else detail
     losses = {m[len(record.VAL_PREFIX):]: m for m, _ in table.losses}  # the base family's: voxel_loss, ...
     metric = ASPECT_METRIC.get(aspect) or losses.get(aspect) or (timing_metric(table) if aspect == "gen_time" else None)
@@ -185,17 +221,16 @@ def _direction_of(table: StudyTable, row: Row, aspect: str) -> tuple[str, str]:
 def expectation_marks(table: StudyTable, row: Row) -> list[tuple[str, str, str, str]]:
     """(aspect, expected, mark, evidence) per expectation of the row; mark: held, failed or undecided.
 
-    EXPECTATION RULES: held when the measured direction is the expected one; failed when it is
-    another decided direction (a significant difference against "same", the opposite or no
-    difference of an exact metric against "lower"/"higher"); undecided when the measurement cannot
-    decide (no test, no significant difference for a "lower"/"higher" expectation of a tested
-    metric, a loss that is not comparable, undertrained samples).
+    EXPECTATION RULES: held when the measured direction is the expected one (an expected "same"
+    holds on equivalence within the margin, or identical values); failed when it is another decided
+    direction (a difference against "same", the opposite direction, or equivalence against
+    "lower"/"higher"); undecided when the measurement cannot decide (no test, neither a difference
+    nor equivalence, a loss that is not comparable, undertrained samples).
     """
     marks = []
     for aspect, expected in row.expect.items():
         measured, evidence = _direction_of(table, row, aspect)
-        exact = ASPECT_METRIC.get(aspect) in EXACT or IDENTICAL in evidence
-        if measured == "undecided" or (measured == "same" and expected != "same" and not exact):
+        if measured == "undecided":
             mark = "undecided"
         else:
             mark = "held" if measured == expected else "failed"

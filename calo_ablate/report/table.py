@@ -1,10 +1,11 @@
 """The study's table from its MLflow runs alone: results/<study>/table.md and table.csv.
 
 Rows: "reference vs reference" (the metrics' noise floor) first, then one row per ablation in registry
-order (the parent run's `rows` tag). Every value is the mean +- std over the row's finished seeds; a
-"*" marks a Welch t-test (scipy.stats.ttest_ind, equal_var=False) against the base with p < 0.05
-(needs two or more seeds on both sides). The change vs base is that of the mean validation loss, in
-%, replaced by "not comparable" when the row changes a loss-defining field (tag loss_comparable).
+order (the parent run's `rows` tag). Every value is the mean +- std over the row's finished seeds,
+with the verdict against the base that the caller passes as Marks (report/verdicts.py: a paired test,
+equivalence within a margin, Holm across rows): "↓" lower, "↑" higher, "≈" equivalent. The change vs
+base is that of the mean validation loss, in %, with the 95 % interval of the difference, replaced by
+"not comparable" when the row changes a loss-defining field (tag loss_comparable).
 Sample-quality and timing columns exist only when some cell has those metrics. table.csv holds the
 same numbers unrounded and every other logged metric (all separation powers, KPD, JSD, ...).
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,19 +23,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
-from scipy import stats
 
+from calo_ablate.report.stats import Design
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
 REFERENCE_ROW = "reference"
-P_THRESHOLD = 0.05
+SYMBOLS = {"lower": "↓", "higher": "↑", "equivalent": "≈"}
 LOSSES = [(record.VAL_LOSS, "Loss")]  # runs without a loss_names tag: the total every family logs
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
-           ("auc_high", "AUC high"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
+           ("auc_high", "AUC high"), ("auc_high_z", "AUC high (z)"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
 LOSS_FORMAT = ".4f"  # every val/<loss>
 FORMATS = {record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
-           "auc_high": ".3f", "fpd": ".3g", "kpd": ".3g"}
+           "auc_high": ".3f", "auc_high_z": ".3f", "fpd": ".3g", "kpd": ".3g"}
 # how the base's model starts and is updated (model.init, train.lr_horizon_steps, ...): a header line
 UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon (steps)"),
                ("model.layer.dropout_in_training", "layer-net dropout in training"),
@@ -74,7 +75,11 @@ class Row:
         return [c for c in self.cells if c.status == "FINISHED"]
 
     def values(self, metric: str) -> list[float]:
-        return [c.metrics[metric] for c in self.finished() if metric in c.metrics and math.isfinite(c.metrics[metric])]
+        return list(self.values_by_seed(metric).values())
+
+    def values_by_seed(self, metric: str) -> dict[int, float]:
+        return {c.seed: c.metrics[metric] for c in self.finished()
+                if metric in c.metrics and math.isfinite(c.metrics[metric])}
 
     @property
     def comparable(self) -> bool:
@@ -86,11 +91,20 @@ class Stat:
     mean: float
     std: float  # nan with one value
     n: int
-    p: float  # Welch p-value vs the base; nan where no test
 
-    @property
-    def marked(self) -> bool:
-        return not math.isnan(self.p) and self.p < P_THRESHOLD
+
+@dataclass(frozen=True)
+class Mark:
+    """A row's verdict on one metric as the table shows it (made by report/verdicts.py)."""
+
+    verdict: str  # lower, higher, equivalent or undecided
+    p: float = math.nan  # the test's p (paired or Welch); nan without a test
+    low: float = math.nan  # 95 % interval of the difference row - base
+    high: float = math.nan
+    power: str = ""  # the power line (detectable difference, seeds to decide)
+
+
+Marks = Mapping[tuple[str, str], Mark]  # (row name, metric) -> Mark
 
 
 @dataclass
@@ -108,6 +122,9 @@ class StudyTable:
     losses: list[tuple[str, str]] = field(default_factory=lambda: list(LOSSES))  # the base family's
     # the loss names of each family in the study, the base's first (the figure's panels): family -> names
     family_losses: dict[str, list[str]] = field(default_factory=dict)
+    margins: dict[str, float | str] = field(default_factory=dict)  # the registry's equivalence margins
+    design: Design | None = None  # `--seeds auto`'s looks; None: a fixed number of seeds
+    reference_std: dict[str, float] = field(default_factory=dict)  # the noise floor's spread over its draws
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -121,18 +138,13 @@ def _json_tag(tags: dict[str, str], key: str, default: Any) -> Any:
         return default
 
 
-def summarise(values: list[float], base: list[float] | None, exact: bool = False) -> Stat | None:
-    """Mean, std (ddof 1) and the Welch p-value against `base`; None without values."""
+def summarise(values: list[float], exact: bool = False) -> Stat | None:
+    """Mean and std (ddof 1; none for an exact metric); None without values."""
     if not values:
         return None
     arr = np.asarray(values, dtype=float)
     std = float(arr.std(ddof=1)) if len(arr) > 1 and not exact else math.nan
-    p = math.nan
-    if base is not None and len(arr) > 1 and len(base) > 1 and not exact:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant inputs give nan with a warning
-            p = float(stats.ttest_ind(arr, np.asarray(base, dtype=float), equal_var=False).pvalue)
-    return Stat(float(arr.mean()), std, len(arr), p)
+    return Stat(float(arr.mean()), std, len(arr))
 
 
 def _cell_results(tracking_uri: str, parent_run_id: str, seeds: int) -> dict[str, list[CellResult]]:
@@ -153,14 +165,19 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     parent = c.get_run(parent_run_id)
     tags = dict(parent.data.tags)
     seeds = int(tags.get(record.TAG_SEEDS, "1"))
+    seeds_by_row = _json_tag(tags, record.TAG_SEEDS_BY_ROW, {})
+    seeds = max([seeds, *seeds_by_row.values()])
     cells = _cell_results(tracking_uri, parent_run_id, seeds)
     rows = []
     for entry in _json_tag(tags, record.TAG_ROWS, []):
         found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
-        row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(seeds)]
+        row_seeds = int(seeds_by_row.get(entry["name"], seeds))
+        row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(row_seeds)]
         rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {})))
     reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
                  if k.startswith(record.REFERENCE_PREFIX)}
+    reference_std = {k[len(record.REFERENCE_STD_PREFIX):]: v for k, v in parent.data.metrics.items()
+                     if k.startswith(record.REFERENCE_STD_PREFIX)}
     metrics_seen = {m for r in rows for cr in r.finished() for m in cr.metrics} | set(reference)
     timing = sorted((m for m in metrics_seen if m.startswith(record.GEN_MS_PREFIX)),
                     key=lambda m: int(m[len(record.GEN_MS_PREFIX):]))
@@ -169,9 +186,11 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     columns += [(m, label) for m, label in QUALITY if m in metrics_seen]
     history = c.get_metric_history(parent_run_id, record.INVOCATION_SECONDS)
     wall = float(sum(m.value for m in history))
+    design = _json_tag(tags, record.TAG_SEED_DESIGN, None)
     return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
                       columns, wall, {r.name: _row_histories(c, r) for r in rows}, loss_columns(rows),
-                      family_losses(rows))
+                      family_losses(rows), _json_tag(tags, record.TAG_MARGINS, {}),
+                      Design(int(design["first"]), int(design["cap"])) if design else None, reference_std)
 
 
 def curve_names(row: Row) -> list[str]:
@@ -232,14 +251,10 @@ def other_family(table: StudyTable, row: Row) -> str | None:
     return mine if mine is not None and base is not None and mine != base else None
 
 
-def row_stats(table: StudyTable, row: Row, metrics: list[str]) -> dict[str, Stat]:
-    base = table.row(BASE) if any(r.name == BASE for r in table.rows) else None
+def row_stats(row: Row, metrics: list[str]) -> dict[str, Stat]:
     out = {}
     for metric in metrics:
-        against = base.values(metric) if base is not None and row.name != BASE else None
-        if metric.startswith(record.VAL_PREFIX) and not row.comparable:
-            against = None
-        stat = summarise(row.values(metric), against, exact=metric in EXACT)
+        stat = summarise(row.values(metric), exact=metric in EXACT)
         if stat is not None:
             out[metric] = stat
     return out
@@ -251,16 +266,18 @@ def _fmt_number(metric: str, value: float) -> str:
     return format(value, LOSS_FORMAT if metric.startswith(record.VAL_PREFIX) else FORMATS.get(metric, ".3g"))
 
 
-def _fmt_stat(metric: str, stat: Stat | None) -> str:
+def _fmt_stat(metric: str, stat: Stat | None, mark: Mark | None = None) -> str:
     if stat is None:
         return ""
     text = _fmt_number(metric, stat.mean)
     if not math.isnan(stat.std):
         text += f" ± {_fmt_number(metric, stat.std)}"
-    return text + (" *" if stat.marked else "")
+    symbol = SYMBOLS.get(mark.verdict, "") if mark is not None else ""
+    return text + (f" {symbol}" if symbol else "")
 
 
-def delta_text(table: StudyTable, row: Row) -> str:
+def delta_text(table: StudyTable, row: Row, marks: Marks | None = None) -> str:
+    """The change of the mean loss in %, with the 95 % interval of the difference and the verdict's symbol."""
     if row.name == BASE:
         return ""
     if not row.comparable:
@@ -270,7 +287,14 @@ def delta_text(table: StudyTable, row: Row) -> str:
     mine = row.values(total)
     if not base or not mine or np.mean(base) == 0:
         return ""
-    return f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
+    text = f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
+    mark = (marks or {}).get((row.name, total))
+    if mark is not None and not math.isnan(mark.low):
+        scale = 100 / abs(float(np.mean(base)))
+        text += f" [{mark.low * scale:+.1f}, {mark.high * scale:+.1f}]"
+    if mark is not None and mark.verdict in SYMBOLS:
+        text += f" {SYMBOLS[mark.verdict]}"
+    return text
 
 
 def note_text(table: StudyTable, row: Row) -> str:
@@ -352,28 +376,38 @@ def _not_measured(table: StudyTable) -> list[str]:
     return lines
 
 
-def markdown(table: StudyTable, sections: list[str] | None = None) -> str:
-    """table.md's text; `sections` (markdown lines, e.g. calo_ablate.report.findings) go after the legend."""
+def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks | None = None) -> str:
+    """table.md's text; `sections` (markdown lines, e.g. calo_ablate.report.findings) go after the legend;
+    `marks` (report/verdicts.table_marks) give each value its verdict and the loss its interval and power."""
+    marks = marks or {}
     loss_metrics = [m for m, _ in table.losses]
-    headers = ["Ablation", *[label for _, label in table.losses], "Change vs base",
-               *[label for _, label in table.columns],
-               "Note"]
+    headers = ["Ablation", *[label for _, label in table.losses], "Change vs base [95 % CI]",
+               "Loss: power", *[label for _, label in table.columns], "Note"]
     lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     if table.reference:
-        ref = ["reference vs reference", *[""] * (len(table.losses) + 1)]
-        ref += [_fmt_number(m, table.reference[m]) if m in table.reference else "" for m, _ in table.columns]
-        ref.append("noise floor: two disjoint halves of the evaluation file")
+        ref = ["reference vs reference", *[""] * (len(table.losses) + 2)]
+        ref += [_fmt_stat(m, Stat(table.reference[m], table.reference_std.get(m, math.nan), 1))
+                if m in table.reference else "" for m, _ in table.columns]
+        draws = " (mean ± std over independent draws)" if table.reference_std else ""
+        ref.append(f"noise floor: two disjoint halves of the evaluation file{draws}")
         lines.append("| " + " | ".join(ref) + " |")
     for row in table.rows:
-        st = row_stats(table, row, loss_metrics + [m for m, _ in table.columns])
+        st = row_stats(row, loss_metrics + [m for m, _ in table.columns])
         own_family = other_family(table, row) is None  # another family's losses measure another objective
-        cells = [row.title, *[_fmt_stat(m, st.get(m)) if own_family else "" for m in loss_metrics],
-                 delta_text(table, row),
-                 *[_fmt_stat(m, st.get(m)) for m, _ in table.columns], note_text(table, row)]
+        power = marks.get((row.name, loss_metrics[0])) if own_family else None
+        cells = [row.title, *[_fmt_stat(m, st.get(m), marks.get((row.name, m))) if own_family else ""
+                              for m in loss_metrics],
+                 delta_text(table, row, marks), power.power if power is not None else "",
+                 *[_fmt_stat(m, st.get(m), marks.get((row.name, m))) for m, _ in table.columns],
+                 note_text(table, row)]
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-    legend = (f"Mean ± std over seeds (std with ddof 1); `*`: Welch t-test against the base, p < {P_THRESHOLD}. "
-              "Losses: validation, final epoch. Change vs base: of the mean loss; \"not comparable\" where the "
-              "row changes the noise schedule or another loss-defining field.")
+    legend = ("Mean ± std over seeds (std with ddof 1). Against the base (section \"Verdicts\" of the README): "
+              "↓ lower, ↑ higher (a paired test, Holm across rows), ≈ equivalent within the margin (two one-sided "
+              "tests); no symbol: undecided. Losses: validation, final epoch. Change vs base: of the mean loss, "
+              "with the 95 % confidence interval of the difference, in % of the base's mean; \"not comparable\" "
+              "where the row changes the noise schedule or another loss-defining field. Loss: power: the smallest "
+              "difference the study detects with 80 % power at the seeds it has, and for an undecided row about "
+              "how many seeds would decide it.")
     if any(m in dict(QUALITY) for m, _ in table.columns):
         legend += " Separation power: 0 identical, 1 disjoint; AUC 0.5 = indistinguishable; FPD x 1e3."
     if any(other_family(table, row) for row in table.rows):
@@ -391,8 +425,10 @@ def markdown(table: StudyTable, sections: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
-def frame(table: StudyTable) -> pd.DataFrame:
-    """One line per row, unrounded: <metric>_mean, _std, _n, _p_vs_base for every metric logged."""
+def frame(table: StudyTable, marks: Marks | None = None) -> pd.DataFrame:
+    """One line per row, unrounded: <metric>_mean, _std, _n for every metric logged, and where `marks` has it
+    _verdict, _p_vs_base, _diff_low, _diff_high (the 95 % interval of row - base)."""
+    marks = marks or {}
     metrics = sorted({m for r in table.rows for c in r.finished() for m in c.metrics})
     records: list[dict[str, Any]] = []
     if table.reference:
@@ -402,10 +438,13 @@ def frame(table: StudyTable) -> pd.DataFrame:
         record: dict[str, Any] = {
             "row": row.name, "title": row.title, "finished": len(row.finished()),
             "failed": sum(c.status == "FAILED" for c in row.cells), "loss_comparable": row.comparable,
-            "change_vs_base": delta_text(table, row), "note": note_text(table, row)}
-        for metric, stat in row_stats(table, row, metrics).items():
-            record.update({f"{metric}_mean": stat.mean, f"{metric}_std": stat.std, f"{metric}_n": stat.n,
-                           f"{metric}_p_vs_base": stat.p})
+            "change_vs_base": delta_text(table, row, marks), "note": note_text(table, row)}
+        for metric, stat in row_stats(row, metrics).items():
+            record.update({f"{metric}_mean": stat.mean, f"{metric}_std": stat.std, f"{metric}_n": stat.n})
+            mark = marks.get((row.name, metric))
+            if mark is not None:
+                record.update({f"{metric}_verdict": mark.verdict, f"{metric}_p_vs_base": mark.p,
+                               f"{metric}_diff_low": mark.low, f"{metric}_diff_high": mark.high})
         records.append(record)
     return pd.DataFrame.from_records(records)
 
@@ -420,10 +459,12 @@ def run_description(markdown_text: str, limit: int = record.MAX_TAG_CHARS) -> st
     return head[:head.rfind("\n")] + tail
 
 
-def write_table(table: StudyTable, study_dir: Path, sections: list[str] | None = None) -> list[Path]:
-    """table.md (with `sections`, see markdown) and table.csv in `study_dir`; returns their paths (table.md first)."""
+def write_table(table: StudyTable, study_dir: Path, sections: list[str] | None = None,
+                marks: Marks | None = None) -> list[Path]:
+    """table.md (with `sections` and `marks`, see markdown) and table.csv in `study_dir`; returns their paths
+    (table.md first)."""
     study_dir.mkdir(parents=True, exist_ok=True)
     md, csv = study_dir / "table.md", study_dir / "table.csv"
-    md.write_text(markdown(table, sections))
-    frame(table).to_csv(csv, index=False)
+    md.write_text(markdown(table, sections, marks))
+    frame(table, marks).to_csv(csv, index=False)
     return [md, csv]

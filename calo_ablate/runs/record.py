@@ -86,6 +86,9 @@ TAG_ROWS = "rows"  # JSON [{"name": ..., "title": ...}] in registry order
 TAG_CLI_SET = "cli_set"  # JSON list of --set options
 TAG_WORKERS = "workers"
 TAG_EVALUATE = "evaluate"  # "true" / "false"
+TAG_SEEDS_BY_ROW = "seeds_by_row"  # JSON {ablation: seeds planned}; absent: every row has TAG_SEEDS
+TAG_SEED_DESIGN = "seed_design"  # JSON {"first": n, "cap": n} of `--seeds auto`; absent: a fixed number
+TAG_MARGINS = "margins"  # JSON {aspect: margin}: the registry's equivalence margins over the defaults
 
 # ---- metrics ------------------------------------------------------------------------------------------
 # per epoch, from the module: train/<name> and val/<name> of every loss name of the run's family (tag
@@ -107,7 +110,8 @@ SEARCH_PRUNED = "search_pruned"
 SEARCH_FAILED = "search_failed"
 SEARCH_BEST_VALUE = "search_best_value"
 # the parent run
-REFERENCE_PREFIX = "refref/"  # + a metric of the reference-vs-reference noise floor
+REFERENCE_PREFIX = "refref/"  # + a metric of the reference-vs-reference noise floor (mean over its draws)
+REFERENCE_STD_PREFIX = "refref_std/"  # + its std (ddof 1) over evaluate.noise_floor_samples draws, when > 1
 REFERENCE_SECONDS = "reference_seconds"
 INVOCATION_SECONDS = "invocation_seconds"  # one value per `ablate` call
 

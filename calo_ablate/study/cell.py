@@ -38,7 +38,7 @@ from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import REFERENCE_UNIT, Claim, StudyQueue
 
-REFERENCE_SEED = 1_000_003  # the noise-floor sample is drawn independently of every cell's reference
+REFERENCE_SEED = 1_000_003  # the noise-floor samples (seeds from here on) are drawn independently of every cell's
 
 
 def cell_tags(ctx: StudyContext, cell: Cell) -> dict[str, str]:
@@ -158,15 +158,21 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
 
 
 def run_reference(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> None:
-    """The noise floor: the metrics of two disjoint halves of the evaluation file, logged to the parent run."""
+    """The noise floor: the metrics of two disjoint halves of the evaluation file, logged to the parent run;
+    with evaluate.noise_floor_samples > 1, their mean and std over that many independent draws."""
     config = ctx.plan.base_cell(0).config
     started = time.perf_counter()
     queue.set_detail(claim, "reference vs reference")
     ctx.log("reference vs reference: the metrics' noise floor")
     datamodule = CaloDataModule(config, ctx.files, ctx.study_dir / "cache")
-    sample = datamodule.eval_sample(2 * config.evaluate.n_events, seed=REFERENCE_SEED)
-    metrics = reference_noise_floor(sample, ctx.settings.dataset, config.evaluate, seed=REFERENCE_SEED)
+    draws = []
+    for i in range(config.evaluate.noise_floor_samples):
+        sample = datamodule.eval_sample(2 * config.evaluate.n_events, seed=REFERENCE_SEED + i)
+        draws.append(reference_noise_floor(sample, ctx.settings.dataset, config.evaluate, seed=REFERENCE_SEED + i))
+    logged = {record.REFERENCE_PREFIX + k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
+    if len(draws) > 1:
+        logged.update({record.REFERENCE_STD_PREFIX + k: float(np.std([d[k] for d in draws], ddof=1))
+                       for k in draws[0]})
     record.log_metrics(ctx.tracking_uri, ctx.settings.parent_run_id,
-                       {**{record.REFERENCE_PREFIX + k: v for k, v in metrics.items()},
-                        record.REFERENCE_SECONDS: time.perf_counter() - started})
+                       {**logged, record.REFERENCE_SECONDS: time.perf_counter() - started})
     queue.cell_done(claim, REFERENCE_UNIT)

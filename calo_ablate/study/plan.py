@@ -12,6 +12,7 @@ sampled values).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ class Unit:
 class Plan:
     dataset: str
     profile: str
-    seeds: int
+    seeds: int  # the most seeds of any row (rows of `--seeds auto` may have fewer)
     cli_set: tuple[str, ...]
     registry: Registry
     cells: tuple[Cell, ...]  # registry order, then seed
@@ -112,17 +113,24 @@ class Plan:
         return cls(data["dataset"], data["profile"], data["seeds"], tuple(data["cli_set"]), registry, cells)
 
 
-def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int,
+def seeds_of(seeds: int | Mapping[str, int], ablation: str) -> int:
+    """The seeds a row runs: one number for every row, or per row (`--seeds auto`; missing rows: the most)."""
+    return seeds if isinstance(seeds, int) else seeds.get(ablation, max(seeds.values()))
+
+
+def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int | Mapping[str, int],
                   cli_set: list[str] | tuple[str, ...] = ()) -> list[tuple[Ablation, int, Config]]:
     """Every (ablation, seed) and its config, in registry order then seed: the study's one resolution.
 
-    Every model family named is built here on its config, so a wrong `model.family` or a dataset the family
-    cannot model stops the study before it starts."""
-    if seeds < 1:
-        msg = f"--seeds must be at least 1, got {seeds}"
+    seeds: the same number for every row, or a number per row (seeds 0..n-1 each). Every model family
+    named is built here on its config, so a wrong `model.family` or a dataset the family cannot model
+    stops the study before it starts."""
+    counts = {a.name: seeds_of(seeds, a.name) for a in registry.ablations}
+    if min(counts.values()) < 1:
+        msg = f"--seeds must be at least 1, got {min(counts.values())}"
         raise ConfigError(msg)
     resolved = [(ablation, seed, resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed))
-                for ablation in registry.ablations for seed in range(seeds)]
+                for ablation in registry.ablations for seed in range(counts[ablation.name])]
     for ablation, _, config in resolved:
         try:
             load_family(config)
@@ -137,7 +145,7 @@ def make_plan(
     *,
     dataset: str,
     profile: str,
-    seeds: int,
+    seeds: int | Mapping[str, int],
     checksums: dict[str, str],
     cli_set: list[str] | tuple[str, ...] = (),
     resolved: list[tuple[Ablation, int, Config]] | None = None,
@@ -150,7 +158,8 @@ def make_plan(
         resolved = resolve_cells(registry, dataset=dataset, profile=profile, seeds=seeds, cli_set=cli_set)
     cells = tuple(Cell(ablation, seed, config, train_key(config, checksums), eval_key(config, checksums))
                   for ablation, seed, config in resolved)
-    return Plan(dataset, profile, seeds, tuple(cli_set), registry, cells)
+    most = seeds if isinstance(seeds, int) else max(seeds.values())
+    return Plan(dataset, profile, most, tuple(cli_set), registry, cells)
 
 
 def describe_difference(ablation: Ablation, config: Config, base: Config) -> list[str]:

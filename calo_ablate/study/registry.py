@@ -11,6 +11,8 @@ Format:
         set: {<dotted config key>: <value>, ...}                  # the modification itself
         search: {param: <dotted key>, low: <x>, high: <y>, log: <bool>, trials: <n>}
         expect: {<aspect>: <direction>, ...}                      # what the report checks (EXPECT_ASPECTS)
+    margins:                                                      # optional: equivalence margins
+      <aspect or metric>: <"x%" of the base's mean, or a number>  # over report/verdicts.DEFAULT_MARGINS
 
 Every entry starts from the base entry's `set` (so a base override reaches every row), then the
 `set` of each `with:` entry in order (recursively), then its own `set`. Everything is validated
@@ -30,6 +32,7 @@ import yaml
 from calo_ablate.config import Config, experiments_dir, resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import family_class
+from calo_ablate.report.verdicts import DEFAULT_MARGINS, parse_margin
 from calo_ablate.runs.record import BASE
 
 ENTRY_FIELDS = ("title", "why", "set", "with", "search", "expect")
@@ -70,6 +73,7 @@ class Ablation:
 class Registry:
     path: Path
     ablations: list[Ablation]  # registry order, base first
+    margins: dict[str, float | str] = field(default_factory=dict)  # the `margins:` section (validated)
 
     def names(self) -> list[str]:
         return [a.name for a in self.ablations]
@@ -88,7 +92,7 @@ class Registry:
         for name in only:
             self.get(name)
         keep = {BASE, *only}
-        return Registry(self.path, [a for a in self.ablations if a.name in keep])
+        return Registry(self.path, [a for a in self.ablations if a.name in keep], self.margins)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -110,7 +114,8 @@ def default_registry_path() -> Path:
     return experiments_dir() / "ablations.yaml"
 
 
-def _load_yaml(path: Path) -> dict[str, Any]:
+def _load_yaml(path: Path) -> tuple[dict[str, Any], Any]:
+    """(the `ablations` mapping, the raw `margins` section or None)."""
     if not path.is_file():
         msg = f"registry not found: {path}"
         raise ConfigError(msg)
@@ -119,10 +124,30 @@ def _load_yaml(path: Path) -> dict[str, Any]:
     except yaml.YAMLError as err:
         msg = f"{path}: {err}"
         raise ConfigError(msg) from None
-    if not isinstance(data, dict) or set(data) != {"ablations"} or not isinstance(data["ablations"], dict):
-        msg = f"{path}: expected one top-level key 'ablations' holding a mapping of named entries"
+    if not isinstance(data, dict) or not set(data) <= {"ablations", "margins"} \
+            or not isinstance(data.get("ablations"), dict):
+        msg = (f"{path}: expected the top-level key 'ablations' holding a mapping of named entries "
+               "(and optionally 'margins')")
         raise ConfigError(msg)
-    return data["ablations"]
+    return data["ablations"], data.get("margins")
+
+
+def _check_margins(path: Path, raw: Any) -> dict[str, float | str]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        msg = f"{path}: 'margins' must map an aspect to a margin, e.g. {{loss: 1%, auc_high: 0.02}}, got {raw!r}"
+        raise ConfigError(msg)
+    for key, value in raw.items():
+        if key not in DEFAULT_MARGINS:
+            msg = f"{path}: margins: unknown aspect {key!r}; expected any of {', '.join(DEFAULT_MARGINS)}"
+            raise ConfigError(msg)
+        try:
+            parse_margin(value)
+        except ValueError as err:
+            msg = f"{path}: margins: {key}: {err}"
+            raise ConfigError(msg) from None
+    return {str(k): v for k, v in raw.items()}
 
 
 def _check_entry(path: Path, name: Any, raw: Any, names: set[str]) -> None:
@@ -245,7 +270,8 @@ def _check_config(path: Path, name: str, overrides: dict[str, Any], dataset: str
 def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile: str = "quick") -> Registry:
     """Read and validate every entry (against `dataset` + `profile`); raises ConfigError on the first problem."""
     path = Path(path) if path else default_registry_path()
-    raw_entries = _load_yaml(path)
+    raw_entries, raw_margins = _load_yaml(path)
+    margins = _check_margins(path, raw_margins)
     names = {str(n) for n in raw_entries}
     if BASE not in raw_entries:
         msg = f"{path}: the registry needs an entry named '{BASE}' (the reference row)"
@@ -278,7 +304,7 @@ def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile
         loss_names = family_class(config.model.family).loss_names
         expect = _check_expect(path, name, entry["expect"], loss_names) if "expect" in entry else {}
         ablations.append(Ablation(name, entry.get("title", name), entry.get("why", ""), overrides, search, expect))
-    return Registry(path, ablations)
+    return Registry(path, ablations, margins)
 
 
 def search_is_int(config: Config, search: Search) -> bool:

@@ -8,26 +8,29 @@ with `workers` processes (in-process for one); write the report. `join_study` is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from calo_ablate.config import canonical_dataset
-from calo_ablate.data.source import ensure_data
+from calo_ablate.config import canonical_dataset, resolve_config
+from calo_ablate.data.source import DataFiles, ensure_data
 from calo_ablate.errors import ConfigError
 from calo_ablate.report.findings import sections
 from calo_ablate.report.plots import write_plots
 from calo_ablate.report.table import build_table, run_description, write_table
+from calo_ablate.report.verdicts import table_marks, undecided_rows
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
+from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.plan import make_plan, resolve_cells
 from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage, pid_alive
-from calo_ablate.study.registry import load_registry
+from calo_ablate.study.registry import BASE, Registry, load_registry
 from calo_ablate.study.wallclock import FOLDER as INVOCATIONS
 from calo_ablate.study.wallclock import InvocationClock
 from calo_ablate.study.worker import (
@@ -48,6 +51,8 @@ __all__ = ["StudyOutcome", "StudyRequest", "find_store", "join_study", "rebuild_
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STORE_FILE = "mlflow.db"
+AUTO_FIRST_SEEDS = 3  # --seeds auto starts here (the fewest with which a paired test has 2 degrees of freedom)
+DEFAULT_MAX_SEEDS = 8  # --max-seeds
 
 
 @dataclass(frozen=True)
@@ -56,7 +61,7 @@ class StudyRequest:
 
     dataset: str
     profile: str
-    seeds: int
+    seeds: int  # per row; ignored with auto_seeds
     workers: int
     cli_set: list[str]
     only: list[str] | None = None
@@ -71,6 +76,9 @@ class StudyRequest:
     launcher: str = "process"  # process | slurm | local (submitit jobs)
     resources: JobResources | None = None  # per job, for the job launchers
     wait: bool = True  # job launchers: wait for the jobs, else return once submitted
+    auto_seeds: bool = False  # --seeds auto: add seeds to the undecided rows (report/stats.Design)
+    max_seeds: int = DEFAULT_MAX_SEEDS  # --max-seeds: the cap of --seeds auto
+    budget_s: float | None = None  # --budget: no round of --seeds auto starts that would end past it
 
 
 @dataclass(frozen=True)
@@ -107,8 +115,125 @@ def _check_same_study(queue: StudyQueue, study: str, storage: str, dataset: str,
         raise ConfigError(msg)
 
 
+def _seeds_so_far(tracking_uri: str, study: str) -> dict[str, int]:
+    """The seeds each row had in an earlier call on this study (parent tag seeds_by_row); {} for a new study."""
+    parent = record.find_parent(tracking_uri, study)
+    if parent is None:
+        return {}
+    try:
+        return {str(k): int(v) for k, v in json.loads(record.client(tracking_uri).get_run(parent).data.tags.get(
+            record.TAG_SEEDS_BY_ROW, "{}")).items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}
+
+
+@dataclass
+class _Study:
+    """What every round of a study shares (the result of run_study's set-up)."""
+
+    request: StudyRequest
+    study: str
+    folder: Path
+    registry: Registry
+    files: DataFiles
+    tracking_uri: str
+    exp_id: str
+    storage: str
+    queue: StudyQueue
+    parent_tags: dict[str, str]
+    log: Log
+
+
+def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, bool]:
+    """Plan the cells of `seeds` (row -> seeds 0..n-1) and run every pending one: the outcome (no report yet),
+    the parent run id, and whether the cells ran (False: jobs submitted without waiting)."""
+    request, log, queue = s.request, s.log, s.queue
+    dataset = s.parent_tags[record.TAG_DATASET]
+    resolved = resolve_cells(s.registry, dataset=dataset, profile=request.profile, seeds=seeds,
+                             cli_set=request.cli_set)
+    base_config = resolved[0][2]  # the base of seed 0 (the registry starts with the base)
+    plan = make_plan(s.registry, dataset=dataset, profile=request.profile, seeds=seeds,
+                     checksums=dict(s.files.checksums), cli_set=request.cli_set, resolved=resolved)
+    tags = {**s.parent_tags, record.TAG_SEEDS: str(plan.seeds), record.TAG_SEEDS_BY_ROW: json.dumps(seeds)}
+    parent_run_id = record.find_or_create_parent(s.tracking_uri, s.exp_id, s.study, tags)
+    settings = StudySettings(
+        study=s.study, plan=plan.to_json(), checksums=dict(s.files.checksums), data_source=str(s.files.source),
+        data_dir=base_config.data.data_dir, tracking_uri=s.tracking_uri, experiment_id=s.exp_id,
+        parent_run_id=parent_run_id, fail_fast=request.fail_fast, code_version=record.code_digest(),
+        config_hash=plan.config_hash())
+    queue.save_settings(settings.to_json())
+    queue.clear_stop()
+
+    units = [(REFERENCE_UNIT, [REFERENCE_UNIT])] if base_config.evaluate.enabled else []
+    units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
+    plan_cells = [name for _, cells in units for name in cells]
+    queue.set_retries(request.retries, reset=request.retry_failed)
+    queue.sync(units)
+    given_up = {c: n for c, n in queue.given_up().items() if c in plan_cells}
+    mark_given_up(s.tracking_uri, parent_run_id, given_up, log)
+    pending = [c for c in plan_cells if c not in queue.done_cells() and c not in given_up]
+    counts = sorted(set(seeds.values()))
+    seeds_text = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    log(f"study '{s.study}': {len(plan.cells)} cells ({len(s.registry.ablations)} ablations x {seeds_text} seeds) "
+        f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
+    log(f"  state: {s.storage}\n  MLflow: {s.tracking_uri} (experiment '{s.study}', parent run {parent_run_id})")
+    ends: list[WorkerEnd] = []
+    if pending:
+        workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
+        if request.launcher != "process":
+            resources = request.resources or JobResources(None, 240, 4, 0)
+            ends = run_jobs(request.launcher, workers, s.study, s.storage, s.folder.parent, resources, queue,
+                            plan_cells, log, wait=request.wait)
+            if not request.wait:
+                return StudyOutcome(s.study, len(plan_cells), queue.progress(plan_cells), "", None, 0), \
+                    parent_run_id, False
+        elif workers == 1:
+            ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
+            try:
+                run_worker(ctx, queue, plan_cells)
+            except WorkerStopped as stop:
+                log(f"stopped: {stop}")
+        else:
+            procs = spawn_workers(workers, s.study, s.storage, s.folder.parent)
+            wait_for_workers(procs, queue, plan_cells, log)
+            ends = [describe_process_end(p) for p in procs]
+        wait_for_others(queue, plan_cells, log)
+        log(format_progress(queue.progress(plan_cells)))
+    progress = queue.progress(plan_cells)
+    exit_code = 0 if progress.done == progress.total else 1  # a worker that died while others finished: 0
+    return StudyOutcome(s.study, len(plan_cells), progress, queue.stop_reason(), None, exit_code, tuple(ends)), \
+        parent_run_id, True
+
+
+def _next_seeds(s: _Study, parent_run_id: str, seeds: dict[str, int], clock: InvocationClock) -> dict[str, int] | None:
+    """`--seeds auto`: one more seed for the base and every row still undecided, or None (and why, logged)
+    when every row is decided, the cap is reached or the next round would not fit the budget."""
+    request, log = s.request, s.log
+    table = build_table(s.tracking_uri, parent_run_id)
+    undecided = undecided_rows(table)
+    most = max(seeds.values())
+    if not undecided:
+        log(f"--seeds auto: every row is decided at {most} seeds or fewer")
+        return None
+    if most >= request.max_seeds:
+        log(f"--seeds auto: the cap of {request.max_seeds} seeds is reached; undecided: {', '.join(undecided)}")
+        return None
+    extended = {BASE, *undecided}
+    new_cells = {name: most + 1 - seeds[name] for name in extended}
+    if request.budget_s is not None:
+        estimate = estimate_seconds(measured_cell_seconds(table), new_cells, request.workers)
+        if estimate is not None and clock.seconds() + estimate > request.budget_s:
+            log(f"--seeds auto: the budget of {request.budget_s / 60:.1f} min would be passed (spent "
+                f"{clock.seconds() / 60:.1f} min, next round estimated at {estimate / 60:.1f} min); "
+                f"undecided: {', '.join(undecided)}")
+            return None
+    log(f"--seeds auto: seed {most + 1} for {', '.join(sorted(extended))} (still undecided: {', '.join(undecided)})")
+    return {**seeds, **{name: most + 1 for name in extended}}
+
+
 def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
-    """Plan, run every pending cell, write the report; safe to call again (it resumes)."""
+    """Plan, run every pending cell, write the report; safe to call again (it resumes). With
+    request.auto_seeds, rounds follow until every row is decided, request.max_seeds or request.budget_s."""
     dataset = canonical_dataset(request.dataset)
     study = request.study or f"{dataset}-{request.profile}"
     folder = study_dir(request.results_dir, study)
@@ -119,13 +244,13 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     if request.workers < 1:
         msg = f"--workers must be at least 1, got {request.workers}"
         raise ConfigError(msg)
+    if request.auto_seeds and request.max_seeds < 2:
+        msg = f"--max-seeds must be at least 2 with --seeds auto, got {request.max_seeds}"
+        raise ConfigError(msg)
     registry = load_registry(request.registry, dataset=dataset, profile=request.profile).select(request.only)
-    resolved = resolve_cells(registry, dataset=dataset, profile=request.profile, seeds=request.seeds,
-                             cli_set=request.cli_set)
-    base_config = resolved[0][2]  # the base of seed 0 (the registry starts with the base)
+    first = min(AUTO_FIRST_SEEDS, request.max_seeds) if request.auto_seeds else request.seeds
+    base_config = resolve_config(dataset, request.profile, registry.get(BASE).overrides, list(request.cli_set), 0)
     files = ensure_data(dataset, base_config.data.data_dir)
-    plan = make_plan(registry, dataset=dataset, profile=request.profile, seeds=request.seeds,
-                     checksums=dict(files.checksums), cli_set=request.cli_set, resolved=resolved)
     folder.mkdir(parents=True, exist_ok=True)
 
     tracking_uri = request.tracking_uri or record.default_tracking_uri(folder)
@@ -133,65 +258,40 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     storage = request.storage or default_storage(folder)
     queue = StudyQueue(storage, study, create=True)
     _check_same_study(queue, study, storage, dataset, request.profile)
-    evaluate = base_config.evaluate.enabled
+    design = {"first": first, "cap": request.max_seeds} if request.auto_seeds else None
     parent_tags = {
         record.TAG_STUDY: study, record.TAG_DATASET: dataset, record.TAG_PROFILE: request.profile,
-        record.TAG_SEEDS: str(request.seeds), record.TAG_DATA_SOURCE: files.source,
+        record.TAG_DATA_SOURCE: files.source,
         record.TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
         record.TAG_MACHINE: record.machine_description(), record.TAG_GIT_REVISION: record.git_revision(),
         record.TAG_ROWS: json.dumps([{"name": a.name, "title": a.title, "expect": a.expect}
                                      for a in registry.ablations]),
         record.TAG_CLI_SET: json.dumps(list(request.cli_set)), record.TAG_WORKERS: str(request.workers),
-        record.TAG_EVALUATE: str(evaluate).lower(),
+        record.TAG_EVALUATE: str(base_config.evaluate.enabled).lower(),
+        record.TAG_MARGINS: json.dumps(registry.margins),
+        record.TAG_SEED_DESIGN: json.dumps(design) if design else "",
     }
-    parent_run_id = record.find_or_create_parent(tracking_uri, exp_id, study, parent_tags)
-    settings = StudySettings(
-        study=study, plan=plan.to_json(), checksums=dict(files.checksums), data_source=str(files.source),
-        data_dir=base_config.data.data_dir, tracking_uri=tracking_uri, experiment_id=exp_id,
-        parent_run_id=parent_run_id, fail_fast=request.fail_fast, code_version=record.code_digest(),
-        config_hash=plan.config_hash())
-    queue.save_settings(settings.to_json())
-    queue.clear_stop()
-
-    units = [(REFERENCE_UNIT, [REFERENCE_UNIT])] if evaluate else []
-    units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
-    plan_cells = [name for _, cells in units for name in cells]
-    queue.set_retries(request.retries, reset=request.retry_failed)
-    queue.sync(units)
-    given_up = {c: n for c, n in queue.given_up().items() if c in plan_cells}
-    mark_given_up(tracking_uri, parent_run_id, given_up, log)
-    pending = [c for c in plan_cells if c not in queue.done_cells() and c not in given_up]
-    log(f"study '{study}': {len(plan.cells)} cells ({len(registry.ablations)} ablations x {request.seeds} seeds) "
-        f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
-    log(f"  state: {storage}\n  MLflow: {tracking_uri} (experiment '{study}', parent run {parent_run_id})")
-    ends: list[WorkerEnd] = []
-    if pending:
-        workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
-        if request.launcher != "process":
-            resources = request.resources or JobResources(None, 240, 4, 0)
-            ends = run_jobs(request.launcher, workers, study, storage, folder.parent, resources, queue, plan_cells,
-                            log, wait=request.wait)
-            if not request.wait:
-                clock.record(tracking_uri, parent_run_id)
-                return StudyOutcome(study, len(plan_cells), queue.progress(plan_cells), "", None, 0)
-        elif workers == 1:
-            ctx = build_context(settings, files, folder, 1, log=log, plan=plan)
-            try:
-                run_worker(ctx, queue, plan_cells)
-            except WorkerStopped as stop:
-                log(f"stopped: {stop}")
-        else:
-            procs = spawn_workers(workers, study, storage, folder.parent)
-            wait_for_workers(procs, queue, plan_cells, log)
-            ends = [describe_process_end(p) for p in procs]
-        wait_for_others(queue, plan_cells, log)
-        log(format_progress(queue.progress(plan_cells)))
-    progress = queue.progress(plan_cells)
-    exit_code = 0 if progress.done == progress.total else 1  # a worker that died while others finished: 0
+    shared = _Study(request, study, folder, registry, files, tracking_uri, exp_id, storage, queue, parent_tags, log)
+    seeds = {a.name: first for a in registry.ablations}
+    if request.auto_seeds:  # a rerun continues from the seeds each row already has
+        so_far = _seeds_so_far(tracking_uri, study)
+        seeds = {name: min(max(n, so_far.get(name, 0)), request.max_seeds) for name, n in seeds.items()}
+    ends: tuple[WorkerEnd, ...] = ()  # every round's, so a worker that died in an early round is named
+    while True:
+        outcome, parent_run_id, ran = _run_round(shared, seeds)
+        ends += outcome.worker_ends
+        if not ran or not request.auto_seeds or outcome.exit_code or outcome.stop_reason:
+            break
+        following = _next_seeds(shared, parent_run_id, seeds, clock)
+        if following is None:
+            break
+        seeds = following
     clock.record(tracking_uri, parent_run_id)
-    report = write_report(folder, tracking_uri, parent_run_id)
-    record.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if exit_code else "FINISHED")
-    return StudyOutcome(study, len(plan_cells), progress, queue.stop_reason(), report, exit_code, tuple(ends))
+    if not ran:
+        return outcome
+    report = write_report(folder, tracking_uri, parent_run_id)  # with this call's wall time
+    record.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
+    return dataclasses.replace(outcome, report=report, worker_ends=ends)
 
 
 def join_study(study: str, storage: str, results_dir: str | Path, log: Log = print, wait_s: float = 0.0) -> int:
@@ -213,7 +313,7 @@ def write_report(folder: Path, tracking_uri: str, parent_run_id: str) -> Path:
     """table.md, table.csv and the plots from MLflow, logged as the parent run's artifacts (table.md also
     as its description); returns table.md."""
     table = build_table(tracking_uri, parent_run_id)
-    paths = write_table(table, folder, sections(table))
+    paths = write_table(table, folder, sections(table), table_marks(table))
     fault_point("mid-report")
     paths += write_plots(table, tracking_uri, folder)
     record.log_artifacts(tracking_uri, parent_run_id, paths)

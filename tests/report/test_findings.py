@@ -21,9 +21,9 @@ REFERENCE = {"sep_mean": 0.05, "auc_low": 0.49, "auc_high": 0.48}
 
 
 def _cell(seed: int, loss: float, auc: float = 0.6, seconds: float = 2.0, params: int = 1000,
-          **tags: str) -> CellResult:
-    jitter = (seed - 1) / 100  # seeds 0, 1, 2: -0.01, 0, +0.01
-    metrics = {"val/loss": loss + jitter, "val/voxel_loss": loss / 2, "val/layer_loss": loss / 2,
+          wobble: tuple[float, ...] = (0.0, 0.0, 0.0), **tags: str) -> CellResult:
+    jitter = (seed - 1) / 100  # seeds 0, 1, 2: -0.01, 0, +0.01 (shared by every row: common random numbers)
+    metrics = {"val/loss": loss + jitter + wobble[seed], "val/voxel_loss": loss / 2, "val/layer_loss": loss / 2,
                "n_params": params, "seconds_per_epoch": seconds + jitter, "gen_ms_per_shower_b100": seconds + jitter,
                "sep_mean": auc / 4 + jitter / 10, "auc_low": auc + jitter / 10, "auc_high": auc + jitter / 10}
     return CellResult(seed, "FINISHED", metrics, {"loss_comparable": "true", **tags}, f"run{seed}-{loss}-{auc}")
@@ -40,21 +40,45 @@ def _table(rows: list[Row], histories: dict | None = None) -> StudyTable:
     return StudyTable("t", "parent", HEADER, 3, rows, REFERENCE, COLUMNS, 60.0, histories or {}, LOSSES)
 
 
-def test_loss_lower_higher_indistinguishable_and_not_comparable() -> None:
+def test_loss_lower_higher_equivalent_undecided_and_not_comparable() -> None:
     base = _row("base", 1.0)
-    rows = [base, _row("lower", 0.8), _row("higher", 1.3), _row("same", 1.001),
+    rows = [base, _row("lower", 0.8), _row("higher", 1.3), _row("same", 1.001, wobble=(0.0005, -0.0005, 0.0)),
+            _row("unsure", 1.01, wobble=(0.05, -0.05, 0.0)),
             Row("noise", "Noise", [_cell(s, 2.4, loss_comparable="false") for s in range(3)])]
     table = _table(rows)
     assert compare(table, rows[1], "val/loss").direction == "lower"
     assert compare(table, rows[2], "val/loss").direction == "higher"
     same = compare(table, rows[3], "val/loss")
-    assert same.direction == "same" and same.p > 0.05
+    assert same.direction == "same" and same.p > 0.05 and same.verdict.word == "equivalent"
     assert compare(table, rows[4], "val/loss").direction == "undecided"
+    assert compare(table, rows[5], "val/loss").direction == "undecided"
     lines = {line.split("**")[1]: line for line in findings_lines(table) if line.startswith("- **")}
-    assert "loss lower (-20.0 %, p = " in lines["Lower"]
-    assert "loss higher (+30.0 %" in lines["Higher"]
-    assert "loss indistinguishable (+0.1 %, p = " in lines["Same"]
+    assert "loss lower (-20 % [-20, -20], paired p = " in lines["Lower"]
+    assert "loss higher (+30 %" in lines["Higher"]
+    assert "loss equivalent within ±1% of the base (+0.1 % [" in lines["Same"]
+    assert "loss undecided (+1 % [" in lines["Unsure"]
+    assert "detectable at 80 % power with 3 seeds: " in lines["Unsure"]
+    assert "seeds would decide it at the observed difference" in lines["Unsure"]
     assert "loss not comparable (the row changes a loss-defining field)" in lines["Noise"]
+
+
+def test_holm_across_rows_is_stricter_than_one_test() -> None:
+    """A difference with p between alpha / 3 and alpha is decided alone and undecided among three tested rows."""
+    wobble = (0.004, -0.004, 0.0)
+    alone = _table([_row("base", 1.0), _row("edge", 1.012, wobble=wobble)])
+    edge = compare(alone, alone.rows[1], "val/loss")
+    assert 0.05 / 3 < edge.p < 0.05 and edge.direction == "higher"
+    crowded = _table([_row("base", 1.0), _row("edge", 1.012, wobble=wobble),
+                      _row("a", 1.2, wobble=(0.3, -0.3, 0.0)), _row("b", 1.2, wobble=(0.3, -0.3, 0.0))])
+    assert compare(crowded, crowded.rows[1], "val/loss").direction == "undecided"
+
+
+def test_rows_of_another_family_compare_unpaired() -> None:
+    base = _row("base", 1.0, model_family="caloscore_v2")
+    other = _row("other", 1.0, auc=0.7, model_family="calodiffusion")
+    verdict = compare(_table([base, other]), other, "auc_low").verdict
+    assert verdict.difference is not None and not verdict.difference.paired
+    assert compare(_table([base, _row("mine", 0.9)]), _row("mine", 0.9), "val/loss").verdict.difference.paired
 
 
 def test_one_seed_gives_no_verdict_and_a_shared_training_is_the_same() -> None:
@@ -75,16 +99,16 @@ def test_quality_undertrained_when_both_far_from_the_reference() -> None:
     assert quality(table, table.rows[2])[0] == "better"
 
 
-def test_quality_better_worse_and_indistinguishable_near_the_reference() -> None:
+def test_quality_better_worse_and_equivalent_near_the_reference() -> None:
     table = _table([_row("base", 1.0, auc=0.6), _row("worse", 1.0, auc=0.7), _row("same", 1.0, auc=0.6005)])
     assert quality(table, table.rows[1])[0] == "worse"
-    assert quality(table, table.rows[2])[0] == "indistinguishable"
+    assert quality(table, table.rows[2])[0] == "equivalent"
 
 
 def test_speed_and_parameters_as_ratios() -> None:
     table = _table([_row("base", 1.0), _row("small", 1.0, seconds=0.5, params=250)])
     line = next(line for line in findings_lines(table) if "**Small**" in line)
-    assert "training 0.25x the base's time per epoch (p = " in line
+    assert "training 0.25x the base's time per epoch (lower, -75 % [" in line
     assert "generation 0.25x (batch 100" in line
     assert "parameters 0.25x" in line
 
@@ -121,3 +145,12 @@ def test_stability_changes_at_fractions_and_rank_correlation() -> None:
     table = _table(rows, {n: {"val/loss": [_history(v)]} for n, v in changing.items()})
     last = stability_lines(table)[-1]
     assert "Spearman rank correlation 0.80, a different ordering" in last
+
+
+def test_registry_margins_set_the_equivalence() -> None:
+    rows = [_row("base", 1.0), _row("same", 1.001, wobble=(0.0005, -0.0005, 0.0))]
+    table = _table(rows)
+    assert compare(table, rows[1], "val/loss").verdict.word == "equivalent"  # default: 1 % of the base's loss
+    table.margins = {"loss": "0.05%"}
+    assert compare(table, rows[1], "val/loss").verdict.word == "undecided"
+    assert "loss 0.05%" in findings_lines(table)[-1]

@@ -37,7 +37,7 @@ def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> N
     assert [r.split(" | ")[0] for r in rows] == [
         "| reference vs reference", "| Base", "| Broken on purpose", "| Fewer time steps", "| Decrease noise"]
     header = (study["dir"] / "table.md").read_text()
-    for column in ("| Loss | Voxel Loss | Layer Loss | Change vs base |", "Parameters", "s / epoch",
+    for column in ("| Loss | Voxel Loss | Layer Loss | Change vs base [95 % CI] | Loss: power |", "Parameters", "s / epoch",
                    "Gen. ms / shower (batch 10)", "Sep. E_tot/E_inc", "Mean sep.", "AUC low", "AUC high", "FPD"):
         assert column in header
     assert "synthetic stand-in" in header and "smoke" in header
@@ -45,7 +45,8 @@ def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> N
     assert "shares the base's training" in rows[3] and "+0.0 %" in rows[3]
     assert "not comparable" in rows[4]
     base, fewer = rows[1].split(" | "), rows[3].split(" | ")
-    assert base[1:4] == fewer[1:4]  # the same training, the same losses
+    assert [c.split()[0] for c in base[1:4]] == [c.split()[0] for c in fewer[1:4]]  # the same training, losses
+    assert all(c.endswith(" ≈") for c in fewer[1:4])  # equivalent: the base's very values
     for name in ("loss_curves.png", "histograms.png", "table.csv"):
         assert (study["dir"] / name).is_file()
     assert "## Findings" in header and "- **Decrease noise**: loss not comparable" in header

@@ -59,11 +59,11 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> Path:
 
 def test_a_mixed_study_reports_every_family_by_sample_quality(mixed: Path) -> None:
     header, reference, base, half, caloscore, user = rows(mixed)
-    assert header[:3] == ["Ablation", "Loss", "Change vs base"]  # CaloDiffusion logs one loss
+    assert header[:3] == ["Ablation", "Loss", "Change vs base [95 % CI]"]  # CaloDiffusion logs one loss
     assert reference[0] == "reference vs reference"
     assert [r[0] for r in (base, half, caloscore, user)] == ["CaloDiffusion", "Half the steps", "CaloScore v2",
                                                              "User family"]
-    assert half[1] == base[1] and "shares the base's training" in half[-1]
+    assert half[1] == base[1] + " ≈" and "shares the base's training" in half[-1]  # equivalent: its values
     for row, family in ((caloscore, "caloscore_v2"), (user, USER_FAMILY)):
         assert row[2] == "not comparable" and f"model family {family}" in row[-1]
     auc = header.index("AUC low")
@@ -90,7 +90,7 @@ def test_a_user_family_as_the_base_sets_the_loss_columns(tmp_path: Path, photon_
     code, study_dir = run_study(tmp_path, photon_dir, "user", USER_BASE)
     assert code == 0
     header, _, base, wider = rows(study_dir)
-    assert header[:4] == ["Ablation", "Loss", "Mse", "Change vs base"]
+    assert header[:4] == ["Ablation", "Loss", "Mse", "Change vs base [95 % CI]"]
     assert wider[3].endswith("%")  # same family, same loss: compared with the base
     params = header.index("Parameters")
     assert int(base[params].replace(",", "")) == (1 + 1) * 16 + (16 + 1) * 2 * 368  # hidden 16, 368 voxels

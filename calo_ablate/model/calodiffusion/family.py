@@ -59,7 +59,8 @@ class CaloDiffusionFamily(ModelFamily):
                              restore=restore)
 
     def module(self) -> CaloDiffusionModule:
-        return CaloDiffusionModule(self.config.model, self.config.data.dataset, self.config.train.lr)
+        return CaloDiffusionModule(self.config.model, self.config.data.dataset, self.config.train.lr,
+                                   seed=self.config.train.seed)
 
     def sample(self, module: CaloDiffusionModule, cond: torch.Tensor, *, steps: int | None, batch_size: int,
                seed: int, progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:

@@ -29,6 +29,7 @@ from calo_ablate.model.calodiffusion.objective import eps_from_output, training_
 from calo_ablate.model.calodiffusion.sampler import EpsModel, ddpm_sample
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
 from calo_ablate.model.curves import StepCurve
+from calo_ablate.model.noise import step_generator
 
 __all__ = ["VALIDATION_SEED", "CaloDiffusionModule"]
 
@@ -38,11 +39,15 @@ VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch:
 class CaloDiffusionModule(pl.LightningModule):
     """One CaloDiffusion model of `dataset` ('1-photons', '1-pions', '2', '3'; '1' = photons)."""
 
-    def __init__(self, config: CaloDiffusionConfig | dict[str, Any], dataset: str, lr: float) -> None:
+    def __init__(self, config: CaloDiffusionConfig | dict[str, Any], dataset: str, lr: float,
+                 seed: int = 0) -> None:
+        """seed: the run's train.seed, which keys the training noise (model/noise.py)."""
         super().__init__()
         config = config if isinstance(config, CaloDiffusionConfig) else CaloDiffusionConfig.model_validate(config)
         self.dataset = canonical_dataset(dataset)
-        self.save_hyperparameters({"config": config.model_dump(mode="json"), "dataset": self.dataset, "lr": lr},
+        self.seed = seed
+        self.save_hyperparameters({"config": config.model_dump(mode="json"), "dataset": self.dataset, "lr": lr,
+                                   "seed": seed},
                                   logger=False)
         self.config = config
         self.lr = lr
@@ -76,7 +81,7 @@ class CaloDiffusionModule(pl.LightningModule):
                              self.schedule, noise)
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        loss = self.loss(batch)
+        loss = self.loss(batch, step_generator(self.seed, self.global_step, self.global_rank))
         if not bool(torch.isfinite(loss)):
             msg = (f"non-finite CaloDiffusion training loss {float(loss)} at epoch {self.current_epoch}, "
                    f"step {self.global_step} (batch {batch_idx}); try a lower train.lr than {self.lr}")

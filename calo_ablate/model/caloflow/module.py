@@ -2,7 +2,8 @@
 
 Batches are (E_inc (B, 1), showers (B, V)) in units of 100 GeV (CaloFlowPreprocessor). Each training
 step draws fresh uniform noise for each flow (U[0, flow1.noise) and U[0, flow2.noise), per voxel, in
-units: so every epoch sees new noise, as the published data loaders draw it per item), builds the
+units, from the (seed, step) keyed generator of model/noise.py: so every epoch sees new noise, as the
+published data loaders draw it per item, and every row of a seed the same noise), builds the
 flows' inputs (preprocess.py) in float64 whatever caloflow.dtype (a float32 logit near u = 1 would
 quantise the data itself), casts them to caloflow.dtype and takes the mean negative log-likelihood of
 each flow in its logit space: loss = flow1_nll + flow2_nll. The two flows share no parameter, so the
@@ -36,6 +37,7 @@ from calo_ablate.model.caloflow.preprocess import (
 )
 from calo_ablate.model.caloflow.schedule import FlowSchedules
 from calo_ablate.model.curves import EPOCH_SECONDS, StepCurve
+from calo_ablate.model.noise import step_generator
 
 __all__ = ["LOSS_NAMES", "CaloFlowModule"]
 
@@ -48,7 +50,8 @@ class CaloFlowModule(pl.LightningModule):
     """Flow-I and flow-II of one CaloFlow teacher for dataset 1 ('1-photons', '1-pions'; '1' = photons).
 
     config: the CaloFlow section (resolved here for the dataset); seed: draws the random orders of
-    flow-I and flow-II (the published code took them from torch's global seed).
+    flow-I and flow-II (the published code took them from torch's global seed) and keys the training
+    noise (model/noise.py).
     """
 
     def __init__(self, config: CaloFlowConfig | dict[str, Any], dataset: str, seed: int = 0) -> None:
@@ -59,6 +62,7 @@ class CaloFlowModule(pl.LightningModule):
         geometry = load_geometry(self.dataset)
         self.save_hyperparameters({"config": config.model_dump(mode="json"), "dataset": self.dataset,
                                    "seed": seed}, logger=False)
+        self.seed = seed
         self.slices = layer_slices(geometry)
         self.n_layers, self.n_voxels = len(self.slices), geometry.n_voxels
         generator = torch.Generator().manual_seed(seed)
@@ -113,7 +117,7 @@ class CaloFlowModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        losses = self.nll(batch)
+        losses = self.nll(batch, step_generator(self.seed, self.global_step, self.global_rank))
         if not bool(torch.isfinite(losses[0])):
             values = ", ".join(f"{n} {float(v)}" for n, v in zip(LOSS_NAMES, losses, strict=True))
             msg = (f"non-finite CaloFlow training loss at epoch {self.current_epoch}, step {self.global_step} "

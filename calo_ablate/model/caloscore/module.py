@@ -38,6 +38,7 @@ from calo_ablate.model.caloscore.diffusion import CosineLogSNR, sample_layers_th
 from calo_ablate.model.caloscore.network import CaloScoreNetwork, count_parameters
 from calo_ablate.model.curves import EPOCH_SECONDS, StepCurve
 from calo_ablate.model.ema import EMA
+from calo_ablate.model.noise import step_generator
 
 __all__ = ["LOSS_NAMES", "CaloScoreModule", "cosine_lr_factor", "validation_interval"]
 
@@ -139,7 +140,7 @@ class CaloScoreModule(pl.LightningModule):
 
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        losses = self.losses(batch)
+        losses = self.losses(batch, step_generator(self.config.train.seed, self.global_step, self.global_rank))
         if not bool(torch.isfinite(losses[0])):
             values = ", ".join(f"{n} {float(v)}" for n, v in zip(LOSS_NAMES, losses, strict=True))
             msg = (f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "

@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 from calo_ablate.errors import TrainingError
+from calo_ablate.model.calodiffusion import module as module_namespace
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
 from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
@@ -139,3 +140,24 @@ def test_early_stopping_counts_consecutive_epochs_with_validation_not_below_trai
     assert trainer.should_stop
     assert isinstance(_tiny("2").configure_callbacks()[0], TrainValGapStopping)
     assert _tiny("2", early_stopping_patience=None).configure_callbacks() == []
+
+
+def test_training_noise_is_keyed_by_seed_and_step_not_the_global_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Common random numbers: the same seed and step give the same t and noise, whatever the global RNG did."""
+    drawn: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = module_namespace.training_loss
+
+    def recording(objective: str, model: object, x0: torch.Tensor, t: torch.Tensor, schedule: object,
+                  noise: torch.Tensor) -> torch.Tensor:
+        drawn.append((t.clone(), noise.clone()))
+        return real(objective, model, x0, t, schedule, noise)
+
+    monkeypatch.setattr(module_namespace, "training_loss", recording)
+    modules = [_tiny("1-photons"), _tiny("1-photons", widths=[8, 8]), _tiny("1-photons")]
+    modules[2].seed = 1
+    batch = _batch(modules[0])
+    for module in modules:
+        torch.rand(17 * (len(drawn) + 1))  # the global stream moves differently before every call
+        module.training_step(batch, 0)
+    assert torch.equal(drawn[0][0], drawn[1][0]) and torch.equal(drawn[0][1], drawn[1][1])  # other architecture
+    assert not torch.equal(drawn[0][1], drawn[2][1])  # another seed

@@ -1,0 +1,255 @@
+"""The statistics behind the report's verdicts: paired and Welch differences, equivalence, Holm, power,
+and the group-sequential design of `--seeds auto`.
+
+- A row is compared with the base seed by seed (`paired_difference`: the rows of one seed share data
+  order, training noise, evaluation energies and sampling noise, model/noise.py): the mean of the
+  per-seed differences (row - base), its CONFIDENCE interval (Student t, n - 1 degrees of freedom),
+  the two-sided paired t-test of no difference, and the two one-sided tests (TOST, Schuirmann 1987)
+  of a difference inside +- margin. `welch_difference` is the same for unpaired designs (rows of
+  another model family, a search's best trial): Welch's t with Welch-Satterthwaite degrees of freedom.
+- `verdicts`: per look, Holm's step-down procedure across the rows (Holm 1979) decides the
+  differences, and separately the equivalences, at the look's level; a row is "equivalent" (TOST
+  rejected: the interval lies inside the margin, whether or not a smaller difference is significant),
+  else "lower" / "higher" (difference rejected, by sign), else "undecided".
+- `Design`: the looks of a study. A fixed number of seeds is one look at level ALPHA. `--seeds auto`
+  looks at n = first, first + 1, ..., cap seeds, and spends ALPHA over the looks with the
+  Pocock-type spending function of Lan & DeMets (1983), alpha(t) = ALPHA ln(1 + (e - 1) t), t = n /
+  cap; each look tests at its increment alpha(t_k) - alpha(t_k-1). By Bonferroni's inequality over
+  the looks the chance of any false difference (or any false equivalence) over the whole sequence is
+  at most the sum of the increments, ALPHA, whatever the correlation between looks; a row decided
+  at a look takes no further seeds and keeps p = 1 in later looks' Holm procedures (so the set of
+  rows each Holm sees is fixed and the bound holds).
+- Power (`detectable_difference`, `seeds_to_decide`): the smallest true difference the paired t-test
+  at level ALPHA detects with POWER (noncentral t) at the seeds a row has and the observed spread of
+  its differences; for an undecided row, the smallest number of seeds at which the difference test
+  (or, when the observed difference lies inside the margin, the equivalence test) reaches POWER at
+  the observed difference and spread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import integrate, optimize, stats
+
+__all__ = ["ALPHA", "CONFIDENCE", "POWER", "Decision", "Design", "Difference", "detectable_difference",
+           "holm_rejected", "paired_difference", "seeds_to_decide", "verdicts", "welch_difference"]
+
+ALPHA = 0.05
+CONFIDENCE = 0.95
+POWER = 0.8
+MAX_SEEDS_SEARCHED = 1000  # seeds_to_decide answers None beyond this
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Row minus base for one metric: mean, CONFIDENCE interval, tests against 0 and against +-margin."""
+
+    n: int  # pairs (paired), or the smaller side (Welch)
+    mean: float
+    low: float
+    high: float
+    sd: float  # of the per-seed differences (paired); of sqrt(n) x the standard error (Welch)
+    df: float
+    p: float  # two-sided test of no difference
+    p_equivalent: float  # TOST against +-margin (the larger one-sided p)
+    margin: float
+    paired: bool
+
+    @property
+    def se(self) -> float:
+        return self.sd / math.sqrt(self.n)
+
+
+def _difference(mean: float, se: float, df: float, n: int, sd: float, margin: float, paired: bool) -> Difference:
+    if se == 0:  # identical values on every seed (or a constant shift): no noise to test against
+        p = 1.0 if mean == 0 else 0.0
+        p_eq = 0.0 if abs(mean) < margin else 1.0
+        return Difference(n, mean, mean, mean, sd, df, p, p_eq, margin, paired)
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, df)) * se
+    p = float(2 * stats.t.sf(abs(mean) / se, df))
+    p_eq = max(float(stats.t.sf((mean + margin) / se, df)), float(stats.t.sf((margin - mean) / se, df)))
+    return Difference(n, mean, mean - half, mean + half, sd, df, p, p_eq, margin, paired)
+
+
+def paired_difference(row: Mapping[int, float], base: Mapping[int, float], margin: float) -> Difference | None:
+    """Per-seed differences row[s] - base[s] over the seeds both have; None with fewer than two pairs."""
+    seeds = sorted(set(row) & set(base))
+    if len(seeds) < 2:
+        return None
+    d = np.array([row[s] - base[s] for s in seeds], dtype=float)
+    sd = float(d.std(ddof=1))
+    return _difference(float(d.mean()), sd / math.sqrt(len(d)), len(d) - 1, len(d), sd, margin, paired=True)
+
+
+def welch_difference(row: Sequence[float], base: Sequence[float], margin: float) -> Difference | None:
+    """mean(row) - mean(base), unpaired (Welch); None with fewer than two values on a side."""
+    if len(row) < 2 or len(base) < 2:
+        return None
+    a, b = np.asarray(row, dtype=float), np.asarray(base, dtype=float)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
+    n = min(len(a), len(b))
+    return _difference(float(a.mean() - b.mean()), se, float(df), n, se * math.sqrt(n), margin, paired=False)
+
+
+def holm_rejected(pvalues: Mapping[str, float], level: float) -> set[str]:
+    """Holm's step-down procedure: the names whose hypotheses are rejected at family-wise `level`."""
+    ordered = sorted(pvalues.items(), key=lambda kv: kv[1])
+    rejected: set[str] = set()
+    m = len(ordered)
+    for i, (name, p) in enumerate(ordered):
+        if p > level / (m - i):
+            break
+        rejected.add(name)
+    return rejected
+
+
+@dataclass(frozen=True)
+class Design:
+    """The looks of a study: one at `seeds` (fixed), or first..cap (`--seeds auto`) with alpha spending."""
+
+    first: int
+    cap: int
+    alpha: float = ALPHA
+
+    @classmethod
+    def fixed(cls, seeds: int) -> Design:
+        return cls(seeds, seeds)
+
+    @property
+    def sequential(self) -> bool:
+        return self.cap > self.first
+
+    def looks(self) -> list[int]:
+        return list(range(self.first, self.cap + 1))
+
+    def spent(self, n: int) -> float:
+        """Alpha spent up to and including the look at n seeds (Pocock-type, Lan & DeMets 1983)."""
+        if not self.sequential:
+            return self.alpha if n >= self.first else 0.0
+        t = min(n, self.cap) / self.cap
+        return self.alpha * math.log(1 + (math.e - 1) * t) if n >= self.first else 0.0
+
+    def level(self, n: int) -> float:
+        """The level of the look at n seeds: the spending function's increment."""
+        return self.spent(n) - (self.spent(n - 1) if n > self.first else 0.0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A row's verdict on one metric: lower / higher / equivalent / undecided, and the evidence."""
+
+    verdict: str
+    difference: Difference | None
+    look: int | None  # the seeds at which it was decided (None: undecided)
+    level: float  # the level of that look (or of the last look, when undecided)
+
+
+def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float], margins: Mapping[str, float],
+             design: Design, paired: Mapping[str, bool] | None = None) -> dict[str, Decision]:
+    """Replay the design's looks on per-seed values (seed -> value): each row's decision.
+
+    At the look with n seeds every row not yet decided is tested on its seeds below n (paired with
+    the base's, or Welch where `paired[row]` is False); Holm across all rows (decided rows with p = 1)
+    at the look's level decides differences and, separately, equivalences. A row lacking the seeds of
+    a look is not tested there. Undecided rows report the test on all their seeds."""
+    paired = paired or {}
+    decided: dict[str, Decision] = {}
+    last: dict[str, Difference | None] = {}
+    looks = design.looks()
+    for n in looks:
+        level = design.level(n)
+        found: dict[str, Difference] = {}
+        for name, values in rows.items():
+            if name in decided:
+                continue
+            if sum(1 for s in values if s < n) < n and n > design.first:
+                continue  # the row took no seed at this look (it failed, or was not extended)
+            diff = _compare({s: v for s, v in values.items() if s < n}, {s: v for s, v in base.items() if s < n},
+                            margins[name], paired.get(name, True))
+            if diff is not None:
+                found[name] = diff
+                last[name] = diff
+        differ = holm_rejected({k: found[k].p if k in found else 1.0 for k in rows}, level)
+        same = holm_rejected({k: found[k].p_equivalent if k in found else 1.0 for k in rows}, level)
+        for name, diff in found.items():
+            if name in same:  # inside the margin: equivalent, even where a smaller difference is significant
+                decided[name] = Decision("equivalent", diff, n, level)
+            elif name in differ:
+                decided[name] = Decision("lower" if diff.mean < 0 else "higher", diff, n, level)
+    out = {}
+    for name, values in rows.items():
+        if name in decided:
+            out[name] = decided[name]
+            continue
+        diff = _compare(values, base, margins[name], paired.get(name, True))
+        out[name] = Decision("undecided", diff if diff is not None else last.get(name), None,
+                             design.level(looks[-1]))
+    return out
+
+
+def _compare(row: Mapping[int, float], base: Mapping[int, float], margin: float, paired: bool) -> Difference | None:
+    if paired:
+        return paired_difference(row, base, margin)
+    return welch_difference(list(row.values()), list(base.values()), margin)
+
+
+def _t_above(crit: float, df: int, nc: float) -> float:
+    """P(T > crit) for T noncentral t (df, nc). scipy's nct loses its way for few degrees of freedom and a
+    large nc (NaN); then the same probability as an integral over the chi-square: E[Phi(nc - crit sqrt(V/df))]."""
+    value = float(stats.nct.sf(crit, df, nc))
+    if math.isfinite(value):
+        return value
+    integral, _ = integrate.quad(lambda v: stats.norm.cdf(nc - crit * math.sqrt(v / df)) * stats.chi2.pdf(v, df),
+                                 0, np.inf, limit=200)
+    return float(min(1.0, max(0.0, integral)))
+
+
+def _difference_power(effect_sd: float, n: int, alpha: float) -> float:
+    """Power of the two-sided one-sample t-test at `alpha` with n values for a true mean/sd of effect_sd."""
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    nc = effect_sd * math.sqrt(n)
+    return _t_above(crit, df, nc) + _t_above(crit, df, -nc)
+
+
+def _equivalence_power(effect_sd: float, margin_sd: float, n: int, alpha: float) -> float:
+    """A lower bound of the TOST's power (both one-sided tests at `alpha`) for a true mean/sd effect_sd."""
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha, df))
+    lower = 1.0 - _t_above(crit, df, (effect_sd + margin_sd) * math.sqrt(n))
+    upper = 1.0 - _t_above(crit, df, (margin_sd - effect_sd) * math.sqrt(n))
+    return max(0.0, 1.0 - lower - upper)
+
+
+def detectable_difference(diff: Difference, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true |difference| the test at `alpha` detects with `power` at diff's n and spread."""
+    if diff.sd == 0:
+        return 0.0
+
+    def shortfall(effect_sd: float) -> float:
+        return _difference_power(effect_sd, diff.n, alpha) - power
+
+    high = 1.0
+    while shortfall(high) < 0:
+        high *= 2
+    return float(optimize.brentq(shortfall, 0.0, high, xtol=1e-6)) * diff.sd
+
+
+def seeds_to_decide(diff: Difference, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """About how many seeds decide the row at the observed difference and spread (None: over
+    MAX_SEEDS_SEARCHED, e.g. an observed difference of zero that sits on the margin)."""
+    if diff.sd == 0:
+        return diff.n
+    effect, margin = abs(diff.mean) / diff.sd, diff.margin / diff.sd
+    for n in range(max(diff.n, 2), MAX_SEEDS_SEARCHED + 1):
+        if _difference_power(effect, n, alpha) >= power:
+            return n
+        if effect < margin and _equivalence_power(effect, margin, n, alpha) >= power:
+            return n
+    return None
