@@ -290,7 +290,8 @@ def _check_key(key: str, where: str, family: str, explicit: bool) -> None:
     section = section_of(family)
     if key in keys or (key.startswith(FREE_FORM_PREFIX) and section is UserFamilySection):
         if explicit and key in FAMILY_READ_KEYS and key not in section.reads:
-            msg = f"{where}: model family {family!r} does not read '{key}'; {family_keys_text(family)}"
+            msg = (f"{where}: model family {family!r} does not read '{key}' (for the rows of one family only: "
+                   f"families.<family>.{key}); {family_keys_text(family)}")
             raise ConfigError(msg)
         return
     sections = {k.rsplit(".", 1)[0] for k in keys if "." in k}

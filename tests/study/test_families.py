@@ -1,4 +1,4 @@
-"""Studies with other model families: a tiny CaloDiffusion base beside CaloScore v2 and a user family
+"""Studies with other model families: a tiny CaloDiffusion base beside CaloScore v2, CaloFlow and a user family
 (dotted path), and a study whose base is the user family; trained a few steps, sampled and evaluated
 through the study path, at smoke size on dataset 1 photons."""
 
@@ -18,21 +18,25 @@ ablations:
   half_steps: {{title: Half the steps, set: {{sample.steps_factor: 0.5}}}}
   caloscore: {{title: CaloScore v2, set: {{model.family: caloscore_v2}}}}
   user: {{title: User family, set: {{model.family: "{USER_FAMILY}", model.options.hidden: 8}}}}
+  caloflow: {{title: CaloFlow, set: {{model.family: caloflow}}}}
 """
 USER_BASE = f"""\
 ablations:
   base: {{title: Gaussian, set: {{model.family: "{USER_FAMILY}"}}}}
   wider: {{title: Wider, set: {{model.options.hidden: 32}}}}
 """
-TINY = ["data.max_train_events=100", "train.batch_size=32", "sample.steps=4", "evaluate.n_events=50",
+TINY = ["data.max_train_events=100", "train.batch_size=32", "evaluate.n_events=50",
         "evaluate.timing_batch_sizes=[1,10]", "evaluate.classifier.hidden=16", "evaluate.classifier.epochs=2",
         "evaluate.classifier.trainings=1", "evaluate.classifier.batch_size=50",
         *(f"families.caloscore_v2.{s}" for s in (
-            "model.voxel.widths=[8,8]", "model.voxel.attention=[false,false]", "model.voxel.block_depth=1",
+            "sample.steps=4", "model.voxel.widths=[8,8]", "model.voxel.attention=[false,false]", "model.voxel.block_depth=1",
             "model.voxel.lift_channels=4", "model.embed_dim=16", "model.layer.mlp_dim=16")),
         *(f"families.calodiffusion.{s}" for s in (
-            "model.widths=[8,8]", "model.embed_hidden=8", "model.embed_dim=8", "model.attention_head_dim=8",
-            "model.diffusion_steps=20"))]
+            "sample.steps=4", "model.widths=[8,8]", "model.embed_hidden=8", "model.embed_dim=8", "model.attention_head_dim=8",
+            "model.diffusion_steps=20")),
+        *(f"families.caloflow.model.{s}" for s in (
+            "flow1.blocks=1", "flow1.hidden_layers=1", "flow1.hidden_features=8",
+            "flow2.blocks=1", "flow2.hidden_layers=1", "flow2.hidden_features=8"))]
 
 
 def run_study(tmp: Path, data: Path, name: str, registry: str) -> tuple[int, Path]:
@@ -58,16 +62,18 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> Path:
 
 
 def test_a_mixed_study_reports_every_family_by_sample_quality(mixed: Path) -> None:
-    header, reference, base, half, caloscore, user = rows(mixed)
+    header, reference, base, half, caloscore, user, caloflow = rows(mixed)
     assert header[:3] == ["Ablation", "Loss", "Change vs base [95 % CI]"]  # CaloDiffusion logs one loss
     assert reference[0] == "reference vs reference"
-    assert [r[0] for r in (base, half, caloscore, user)] == ["CaloDiffusion", "Half the steps", "CaloScore v2",
-                                                             "User family"]
+    assert [r[0] for r in (base, half, caloscore, user, caloflow)] == ["CaloDiffusion", "Half the steps",
+                                                                       "CaloScore v2", "User family", "CaloFlow"]
     assert half[1] == base[1] + " ≈" and "shares the base's training" in half[-1]  # equivalent: its values
-    for row, family in ((caloscore, "caloscore_v2"), (user, USER_FAMILY)):
+    for row, family in ((caloscore, "caloscore_v2"), (user, USER_FAMILY), (caloflow, "caloflow")):
         assert row[2] == "not comparable" and f"model family {family}" in row[-1]
     auc = header.index("AUC low")
-    assert all(0.0 <= float(r[auc].split()[0]) <= 1.0 for r in (base, half, caloscore, user))
+    assert all(0.0 <= float(r[auc].split()[0]) <= 1.0 for r in (base, half, caloscore, user, caloflow))
+    gen = header.index("Gen. ms / shower (batch 10)")
+    assert all(float(r[gen].split()[0].replace(",", "")) > 0 for r in (base, caloscore, user, caloflow))
     assert "compare by parameters, s / epoch, generation time and sample quality only" in \
         (mixed / "table.md").read_text()
 
@@ -80,10 +86,14 @@ def test_cell_runs_record_their_family_and_losses(mixed: Path) -> None:
     assert tags == {"base/s0": ("calodiffusion", '["loss"]', "FINISHED"),
                     "half_steps/s0": ("calodiffusion", '["loss"]', "FINISHED"),
                     "caloscore/s0": ("caloscore_v2", '["loss", "voxel_loss", "layer_loss"]', "FINISHED"),
-                    "user/s0": (USER_FAMILY, '["loss", "mse"]', "FINISHED")}
+                    "user/s0": (USER_FAMILY, '["loss", "mse"]', "FINISHED"),
+                    "caloflow/s0": ("caloflow", '["loss", "flow1_nll", "flow2_nll"]', "FINISHED")}
     metrics = {r.data.tags["calo_ablate.cell"]: r.data.metrics for r in runs}
     assert metrics["half_steps/s0"]["sample_steps"] == 2 and metrics["base/s0"]["sample_steps"] == 4
     assert metrics["base/s0"]["n_params"] > 0 and "val/voxel_loss" not in metrics["base/s0"]
+    flow = metrics["caloflow/s0"]  # its own losses are recorded, though the table shows the base family's
+    assert flow["val/loss"] == pytest.approx(flow["val/flow1_nll"] + flow["val/flow2_nll"], rel=1e-4)
+    assert "sample_steps" not in flow  # a flow samples in one pass
 
 
 def test_a_user_family_as_the_base_sets_the_loss_columns(tmp_path: Path, photon_dir: Path) -> None:
