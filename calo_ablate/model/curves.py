@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import lightning.pytorch as pl
 import torch
 
-__all__ = ["EPOCH_SECONDS", "TRAIN_CURVE_POINTS", "TRAIN_CURVE_PREFIX", "StepCurve", "curve_metrics"]
+__all__ = ["EPOCH_SECONDS", "TRAIN_CURVE_POINTS", "TRAIN_CURVE_PREFIX", "EpochLosses", "StepCurve", "curve_metrics"]
 
 EPOCH_SECONDS = "epoch_seconds"  # per epoch: training plus validation wall time
 TRAIN_CURVE_POINTS = 20  # training-loss points per run
@@ -23,6 +23,38 @@ TRAIN_CURVE_PREFIX = "train_steps/"
 def curve_metrics(loss_names: Sequence[str]) -> tuple[str, ...]:
     """The step-curve metrics of these losses: ('train_steps/loss', ...)."""
     return tuple(f"{TRAIN_CURVE_PREFIX}{name}" for name in loss_names)
+
+
+class EpochLosses:
+    """A module's losses summed over the showers of the current epoch, per stage ('train', 'val'), and
+    their means logged as <stage>/<loss> at the epoch's end. dtype: of the sums (float64 where single
+    losses are large, e.g. a flow's negative log-likelihood); the logged means are float32."""
+
+    def __init__(self, loss_names: Sequence[str], dtype: torch.dtype = torch.float32) -> None:
+        self.loss_names = tuple(loss_names)
+        self._sums = {stage: torch.zeros(len(self.loss_names), dtype=dtype) for stage in ("train", "val")}
+        self._counts = {"train": 0, "val": 0}
+
+    def reset(self, stage: str) -> None:
+        """At the start of an epoch of `stage`."""
+        self._sums[stage].zero_()
+        self._counts[stage] = 0
+
+    def add(self, stage: str, losses: Sequence[torch.Tensor], n: int) -> None:
+        """One batch of `n` showers: its mean losses (scalars, in loss_names order)."""
+        sums = self._sums[stage]
+        if sums.device != losses[0].device:
+            sums = self._sums[stage] = sums.to(losses[0].device)
+        sums += torch.stack([x.detach().to(sums.dtype) for x in losses]) * n
+        self._counts[stage] += n
+
+    def log(self, module: pl.LightningModule, stage: str) -> None:
+        """At the end of an epoch of `stage`: the means, as <stage>/<loss> (nothing for an empty epoch)."""
+        if self._counts[stage] == 0:
+            return
+        means = (self._sums[stage] / self._counts[stage]).float()
+        for name, value in zip(self.loss_names, means, strict=True):
+            module.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
 
 
 class StepCurve:

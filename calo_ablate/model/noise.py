@@ -5,14 +5,17 @@ rank)` instead of torch's global stream. The global stream is shifted by everyth
 batch (a model with more parameters draws more numbers at initialisation, dropout draws per call), so
 two rows of one seed would otherwise see different noise; keyed by the step, every row of a seed sees
 the same times and the same noise at the same step, whatever its architecture or optimizer. The draws
-are made on the CPU (the same numbers on every device) and moved by the caller.
+are made on the CPU (the same numbers on every device) and moved by the caller. Validation draws from
+`validation_generator(batch index)`, the same in every run.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["step_generator"]
+__all__ = ["VALIDATION_SEED", "step_generator", "validation_generator"]
+
+VALIDATION_SEED = 20230807  # validation's times and noise: the same for every run, per batch index
 
 # mixes (seed, step, rank) into one 63-bit torch seed; distinct odd multipliers keep nearby keys apart
 _SEED_MIX = 0x9E3779B97F4A7C15
@@ -29,3 +32,8 @@ def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
     key = (seed * _SEED_MIX + (step + 1) * _STEP_MIX + (rank + 1) * _RANK_MIX) & _MASK
     key ^= key >> 31
     return torch.Generator().manual_seed(key)
+
+
+def validation_generator(batch_idx: int) -> torch.Generator:
+    """A CPU generator for validation batch `batch_idx`: a model always gets the same validation loss."""
+    return torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)

@@ -29,11 +29,10 @@ from calo_ablate.model.calodiffusion.objective import eps_from_output, training_
 from calo_ablate.model.calodiffusion.sampler import EpsModel, ddpm_sample
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
 from calo_ablate.model.curves import StepCurve
-from calo_ablate.model.noise import step_generator
+from calo_ablate.model.noise import step_generator, validation_generator
 
-__all__ = ["VALIDATION_SEED", "CaloDiffusionModule"]
+__all__ = ["CaloDiffusionModule"]
 
-VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch: seed + batch index)
 
 
 class CaloDiffusionModule(pl.LightningModule):
@@ -97,7 +96,7 @@ class CaloDiffusionModule(pl.LightningModule):
         self.curve.after_step(self)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
+        generator = validation_generator(batch_idx)
         self.log("val/loss", self.loss(batch, generator), on_step=False, on_epoch=True,
                  batch_size=batch[0].shape[0], sync_dist=True)
 

@@ -36,13 +36,12 @@ from calo_ablate.model.caloflow.preprocess import (
     layer_slices,
 )
 from calo_ablate.model.caloflow.schedule import FlowSchedules
-from calo_ablate.model.curves import EPOCH_SECONDS, StepCurve
-from calo_ablate.model.noise import step_generator
+from calo_ablate.model.curves import EPOCH_SECONDS, EpochLosses, StepCurve
+from calo_ablate.model.noise import step_generator, validation_generator
 
 __all__ = ["LOSS_NAMES", "CaloFlowModule"]
 
 LOSS_NAMES = ("loss", "flow1_nll", "flow2_nll")  # logged as train/<name> and val/<name>; the first is the total
-VALIDATION_SEED = 20221026  # fixed seed of validation's noise (per batch: seed + batch index)
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -72,8 +71,7 @@ class CaloFlowModule(pl.LightningModule):
         self.flow2 = build_flow(self.n_voxels, 1 + self.n_layers, c.flow2, c, orders2)
         self.to(DTYPES[c.dtype])
         # (loss, flow1, flow2) x showers of the epoch ("train", "val")
-        self._sums = {stage: torch.zeros(3, dtype=torch.float64) for stage in ("train", "val")}
-        self._counts = {"train": 0, "val": 0}
+        self.epoch_losses = EpochLosses(LOSS_NAMES, dtype=torch.float64)
         self.curve = StepCurve(LOSS_NAMES)
         self._epoch_start = 0.0
 
@@ -101,20 +99,6 @@ class CaloFlowModule(pl.LightningModule):
         nll2 = -self.flow2(c2).log_prob(x2).mean()
         return nll1 + nll2, nll1, nll2
 
-    def _accumulate(self, stage: str, losses: tuple[torch.Tensor, ...], n: int) -> None:
-        sums = self._sums[stage]
-        if sums.device != losses[0].device:
-            sums = self._sums[stage] = sums.to(losses[0].device)
-        sums += torch.stack([x.detach().double() for x in losses]) * n
-        self._counts[stage] += n
-
-    def _log_epoch(self, stage: str) -> None:
-        if self._counts[stage] == 0:
-            return
-        means = (self._sums[stage] / self._counts[stage]).float()
-        for name, value in zip(LOSS_NAMES, means, strict=True):
-            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
-
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         losses = self.nll(batch, step_generator(self.seed, self.global_step, self.global_rank))
@@ -124,7 +108,7 @@ class CaloFlowModule(pl.LightningModule):
                    f"(batch {batch_idx}): {values}; try a lower caloflow schedule max_lr")
             raise TrainingError(msg)
         n = batch[0].shape[0]
-        self._accumulate("train", losses, n)
+        self.epoch_losses.add("train", losses, n)
         self.curve.add(losses, n)
         return losses[0]
 
@@ -136,11 +120,10 @@ class CaloFlowModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
-        self._sums["train"].zero_()
-        self._counts["train"] = 0
+        self.epoch_losses.reset("train")
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        self.epoch_losses.log(self, "train")
         for group in self.trainer.optimizers[0].param_groups:
             self.log(f"lr_{group['name']}", group["lr"], on_step=False, on_epoch=True, sync_dist=True)
         self.log(EPOCH_SECONDS, time.perf_counter() - self._epoch_start, on_step=False, on_epoch=True,
@@ -157,15 +140,14 @@ class CaloFlowModule(pl.LightningModule):
 
     # ---- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
-        self._accumulate("val", self.nll(batch, generator), batch[0].shape[0])
+        generator = validation_generator(batch_idx)
+        self.epoch_losses.add("val", self.nll(batch, generator), batch[0].shape[0])
 
     def on_validation_epoch_start(self) -> None:
-        self._sums["val"].zero_()
-        self._counts["val"] = 0
+        self.epoch_losses.reset("val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        self.epoch_losses.log(self, "val")
 
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()

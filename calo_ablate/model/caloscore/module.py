@@ -36,13 +36,12 @@ from calo_ablate.config import Config
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.caloscore.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
 from calo_ablate.model.caloscore.network import CaloScoreNetwork, count_parameters
-from calo_ablate.model.curves import EPOCH_SECONDS, StepCurve
+from calo_ablate.model.curves import EPOCH_SECONDS, EpochLosses, StepCurve
 from calo_ablate.model.ema import EMA
-from calo_ablate.model.noise import step_generator
+from calo_ablate.model.noise import step_generator, validation_generator
 
 __all__ = ["LOSS_NAMES", "CaloScoreModule", "cosine_lr_factor", "validation_interval"]
 
-VALIDATION_SEED = 20230807  # fixed seed of validation's t and noise (per batch: seed + batch index)
 LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and val/<name>
 VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, see validation_interval)
 
@@ -96,9 +95,7 @@ class CaloScoreModule(pl.LightningModule):
         else:
             self.ema = EMA(self.net, config.train.ema_decay)
         self.schedule = CosineLogSNR.from_config(config.model.diffusion)
-        # (loss, voxel, layer) x showers of the epoch ("train", "val")
-        self._sums = {"train": torch.zeros(3), "val": torch.zeros(3)}
-        self._counts = {"train": 0, "val": 0}
+        self.epoch_losses = EpochLosses(LOSS_NAMES)
         self.curve = StepCurve(LOSS_NAMES)
         self._epoch_start = 0.0
         self._epoch_seconds: list[float] = []
@@ -124,20 +121,6 @@ class CaloScoreModule(pl.LightningModule):
                             self.schedule, noise=voxel_noise)
         return voxel_loss + layer_loss, voxel_loss, layer_loss
 
-    def _accumulate(self, stage: str, losses: tuple[torch.Tensor, ...], n: int) -> None:
-        sums = self._sums[stage]
-        if sums.device != losses[0].device:
-            sums = self._sums[stage] = sums.to(losses[0].device)
-        sums += torch.stack([x.detach().float() for x in losses]) * n
-        self._counts[stage] += n
-
-    def _log_epoch(self, stage: str) -> None:
-        if self._counts[stage] == 0:
-            return
-        means = self._sums[stage] / self._counts[stage]
-        for name, value in zip(LOSS_NAMES, means, strict=True):
-            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, sync_dist=True)
-
     # ---- training -------------------------------------------------------------------------------
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch, step_generator(self.config.train.seed, self.global_step, self.global_rank))
@@ -146,7 +129,7 @@ class CaloScoreModule(pl.LightningModule):
             msg = (f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step} "
                    f"(batch {batch_idx}): {values}; try a lower train.lr={self.config.train.lr}")
             raise TrainingError(msg)
-        self._accumulate("train", losses, batch[0].shape[0])
+        self.epoch_losses.add("train", losses, batch[0].shape[0])
         self.curve.add(losses, batch[0].shape[0])
         return losses[0]
 
@@ -169,11 +152,10 @@ class CaloScoreModule(pl.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_start = time.perf_counter()
-        self._sums["train"].zero_()
-        self._counts["train"] = 0
+        self.epoch_losses.reset("train")
 
     def on_train_epoch_end(self) -> None:
-        self._log_epoch("train")
+        self.epoch_losses.log(self, "train")
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
                  sync_dist=True)
         seconds = time.perf_counter() - self._epoch_start
@@ -192,15 +174,14 @@ class CaloScoreModule(pl.LightningModule):
 
     # ---- validation -----------------------------------------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
-        generator = torch.Generator().manual_seed(VALIDATION_SEED + batch_idx)
-        self._accumulate("val", self.losses(batch, generator), batch[0].shape[0])
+        generator = validation_generator(batch_idx)
+        self.epoch_losses.add("val", self.losses(batch, generator), batch[0].shape[0])
 
     def on_validation_epoch_start(self) -> None:
-        self._sums["val"].zero_()
-        self._counts["val"] = 0
+        self.epoch_losses.reset("val")
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        self.epoch_losses.log(self, "val")
 
     # ---- sampling -------------------------------------------------------------------------------
     @torch.no_grad()
