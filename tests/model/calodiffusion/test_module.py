@@ -21,15 +21,9 @@ from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
         "diffusion_steps": 20, "sample_offset": 1}
 LR, STEPS = 1e-3, 4  # train.lr and sample.steps in a study
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny convolutions: one thread is fastest
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convolutions run faster on one thread than on several competing ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _tiny(dataset: str, **changes: object) -> CaloDiffusionModule:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from calo_ablate.config import flatten
 from calo_ablate.data.synthetic import incident_energies, simulate
@@ -27,13 +26,11 @@ def tiny_config(**changes: object) -> CaloFlowConfig:
     return CaloFlowConfig.model_validate(TINY | changes)
 
 
+
+
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Small matrices run faster on one thread than on several competing ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _on_one_thread(one_thread: None) -> None:
+    """Every CaloFlow test on one thread (the fixture of tests/conftest.py)."""
 
 
 def synthetic(dataset: str, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
