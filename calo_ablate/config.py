@@ -69,6 +69,9 @@ class TrainConfig(_Section):
         "warmup", description="warmup: copy of the initial weights, warm-up decay; published: fresh random "
                               "weights, plain decay")
     precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    teacher: str | None = Field(
+        None, description="the registry entry whose trained model (same seed) this training starts from, set by "
+                          "the entry's `from:`; None: a training from scratch")
 
 
 class SampleConfig(_Section):

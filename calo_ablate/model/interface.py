@@ -13,6 +13,12 @@ provides, on the resolved Config:
   checkpoints, searches and the table's "Change vs base" use val/loss) and the step curve
   `curve_metrics` (model/curves.py); batches are the feature arrays in order;
 - `validation_interval(steps_per_epoch)`: how often it validates (Lightning's val_check_interval);
+- `derived_module(teacher)`: the module a derived training trains (a registry entry with `from:`, the
+  config's train.teacher set): given the teacher's trained module (EMA weights where the family keeps
+  them, frozen, in eval mode), a module whose training may use the teacher in its loss; its state_dict
+  holds the student alone (never the teacher's parameters), with the keys of `module()` built from the
+  same config, so that a finished student loads and samples like any trained model. Default: `module()`
+  started from the teacher's weights (fine-tuning);
 - `callbacks()`: what else acts on its training (early stopping on train.early_stopping_patience by
   default, for the families that read it);
 - `sampling_steps()`: the number of sampling steps (sample.steps x sample.steps_factor), or None for a
@@ -92,6 +98,13 @@ class ModelFamily(ABC):
     @abstractmethod
     def module(self) -> pl.LightningModule:
         """A new, untrained LightningModule of this config (also rebuilt to load a checkpoint)."""
+
+    def derived_module(self, teacher: pl.LightningModule) -> pl.LightningModule:
+        """A new module of this config started from `teacher` (train.teacher is set): by default `module()`
+        with the teacher's weights copied in; a family overrides it to distil (see the module docstring)."""
+        student = self.module()
+        student.load_state_dict(teacher.state_dict())
+        return student
 
     def validation_interval(self, steps_per_epoch: int) -> int | float:
         """Lightning's val_check_interval: once per epoch unless the family validates more often."""
