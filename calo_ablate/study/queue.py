@@ -39,7 +39,6 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from calo_ablate.errors import ConfigError
 from calo_ablate.runs.faults import fault_point
+from calo_ablate.runs.resume import pid_namespace
 
 JOURNAL_FILE = "optuna.journal"
 HEARTBEAT_S = 20
@@ -106,17 +106,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-@cache
-def pid_namespace() -> str:
-    """'<boot id>/<pid namespace inode>': processes with equal values can see each other's pids
-    (two containers with one host name usually cannot)."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:  # no procfs: pids are never judged, only beats
-        return f"unknown/{socket.gethostname()}/{os.getpid()}"
 
 
 def requeue_unfinished(study: optuna.Study, trial: FrozenTrial) -> list[str]:

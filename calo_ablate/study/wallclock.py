@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from calo_ablate.runs.record import INVOCATION_SECONDS, client
-from calo_ablate.runs.resume import write_text_atomic
-from calo_ablate.study.queue import pid_alive, pid_namespace
+from calo_ablate.runs.resume import pid_namespace, write_text_atomic
+from calo_ablate.study.queue import pid_alive
 
 FOLDER = "invocations"
 TICK_S = 2.0

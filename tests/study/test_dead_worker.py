@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
-from calo_ablate.runs.resume import remove_stale_temps
+from calo_ablate.runs.resume import remove_stale_temps, temp_path
 from calo_ablate.study.queue import pid_alive
 from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, trials
 
@@ -40,7 +40,7 @@ def test_a_killed_worker_is_named_and_the_study_exits_0_when_every_cell_is_done(
     (tmp_path / "ablations.yaml").write_text(REGISTRY)
     study_dir = tmp_path / "results" / "dead"
     pid = _gone_pid()
-    stale = study_dir / "invocations" / f".0-{pid}.json.{pid}.tmp"
+    stale = temp_path(study_dir / "invocations" / f"0-{pid}.json", pid)
     stale.parent.mkdir(parents=True)
     stale.write_text('{"step": 0, "pi')  # half a write
     old = time.time() - 60
@@ -67,13 +67,16 @@ def test_a_killed_worker_is_named_and_the_study_exits_0_when_every_cell_is_done(
 
 def test_only_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
     now = time.time()
-    dead = tmp_path / f".result.json.{_gone_pid()}.tmp"
-    fresh_dead = tmp_path / f".clock.json.{_gone_pid()}.tmp"
-    alive = tmp_path / f".result.json.{os.getpid()}.tmp"
+    dead = temp_path(tmp_path / "result.json", _gone_pid())
+    fresh_dead = temp_path(tmp_path / "clock.json", _gone_pid())
+    alive = temp_path(tmp_path / "result.json")
+    elsewhere = tmp_path / f".run.json.00000000-{_gone_pid()}.tmp"  # another machine's writer, pid unseen
     kept = tmp_path / "result.json"
-    for path in (dead, fresh_dead, alive, kept):
+    for path in (dead, fresh_dead, alive, elsewhere, kept):
         path.write_text("{}")
-    for path in (dead, alive, kept):
+    for path in (dead, alive, elsewhere, kept):
         os.utime(path, (now - 60, now - 60))
     assert remove_stale_temps([tmp_path], pid_alive) == [dead]
-    assert fresh_dead.exists() and alive.exists() and kept.exists()  # a write may be in flight
+    assert fresh_dead.exists() and alive.exists() and elsewhere.exists() and kept.exists()
+    os.utime(elsewhere, (now - 700, now - 700))  # past STALE_TEMP_S: removed whoever wrote it
+    assert remove_stale_temps([tmp_path], pid_alive) == [elsewhere]
