@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
-from calo_ablate.runs.resume import remove_stale_temps, temp_path
+from calo_ablate.runs.resume import STALE_TEMP_S, remove_stale_temps, temp_path
 from calo_ablate.study.queue import pid_alive
 from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, trials
 
@@ -78,5 +78,6 @@ def test_only_temp_files_of_dead_writers_are_removed(tmp_path: Path) -> None:
         os.utime(path, (now - 60, now - 60))
     assert remove_stale_temps([tmp_path], pid_alive) == [dead]
     assert fresh_dead.exists() and alive.exists() and elsewhere.exists() and kept.exists()
-    os.utime(elsewhere, (now - 700, now - 700))  # past STALE_TEMP_S: removed whoever wrote it
+    old = now - STALE_TEMP_S - 60
+    os.utime(elsewhere, (old, old))  # removed whoever wrote it
     assert remove_stale_temps([tmp_path], pid_alive) == [elsewhere]
