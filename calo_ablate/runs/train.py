@@ -10,6 +10,10 @@ A run lives in a run folder (results/runs/<train_key>/ from the CLI) holding:
 - best-*.ckpt      the checkpoint with the lowest val/loss (sampling uses it);
 - config.yaml      the resolved config; preprocessor.npz the fitted preprocessing state (family's format);
 - result.json      written when the run finished: a run with it is never trained again.
+
+A derived training (train.teacher set) builds its module with the family's `derived_module(teacher)`,
+the teacher rebuilt from its finished run folder (`teacher_dir`: best checkpoint, EMA weights where
+the module keeps an EMA copy, frozen, eval mode), on a fresh run and on resume alike.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ from mlflow.tracking import MlflowClient
 from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
-from calo_ablate.errors import TrainingError
+from calo_ablate.errors import ConfigError, TrainingError
+from calo_ablate.model.ema import EMA
 from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import check_precision
 from calo_ablate.runs import record
@@ -113,6 +118,34 @@ def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id:
     return run_id
 
 
+def load_teacher(teacher_dir: Path) -> pl.LightningModule:
+    """The finished run of `teacher_dir` as a teacher: its family's module with the best checkpoint's
+    weights (the EMA copy's where the module keeps one as `ema` beside `net`), frozen, in eval mode."""
+    teacher_dir = Path(teacher_dir)
+    result = TrainResult.load(teacher_dir / RESULT_FILE)
+    if result is None or not (teacher_dir / CONFIG_FILE).is_file():
+        msg = f"teacher run folder {teacher_dir}: no {RESULT_FILE} and {CONFIG_FILE}; the teacher must finish first"
+        raise TrainingError(msg)
+    config = Config.model_validate(yaml.safe_load((teacher_dir / CONFIG_FILE).read_text()))
+    module = load_family(config).module()
+    module.load_state_dict(torch.load(result.checkpoint_path, map_location="cpu", weights_only=True)["state_dict"])
+    ema, net = getattr(module, "ema", None), getattr(module, "net", None)
+    if isinstance(ema, EMA) and isinstance(net, torch.nn.Module):
+        net.load_state_dict(ema.net.state_dict())
+    return module.requires_grad_(False).eval()
+
+
+def _new_module(config: Config, teacher_dir: Path | None) -> pl.LightningModule:
+    """The module to train: the family's `module()`, or `derived_module(teacher)` when train.teacher is set."""
+    family = load_family(config)
+    if config.train.teacher is None:
+        return family.module()
+    if teacher_dir is None:
+        msg = f"train.teacher={config.train.teacher!r} needs the teacher's run folder (teacher_dir)"
+        raise ConfigError(msg)
+    return family.derived_module(load_teacher(teacher_dir))
+
+
 def quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (accelerator lines, tips, 'stopped' notes) out of the log;
     its warnings and errors still show, and our own per-epoch lines say what happens."""
@@ -151,13 +184,14 @@ def run_training(
     run_id: str | None = None,
     tags: dict[str, str] | None = None,
     extra_callbacks: list[Callback] | None = None,
+    teacher_dir: Path | None = None,
 ) -> TrainResult:
     """Train one model (or finish an interrupted run) and return its TrainResult; the run stays open.
 
     The MLflow run is `run_id` if given (a study cell's run, opened by the cell), else the one recorded
     in run_dir/run.json, else a new run. tags: added to record.run_tags(config, files).
     Training resumes from run_dir/last.ckpt when it exists; a run folder with result.json is returned
-    without training. Raises TrainingError on a non-finite loss; a Ctrl-C surfaces as KeyboardInterrupt
+    without training. teacher_dir: the finished run folder of train.teacher (required when it is set). Raises TrainingError on a non-finite loss; a Ctrl-C surfaces as KeyboardInterrupt
     (resume by calling again).
     """
     check_precision(config.train.precision, resolve_device(config.trainer.accelerator), "train.precision")
@@ -183,7 +217,7 @@ def run_training(
     datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing)
     preprocessor_path = run_dir / PREPROCESSOR_FILE
     preprocessing.save(datamodule.preprocessor, preprocessor_path)  # fits or loads it; beside the checkpoints
-    module = family.module()
+    module = _new_module(config, teacher_dir)
     total_loss = record.val_losses(family.loss_names)[0]
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=total_loss, mode="min",
                                  save_top_k=1, save_last=True)

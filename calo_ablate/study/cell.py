@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -33,11 +34,12 @@ from calo_ablate.model.families import load_family
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.generate import TrainedModel, generate_showers
-from calo_ablate.runs.train import TrainResult, run_training
+from calo_ablate.runs.train import RESULT_FILE, TrainResult, run_training
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import REFERENCE_UNIT, Claim, StudyQueue
 
+TEACHER_POLL_S = 2.0  # how often a derived cell looks for its teacher's result.json
 REFERENCE_SEED = 1_000_003  # the noise-floor samples (seeds from here on) are drawn independently of every cell's
 
 
@@ -81,11 +83,38 @@ class EpochProgress(Callback):
         self.queue.set_detail(self.claim, f"{self.label} {epoch}")
 
 
+def teacher_dir(ctx: StudyContext, cell: Cell) -> Path | None:
+    """The run folder of the training `cell` starts from (None: it trains from scratch)."""
+    teacher = ctx.plan.teacher_cell(cell)
+    return ctx.runs_dir / teacher.train_key if teacher is not None else None
+
+
+def wait_for_teacher(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
+                     check: Callable[[], None] | None = None) -> None:
+    """Return once the teacher's training of `cell` has finished (its result.json); another worker trains it
+    (its unit comes first in the queue). check: called between looks (a stop request raises there).
+    Raises TrainingError when the teacher's cell was given up."""
+    teacher, folder = ctx.plan.teacher_cell(cell), teacher_dir(ctx, cell)
+    if teacher is None or folder is None or (folder / RESULT_FILE).is_file():
+        return
+    owner = ctx.plan.training_owner(teacher).name
+    queue.set_detail(claim, f"{cell.name} waiting for its teacher {teacher.name}")
+    ctx.log(f"  {cell.name}: waiting for the training of its teacher {teacher.name}")
+    while not (folder / RESULT_FILE).is_file():
+        if owner in queue.given_up():
+            msg = f"{cell.name}: its teacher's training ({owner}, {folder}) was given up"
+            raise TrainingError(msg)
+        if check is not None:
+            check()
+        time.sleep(TEACHER_POLL_S)
+
+
 def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *,
                extra_callbacks: list[Callback] | None = None, run_dir: Path | None = None,
                run_id: str | None = None, config: Config | None = None,
                label: str | None = None) -> tuple[TrainResult, float | None]:
-    """Train (or resume, or reuse) the model of `cell`'s train key.
+    """Train (or resume, or reuse) the model of `cell`'s train key (a derived cell: from its teacher's
+    finished training, waited for with `wait_for_teacher` first).
 
     Returns (TrainResult, its training seconds over every call that trained it; None when unknown).
     A search trial passes its own run_dir, run_id, config and label (the progress lines' name).
@@ -99,7 +128,8 @@ def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *
     result = run_training(
         config, files=ctx.files, run_dir=run_dir, tracking_uri=ctx.tracking_uri, experiment_name=ctx.name,
         run_name=owner.name, run_id=run_id, tags=cell_tags(ctx, owner),
-        extra_callbacks=[EpochProgress(ctx, queue, claim, label), *(extra_callbacks or [])])
+        extra_callbacks=[EpochProgress(ctx, queue, claim, label), *(extra_callbacks or [])],
+        teacher_dir=teacher_dir(ctx, owner))
     return result, result.train_seconds if math.isfinite(result.train_seconds) else None
 
 

@@ -7,6 +7,10 @@ never YAML files or option strings to resolve again. Cells with equal train keys
 (a train unit): "fewer time steps" changes only sampling, so it reuses the base's model of the same
 seed. A cell of an ablation with a `search:` block is its own unit (its trainings depend on the
 sampled values).
+
+A derived cell (its entry says `from:`, so train.teacher is set) starts from the trained model of its
+teacher's cell of the same seed: its train key chains the teacher's, and its unit comes after the
+teacher's in the queue (a worker that claims it first waits for the teacher's result.json).
 """
 
 from __future__ import annotations
@@ -57,9 +61,9 @@ class Plan:
     cells: tuple[Cell, ...]  # registry order, then seed
 
     def units(self) -> list[Unit]:
-        """Train units in order of their first cell."""
+        """Train units in order of their first cell, each derived unit after its teachers' units."""
         groups: dict[str, list[Cell]] = {}
-        for cell in self.cells:
+        for cell in sorted(self.cells, key=lambda c: len(self.teacher_chain(c))):  # stable: plan order per depth
             key = f"search-{cell.ablation.name}-s{cell.seed}" if cell.ablation.search else cell.train_key
             groups.setdefault(key, []).append(cell)
         return [Unit(key, tuple(cells)) for key, cells in groups.items()]
@@ -79,6 +83,20 @@ class Plan:
         if cell.ablation.search:
             return cell
         return next(c for c in self.cells if c.train_key == cell.train_key and not c.ablation.search)
+
+    def teacher_cell(self, cell: Cell) -> Cell | None:
+        """The cell of the same seed whose trained model `cell` starts from (None: trained from scratch)."""
+        teacher = cell.config.train.teacher
+        return self.cell(f"{teacher}/s{cell.seed}") if teacher is not None else None
+
+    def teacher_chain(self, cell: Cell) -> list[Cell]:
+        """The teachers of `cell`, nearest first (its teacher, the teacher's teacher, ...)."""
+        chain: list[Cell] = []
+        teacher = self.teacher_cell(cell)
+        while teacher is not None:
+            chain.append(teacher)
+            teacher = self.teacher_cell(teacher)
+        return chain
 
     def loss_comparable(self, cell: Cell) -> bool:
         """False when the cell changes a loss-defining field of its family (the dataset, the family itself,
@@ -156,10 +174,41 @@ def make_plan(
     """
     if resolved is None:
         resolved = resolve_cells(registry, dataset=dataset, profile=profile, seeds=seeds, cli_set=cli_set)
-    cells = tuple(Cell(ablation, seed, config, train_key(config, checksums), eval_key(config, checksums))
+    keys = chained_train_keys(resolved, checksums)
+    cells = tuple(Cell(ablation, seed, config, keys[(ablation.name, seed)],
+                       _chained_eval_key(config, checksums, keys[(ablation.name, seed)]))
                   for ablation, seed, config in resolved)
     most = seeds if isinstance(seeds, int) else max(seeds.values())
     return Plan(dataset, profile, most, tuple(cli_set), registry, cells)
+
+
+def _chained_eval_key(config: Config, checksums: dict[str, str], chained_train_key: str) -> str:
+    """The eval key; a derived cell's also chains its teacher's training (through its chained train key)."""
+    own = eval_key(config, checksums)
+    return own if config.train.teacher is None else digest({"eval": own, "train": chained_train_key})
+
+
+def chained_train_keys(resolved: list[tuple[Ablation, int, Config]],
+                       checksums: dict[str, str]) -> dict[tuple[str, int], str]:
+    """(ablation, seed) -> train key; a derived cell's key digests its own with its teacher's (same seed),
+    so that a changed teacher changes the student's key."""
+    configs = {(ablation.name, seed): config for ablation, seed, config in resolved}
+    keys: dict[tuple[str, int], str] = {}
+
+    def key_of(name: str, seed: int) -> str:
+        if (name, seed) not in keys:
+            config = configs[(name, seed)]
+            own = train_key(config, checksums)
+            teacher = config.train.teacher
+            if teacher is not None and (teacher, seed) not in configs:
+                msg = f"ablation {name!r} seed {seed}: its teacher {teacher!r} (from:) has no cell of that seed"
+                raise ConfigError(msg)
+            keys[(name, seed)] = own if teacher is None else digest({"own": own, "teacher": key_of(teacher, seed)})
+        return keys[(name, seed)]
+
+    for ablation, seed, _ in resolved:
+        key_of(ablation.name, seed)
+    return keys
 
 
 def describe_difference(ablation: Ablation, config: Config, base: Config) -> list[str]:

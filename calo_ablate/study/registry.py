@@ -8,6 +8,8 @@ Format:
         title: <row title>                                        # default: the name
         why: <one line shown by `calo-ablate list` and the report>
         with: [<other entry>, ...]                                # applied in order, before `set`
+        from: <other entry>                                       # a derived training: starts, per seed, from
+                                                                  # that entry's trained model (train.teacher)
         set: {<dotted config key>: <value>, ...}                  # the modification itself
         search: {param: <dotted key>, low: <x>, high: <y>, log: <bool>, trials: <n>}
         expect: {<aspect>: <direction>, ...}                      # what the report checks (EXPECT_ASPECTS)
@@ -35,7 +37,7 @@ from calo_ablate.model.families import family_class
 from calo_ablate.report.verdicts import DEFAULT_MARGINS, parse_margin
 from calo_ablate.runs.record import BASE
 
-ENTRY_FIELDS = ("title", "why", "set", "with", "search", "expect")
+ENTRY_FIELDS = ("title", "why", "set", "with", "from", "search", "expect")
 SEARCH_FIELDS = ("param", "low", "high", "log", "trials")
 # aspect of a row -> the directions an expectation may name (compared with the base by the report)
 _AMOUNT = ("lower", "higher", "same")
@@ -188,7 +190,16 @@ def _check_entry(path: Path, name: Any, raw: Any, names: set[str]) -> None:
             if other == BASE:
                 msg = f"{where}: 'with: [base]' is implicit; every entry starts from the base"
                 raise ConfigError(msg)
-    if name == BASE and ("with" in raw or "search" in raw):
+    if "from" in raw and not isinstance(raw["from"], str):
+        msg = f"{where}: 'from' must be the name of one ablation, got {raw['from']!r}"
+        raise ConfigError(msg)
+    if "from" in raw and "search" in raw:
+        msg = f"{where}: a derived training ('from') cannot also search"
+        raise ConfigError(msg)
+    if "from" in raw and raw["from"] not in names:
+        msg = f"{where}: 'from' names unknown ablation {raw['from']!r}; known: {', '.join(sorted(names))}"
+        raise ConfigError(msg)
+    if name == BASE and ("with" in raw or "search" in raw or "from" in raw):
         msg = f"{where}: the base takes only title, why and set"
         raise ConfigError(msg)
 
@@ -258,6 +269,21 @@ def _overrides(name: str, entries: dict[str, dict[str, Any]], stack: tuple[str, 
     return merged
 
 
+def _check_teachers(path: Path, entries: dict[str, dict[str, Any]]) -> None:
+    """Refuse a `from:` chain that comes back to where it started (a -> b -> a)."""
+    for start, entry in entries.items():
+        teacher = entry.get("from")
+        if teacher is not None and "search" in entries[teacher]:
+            msg = f"{path}: ablation '{start}': 'from' names '{teacher}', a search, whose trainings are trials"
+            raise ConfigError(msg)
+        chain = [start]
+        while "from" in entries[chain[-1]]:
+            chain.append(entries[chain[-1]]["from"])
+            if chain[-1] in chain[:-1]:
+                msg = f"{path}: ablation '{start}': 'from' cycle {' -> '.join(chain)}"
+                raise ConfigError(msg)
+
+
 def _check_config(path: Path, name: str, overrides: dict[str, Any], dataset: str, profile: str) -> Config:
     """Validate the entry's overrides against the schema, on top of a real dataset + profile config."""
     try:
@@ -280,11 +306,14 @@ def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile
     for name, raw in raw_entries.items():
         _check_entry(path, name, raw, names)
         entries[name] = dict(raw or {})
+    _check_teachers(path, entries)
     order = [BASE, *[n for n in entries if n != BASE]]
     base_set = dict(entries[BASE].get("set") or {})
     ablations = []
     for name in order:
         overrides = {**base_set, **(_overrides(name, entries, (), path) if name != BASE else {})}
+        if "from" in entries[name]:
+            overrides["train.teacher"] = entries[name]["from"]
         try:
             config = _check_config(path, name, overrides, dataset, profile)
         except ConfigError as err:

@@ -54,6 +54,7 @@ from calo_ablate.study.cell import (
     run_reference,
     train_cell,
     training_metrics,
+    wait_for_teacher,
 )
 from calo_ablate.study.context import THREADS_ENV, WORKERS_HERE_ENV, StudyContext
 from calo_ablate.study.plan import Cell
@@ -188,6 +189,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
                 continue
             ctx.log(f"cell {cell.name}: {cell.ablation.title} (train key {cell.train_key})")
             if training is None:
+                wait_for_teacher(ctx, queue, claim, cell, lambda where=f"{cell.name} waiting": stop.check(where))
                 training, train_seconds = train_cell(ctx, queue, claim, cell,
                                                      extra_callbacks=[StopBetweenEpochs(stop)])
             metrics = training_metrics(training, train_seconds if training.run_id == run_id else 0.0)

@@ -19,7 +19,7 @@ from calo_ablate.config import ModelSection
 from calo_ablate.errors import ConfigError
 
 __all__ = ["DATASET_PARTICLES", "ENERGY_UNIT_MEV", "PARTICLE_DEFAULTS", "CaloFlowConfig", "FlowConfig",
-           "ScheduleConfig", "caloflow_dataset", "particle_of"]
+           "ScheduleConfig", "StudentConfig", "caloflow_dataset", "particle_of"]
 
 ENERGY_UNIT_MEV = 1e5  # the published "normalization to 100 GeV"
 DATASET_PARTICLES = {"1-photons": "photons", "1-pions": "pions"}
@@ -83,6 +83,23 @@ class Flow2Config(FlowConfig):
     noise: float | None = Field(1e-8, ge=0.0)
 
 
+class StudentConfig(_Section):
+    """The inverse-autoregressive student of flow-II, distilled from the teacher (CaloFlow II's
+    probability density distillation): one network pass per block to sample."""
+
+    enabled: bool = Field(False, description="train and sample the student (a row derived from the teacher "
+                                             "with from:); false: the teacher MAF is the model")
+    blocks: int = Field(8, ge=1, description="MADE blocks of the student IAF")
+    hidden_features: int | None = Field(None, ge=1, description="width of every hidden layer of a student MADE; "
+                                                                "None: 736 photons, 500 pions (published)")
+    hidden_layers: int = Field(2, ge=1, description="hidden layers per student MADE (nflows' num_blocks + 1)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout as in flow-II's MADEs")
+    beta: float = Field(0.5, ge=0.0, le=1.0, description="loss = (1 - beta) z-loss + beta x-loss")
+    z_width: float = Field(1.0, gt=0.0, description="standard deviation of the z-loss's latent draws")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="the student's Adam schedule; "
+                                     "None fields: one-cycle, max 1e-3, pct 0.4")
+
+
 class CaloFlowConfig(ModelSection):
     """Flow-I (layer energies) and flow-II (per-layer normalised voxels) of one CaloFlow teacher."""
 
@@ -91,10 +108,12 @@ class CaloFlowConfig(ModelSection):
     # what the negative log-likelihoods measure: the unit space, the logit, the flow-II condition and the
     # noise added to the data (its level sets the density of the near-empty voxels)
     loss_defining: ClassVar[tuple[str, ...]] = ("rescale_u0", "u0_max", "logit_alpha", "layer_log_offset",
-                                                "flow1.noise", "flow2.noise")
+                                                "flow1.noise", "flow2.noise", "student.enabled",
+                                                "student.beta")
 
     flow1: Flow1Config = Field(default_factory=Flow1Config, description="flow-I, the layer-energy flow")
     flow2: Flow2Config = Field(default_factory=Flow2Config, description="flow-II, the voxel flow (teacher MAF)")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="flow-II's distilled IAF student")
     transform: Literal["spline", "affine"] = Field(
         "spline", description="spline: monotonic rational-quadratic splines with linear tails; affine: "
                               "monotonic affine transforms (a plain MAF)")
@@ -161,6 +180,8 @@ PARTICLE_DEFAULTS: dict[str, dict[str, Any]] = {
         "flow1.schedule.kind": "one_cycle", "flow1.schedule.max_lr": 1e-3, "flow1.schedule.pct_start": 0.4,
         "flow2.hidden_features": 378,
         "flow2.schedule.kind": "cyclic", "flow2.schedule.max_lr": 2e-3, "flow2.schedule.pct_start": 0.4,
+        "student.hidden_features": 736,
+        "student.schedule.kind": "one_cycle", "student.schedule.max_lr": 1e-3, "student.schedule.pct_start": 0.4,
     },
     "pions": {
         "u0_max": 6.93,
@@ -168,6 +189,8 @@ PARTICLE_DEFAULTS: dict[str, dict[str, Any]] = {
         "flow1.schedule.kind": "one_cycle", "flow1.schedule.max_lr": 1e-3, "flow1.schedule.pct_start": 0.4,
         "flow2.hidden_features": 533,
         "flow2.schedule.kind": "one_cycle", "flow2.schedule.max_lr": 1e-3, "flow2.schedule.pct_start": 0.45,
+        "student.hidden_features": 500,
+        "student.schedule.kind": "one_cycle", "student.schedule.max_lr": 1e-3, "student.schedule.pct_start": 0.4,
     },
 }
 

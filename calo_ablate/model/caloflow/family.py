@@ -15,6 +15,7 @@ schedule carries its own rates).
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import torch
 
 from calo_ablate.config import Config
@@ -22,6 +23,7 @@ from calo_ablate.data.preprocessing import Preprocessing
 from calo_ablate.model.caloflow.config import CaloFlowConfig, caloflow_dataset
 from calo_ablate.model.caloflow.module import LOSS_NAMES, CaloFlowModule
 from calo_ablate.model.caloflow.preprocess import caloflow_preprocessing
+from calo_ablate.model.caloflow.student import StudentModule, checked_teacher
 from calo_ablate.model.interface import ModelFamily, count_trainable
 
 __all__ = ["CaloFlowFamily"]
@@ -50,6 +52,13 @@ class CaloFlowFamily(ModelFamily):
 
     def module(self) -> CaloFlowModule:
         return CaloFlowModule(self.settings, self.dataset, seed=self.config.train.seed)
+
+    def derived_module(self, teacher: pl.LightningModule) -> pl.LightningModule:
+        """A student config (model.student.enabled): the IAF student distilled from the frozen teacher
+        (student.py); otherwise the default, fine-tuning from the teacher's weights."""
+        if not self.settings.student.enabled:
+            return super().derived_module(teacher)
+        return StudentModule(self.settings, self.dataset, checked_teacher(teacher), seed=self.config.train.seed)
 
     def sample(self, module: CaloFlowModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
                progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:

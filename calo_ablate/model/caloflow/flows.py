@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import zuko
 from torch import nn
 from torch.distributions import Transform
-from zuko.flows import Flow, MaskedAutoregressiveTransform, UnconditionalDistribution
+from zuko.flows import Flow, LazyInverse, MaskedAutoregressiveTransform, UnconditionalDistribution
 from zuko.transforms import MonotonicAffineTransform, MonotonicRQSTransform
 
 from calo_ablate.model.caloflow.config import CaloFlowConfig, FlowConfig
@@ -118,9 +118,11 @@ def _univariate(config: CaloFlowConfig) -> tuple[Callable[..., Transform], tuple
 
 
 def build_flow(n_features: int, n_context: int, flow: FlowConfig, config: CaloFlowConfig,
-               orders: list[torch.Tensor]) -> Flow:
+               orders: list[torch.Tensor], inverse_autoregressive: bool = False) -> Flow:
     """A conditional MAF of `flow.blocks` DropoutMADE blocks with the given per-block orders and a
-    standard-normal base. flow.hidden_features must be resolved (CaloFlowConfig.resolved)."""
+    standard-normal base. flow.hidden_features must be resolved (CaloFlowConfig.resolved).
+    inverse_autoregressive: an IAF instead, every block inverted, so that sampling (transform.inv) takes
+    one MADE pass per block and the density (transform) is the sequential direction."""
     if flow.hidden_features is None:
         msg = "caloflow hidden_features is unresolved: call CaloFlowConfig.resolved(dataset) first"
         raise ValueError(msg)
@@ -128,6 +130,8 @@ def build_flow(n_features: int, n_context: int, flow: FlowConfig, config: CaloFl
     hidden = (flow.hidden_features,) * flow.hidden_layers
     transforms = [DropoutMADE(n_features, n_context, order=order, dropout=flow.dropout, univariate=univariate,
                               shapes=shapes, hidden_features=hidden) for order in orders]
+    if inverse_autoregressive:
+        transforms = [LazyInverse(t) for t in reversed(transforms)]
     base = UnconditionalDistribution(zuko.distributions.DiagNormal, torch.zeros(n_features),
                                      torch.ones(n_features), buffer=True)
     return Flow(transforms, base)

@@ -68,7 +68,12 @@ class CaloFlowModule(pl.LightningModule):
         c = self.config
         self.flow1 = build_flow(self.n_layers, 1, c.flow1, c, flow1_orders(self.n_layers, c.flow1.blocks, generator))
         orders2 = flow2_orders(self.slices, c.flow2.blocks, generator, c.flow2_permutation == "within_layer")
-        self.flow2 = build_flow(self.n_voxels, 1 + self.n_layers, c.flow2, c, orders2)
+        if c.student.enabled:  # the distilled IAF takes flow-II's place (student.py trains it)
+            orders2 = flow2_orders(self.slices, c.student.blocks, generator, c.flow2_permutation == "within_layer")
+            self.flow2 = build_flow(self.n_voxels, 1 + self.n_layers, c.student, c, orders2,
+                                    inverse_autoregressive=True)
+        else:
+            self.flow2 = build_flow(self.n_voxels, 1 + self.n_layers, c.flow2, c, orders2)
         self.to(DTYPES[c.dtype])
         # (loss, flow1, flow2) x showers of the epoch ("train", "val")
         self.epoch_losses = EpochLosses(LOSS_NAMES, dtype=torch.float64)
@@ -81,10 +86,9 @@ class CaloFlowModule(pl.LightningModule):
         return DTYPES[self.config.dtype]
 
     # ---- losses ---------------------------------------------------------------------------------
-    def nll(self, batch: tuple[torch.Tensor, ...] | list[torch.Tensor],
-            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss, flow1_nll, flow2_nll): mean NLLs of one batch with fresh noise (from `generator`, on the
-        CPU, when given)."""
+    def noisy_showers(self, batch: tuple[torch.Tensor, ...] | list[torch.Tensor],
+                      generator: torch.Generator | None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(E_inc (B, 1), [showers + flow-I noise, showers + flow-II noise]) in float64 units."""
         e_inc, showers = (t.double() for t in batch[:2])
         noisy = []
         for level in (self.config.flow1.noise, self.config.flow2.noise):
@@ -93,6 +97,13 @@ class CaloFlowModule(pl.LightningModule):
             else:
                 u = torch.rand(showers.shape, generator=generator, dtype=torch.float64).to(showers.device)
             noisy.append(showers + float(level or 0.0) * u)
+        return e_inc, noisy
+
+    def nll(self, batch: tuple[torch.Tensor, ...] | list[torch.Tensor],
+            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(loss, flow1_nll, flow2_nll): mean NLLs of one batch with fresh noise (from `generator`, on the
+        CPU, when given)."""
+        e_inc, noisy = self.noisy_showers(batch, generator)
         x1, c1 = (t.to(self.flow_dtype) for t in flow1_features(noisy[0], e_inc, self.slices, self.config))
         x2, c2 = (t.to(self.flow_dtype) for t in flow2_features(noisy[1], e_inc, self.slices, self.config))
         nll1 = -self.flow1(c1).log_prob(x1).mean()

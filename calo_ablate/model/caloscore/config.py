@@ -14,7 +14,7 @@ from pydantic import Field, model_validator
 
 from calo_ablate.config import FAMILY_READ_KEYS, ModelSection, _Section
 
-__all__ = ["CaloScoreConfig", "DiffusionConfig", "LayerNetConfig", "VoxelNetConfig"]
+__all__ = ["CaloScoreConfig", "DiffusionConfig", "DistillConfig", "LayerNetConfig", "VoxelNetConfig"]
 
 
 class VoxelNetConfig(_Section):
@@ -42,10 +42,28 @@ class LayerNetConfig(_Section):
         False, description="apply the dropout in training; false = as the published code runs it (never)")
 
 
+class DistillConfig(_Section):
+    """model.diffusion.distill.*: one progressive-distillation round (CaloScore v2, Salimans & Ho 2022).
+
+    A round is one derived training (a registry entry `from:` its teacher's entry): the student samples in
+    sample.steps steps and learns two teacher DDIM half-steps per student step, so its teacher sampled in
+    2 x sample.steps. Rounds chain as entries `from:` the previous round, so every round is a row of its own
+    that trains once, resumes after a kill and is sampled and reported like any model.
+    """
+
+    enabled: bool = Field(False, description="distil train.teacher into a student of sample.steps steps "
+                                             "(needs train.teacher); false: the family's default fine-tuning")
+    student_init: Literal["teacher", "fresh"] = Field(
+        "teacher", description="teacher: the student starts from the teacher's EMA weights (Salimans & Ho's "
+                               "choice; a short study budget cannot retrain from scratch every round); fresh: "
+                               "new weights, as the published CaloScore v2 code does (Keras clone_model)")
+
+
 class DiffusionConfig(_Section):
     logsnr_min: float = -20.0
     logsnr_max: float = 20.0
     noise_scale: float = Field(1.0, gt=0.0, description="<1 shifts the log-SNR schedule up: less noise at every t")
+    distill: DistillConfig = Field(default_factory=DistillConfig)
 
 
 class CaloScoreConfig(ModelSection):

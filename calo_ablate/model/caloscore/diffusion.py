@@ -32,6 +32,7 @@ __all__ = [
     "Sampler",
     "VelocityFn",
     "ddim_sample",
+    "ddim_step",
     "noisy_sample",
     "predict_x0",
     "sample_layers_then_voxels",
@@ -147,12 +148,18 @@ def ddim_sample(velocity_fn: VelocityFn, x_init: torch.Tensor, schedule: CosineL
     for i in bar:
         t = torch.full((batch,), i / steps, dtype=x.dtype, device=x.device)
         s = torch.full((batch,), (i - 1) / steps, dtype=x.dtype, device=x.device)
-        alpha_t, sigma_t = schedule.alpha_sigma(t)
-        alpha_s, sigma_s = schedule.alpha_sigma(s)
-        x0 = predict_x0(x, velocity_fn(x, t), alpha_t, sigma_t)
-        eps = (x - _per_sample(alpha_t, x) * x0) / _per_sample(sigma_t, x)
-        x = _per_sample(alpha_s, x) * x0 + _per_sample(sigma_s, x) * eps
+        x, x0 = ddim_step(velocity_fn, x, t, s, schedule)
     return x0
+
+
+def ddim_step(velocity_fn: VelocityFn, x: torch.Tensor, t: torch.Tensor, s: torch.Tensor,
+              schedule: CosineLogSNR) -> tuple[torch.Tensor, torch.Tensor]:
+    """One deterministic DDIM step from time t to s (each (B,)): returns (x_s, the x0 estimate at t)."""
+    alpha_t, sigma_t = schedule.alpha_sigma(t)
+    alpha_s, sigma_s = schedule.alpha_sigma(s)
+    x0 = predict_x0(x, velocity_fn(x, t), alpha_t, sigma_t)
+    eps = (x - _per_sample(alpha_t, x) * x0) / _per_sample(sigma_t, x)
+    return _per_sample(alpha_s, x) * x0 + _per_sample(sigma_s, x) * eps, x0
 
 
 def sample_layers_then_voxels(

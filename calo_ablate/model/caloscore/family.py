@@ -6,8 +6,10 @@ from __future__ import annotations
 import torch
 
 from calo_ablate.data.preprocessing import Preprocessing
+from calo_ablate.errors import ConfigError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.caloscore.config import CaloScoreConfig
+from calo_ablate.model.caloscore.distill import DistillModule
 from calo_ablate.model.caloscore.module import LOSS_NAMES, CaloScoreModule, validation_interval
 from calo_ablate.model.caloscore.preprocess import caloscore_preprocessing
 from calo_ablate.model.interface import ModelFamily
@@ -26,6 +28,16 @@ class CaloScoreFamily(ModelFamily):
     def module(self) -> CaloScoreModule:
         geometry = load_geometry(self.config.data.dataset)
         return CaloScoreModule(self.config, geometry.n_voxels, geometry.n_layers)
+
+    def derived_module(self, teacher: CaloScoreModule) -> CaloScoreModule:
+        """Progressive distillation of `teacher` when model.diffusion.distill.enabled, else fine-tuning."""
+        if not self.config.model.diffusion.distill.enabled:
+            return super().derived_module(teacher)
+        if self.config.train.teacher is None:
+            msg = "model.diffusion.distill.enabled is true but train.teacher is not set: give the entry a `from:`"
+            raise ConfigError(msg)
+        geometry = load_geometry(self.config.data.dataset)
+        return DistillModule(teacher, self.config, geometry.n_voxels, geometry.n_layers)
 
     def validation_interval(self, steps_per_epoch: int) -> int | float:
         """At least four validations per run (several per epoch in runs of fewer epochs)."""
