@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", default=None, help="study name (default: the newest study)")
     p.add_argument("--port", type=int, default=5000)
     p.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
-    _handler(p, "calo_ablate.commands.study:ui")
+    _handler(p, "calo_ablate.commands.ui:ui")
     return parser
 
 

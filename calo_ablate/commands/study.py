@@ -1,16 +1,13 @@
-"""`calo-ablate list`, `ablate`, `worker`, `report` and `ui`: the study's commands (parsing and printing)."""
+"""`calo-ablate list`, `ablate`, `worker` and `report`: the study's commands (parsing and printing)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from argparse import Namespace
-from pathlib import Path
 
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.errors import ConfigError
-from calo_ablate.runs import record
 from calo_ablate.study.estimate import parse_budget_seconds
 from calo_ablate.study.launch import JobResources, parse_sbatch_options
 from calo_ablate.study.plan import describe_difference
@@ -18,14 +15,13 @@ from calo_ablate.study.registry import BASE, load_registry
 from calo_ablate.study.runner import (
     DEFAULT_MAX_SEEDS,
     StudyRequest,
-    find_store,
     join_study,
     rebuild_report,
     run_study,
 )
 from calo_ablate.study.worker import EXIT_STOPPED, WorkerStopped
 
-__all__ = ["ablate", "list_ablations", "report", "ui", "worker"]
+__all__ = ["ablate", "list_ablations", "report", "worker"]
 
 
 def list_ablations(args: Namespace) -> int:
@@ -118,16 +114,3 @@ def report(args: Namespace) -> int:
     """`calo-ablate report --study S`: rebuild table and plots from the MLflow store alone."""
     print(f"report: {rebuild_report(args.study, args.results_dir, args.tracking_uri)}")
     return 0
-
-
-def ui(args: Namespace) -> int:
-    """`calo-ablate ui [--study S]`: the MLflow UI on 127.0.0.1 for a study's store (default: the newest)."""
-    db = find_store(args.results_dir, args.study)
-    mlflow = Path(sys.executable).with_name("mlflow")
-    command = [str(mlflow) if mlflow.is_file() else "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
-               "--host", "127.0.0.1", "--port", str(args.port)]
-    exp_id = record.experiment_id(f"sqlite:///{db}", db.parent.name)
-    address = f"http://127.0.0.1:{args.port}"
-    runs_view = f"{address}/#/experiments/{exp_id}/runs" if exp_id else address
-    print(f"MLflow UI for {db.parent.name}: the study's runs at {runs_view} (Ctrl-C stops it)")
-    return subprocess.call(command)
