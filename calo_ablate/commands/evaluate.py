@@ -18,6 +18,7 @@ import json
 import math
 from pathlib import Path
 
+from calo_ablate.atomic import atomic_write
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.evaluation.evaluate import (
@@ -91,7 +92,8 @@ def main(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics_document(metrics, notes), indent=2) + "\n")
+        with atomic_write(out / "metrics.json") as handle:
+            handle.write(json.dumps(metrics_document(metrics, notes), indent=2) + "\n")
         plot_histogram_grid(reference, {Path(args.generated).stem: generated}, dataset,
                             out / "histograms.png", threshold_mev=settings.threshold_mev)
         print(f"wrote {out / 'metrics.json'} and {out / 'histograms.png'}")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Self
 
 import h5py
 import numpy as np
 
+from calo_ablate.atomic import atomic_path, atomic_write
 from calo_ablate.data.catalogue import energy_range_mev
 from calo_ablate.data.validation import (
     ENERGIES,
@@ -64,11 +65,10 @@ class ShowerWriter:
         self.path = Path(path)
         self.n_voxels = n_voxels
         self.chunk_events = chunk_events
-        self._tmp = self.path.with_name(f".{self.path.name}.writing")
 
     def __enter__(self) -> Self:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = h5py.File(self._tmp, "w")
+        self._stack = ExitStack()
+        self._file = h5py.File(self._stack.enter_context(atomic_path(self.path)), "w")
         rows = max(1, min(self.chunk_events, 2**18 // self.n_voxels))  # about 1 MiB per HDF5 chunk
         kw = {"compression": "gzip", "dtype": "float32"}
         self._energies = self._file.create_dataset(
@@ -92,12 +92,9 @@ class ShowerWriter:
         self._energies[start:] = energies
         self._showers[start:] = showers
 
-    def __exit__(self, exc_type, *exc) -> None:
+    def __exit__(self, exc_type, exc, traceback) -> None:
         self._file.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        self._stack.__exit__(exc_type, exc, traceback)  # renamed into place, or removed after an error
 
 
 def write_showers(path: str | Path, energies_mev: np.ndarray, showers_mev: np.ndarray) -> None:
@@ -129,13 +126,11 @@ def _sidecar_read(path: Path) -> dict:
 
 def _sidecar_update(path: Path, **values) -> None:
     meta = _sidecar_read(path) | values | {"file": path.name, "stamp": _stamp(path)}
-    target = sidecar_path(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")  # atomic: workers may read it meanwhile
     try:
-        tmp.write_text(json.dumps(meta, indent=1) + "\n")
-        os.replace(tmp, target)
+        with atomic_write(sidecar_path(path)) as handle:  # workers may read it meanwhile
+            handle.write(json.dumps(meta, indent=1) + "\n")
     except OSError:
-        tmp.unlink(missing_ok=True)  # a read-only data folder: the cache is skipped, nothing else changes
+        pass  # a read-only data folder: the cache is skipped, nothing else changes
 
 
 def remember_md5(path: str | Path, md5: str) -> None:

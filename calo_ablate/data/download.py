@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from calo_ablate.atomic import move_into_place
 from calo_ablate.data.calochallenge import file_md5, remember_md5
 from calo_ablate.data.catalogue import Role, official_files, record_of
 from calo_ablate.errors import DownloadError
@@ -209,7 +210,7 @@ def download_file(remote: RemoteFile, dest: str | Path, *, progress: bool = True
         msg = (f"{remote.url}: the downloaded {remote.name} has md5 {got}, expected {remote.md5}; it was "
                f"deleted and nothing was placed at {dest}: run the command again to retry from the start")
         raise DownloadError(msg)
-    os.replace(part, dest)
+    move_into_place(part, dest)
     remember_md5(dest, got)
     log(f"{dest}: downloaded, md5 {got} verified")
     return dest

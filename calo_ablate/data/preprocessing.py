@@ -8,8 +8,6 @@ only, transforms both parts to float32 feature arrays (the condition first) and 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from calo_ablate.atomic import atomic_write
 from calo_ablate.errors import DataError
 
 __all__ = ["Preprocessing", "Preprocessor", "float_matrix", "write_npz_atomic"]
@@ -26,17 +25,8 @@ __all__ = ["Preprocessing", "Preprocessor", "float_matrix", "write_npz_atomic"]
 def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write an uncompressed .npz next to `path` and rename it into place: readers never see half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, binary=True) as handle:
+        np.savez(handle, **arrays)
     return path
 
 

@@ -21,7 +21,6 @@ Units: MeV in files and at the interface; depths in X0 (electromagnetic) or inte
 from __future__ import annotations
 
 import math
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -303,16 +302,11 @@ def _write_file(dataset: str, path: Path, n_events: int, seed: np.random.SeedSeq
     n_voxels = load_geometry(dataset).n_voxels
     chunk = max(1, min(10_000, _CHUNK_BYTES // (8 * _WORK_ARRAYS * n_voxels)))
     energies = incident_energies(dataset, n_events, rng)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with ShowerWriter(tmp, n_voxels) as writer:
-            for start in range(0, n_events, chunk):
-                batch = energies[start:start + chunk]
-                writer.append(batch, simulate(dataset, batch, rng))
-                bar.update(len(batch))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with ShowerWriter(path, n_voxels) as writer:
+        for start in range(0, n_events, chunk):
+            batch = energies[start:start + chunk]
+            writer.append(batch, simulate(dataset, batch, rng))
+            bar.update(len(batch))
 
 
 def synthesise(

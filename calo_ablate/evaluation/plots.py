@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
+from calo_ablate.atomic import atomic_write
 from calo_ablate.config import canonical_dataset
 from calo_ablate.evaluation.features import compute_features, default_threshold_mev, feature_names
 from calo_ablate.evaluation.metrics import feature_bins, histogram_fractions, separation_power
@@ -98,7 +99,7 @@ def plot_histogram_grid(
     fig.suptitle(f"High-level features, dataset {dataset} (reference {len(reference[0])} showers, "
                  f"readout threshold {threshold:g} MeV)", fontsize=12, y=1 - 0.25 / height)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with atomic_write(path, binary=True) as handle:
+        fig.savefig(handle, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return path

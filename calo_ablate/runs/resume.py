@@ -14,15 +14,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
-import socket
 import sys
 import time
 from collections.abc import Callable, Iterable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -31,46 +27,15 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from calo_ablate.atomic import TEMP_PATTERN, namespace_tag, temp_writer
+
 BEST_PATTERN = "best-*.ckpt"
-TEMP_PATTERN = ".*.tmp"  # write_text_atomic's .<name>.<writer>.tmp, tempfile's .<name>.<random>.tmp
 TEMP_GRACE_S = 10.0  # a write takes milliseconds: a temp file of a dead pid this old was never renamed
 STALE_TEMP_S = 600.0  # any temp file this old (another pid namespace's writer, or no writer in its name)
-_WRITER = re.compile(r"(?P<ns>[0-9a-f]{8})-(?P<pid>\d+)")
 
 
 def _say(text: str) -> None:
     print(f"calo-ablate: {text}", file=sys.stderr, flush=True)
-
-
-@cache
-def pid_namespace() -> str:
-    """'<boot id>/<pid namespace inode>': processes with equal values can see each other's pids
-    (two containers with one host name usually cannot)."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}/{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:  # no procfs: pids are never judged, only beats
-        return f"unknown/{socket.gethostname()}/{os.getpid()}"
-
-
-def _namespace_tag() -> str:
-    return hashlib.sha1(pid_namespace().encode()).hexdigest()[:8]
-
-
-def temp_path(path: Path, pid: int | None = None) -> Path:
-    """The temporary file a write of `path` goes through: `.<name>.<namespace tag>-<pid>.tmp`, so that a
-    clean-up on another machine sharing the folder never judges this writer by a pid it cannot see."""
-    return path.with_name(f".{path.name}.{_namespace_tag()}-{os.getpid() if pid is None else pid}.tmp")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temporary file next to `path`, flush it to disk, then rename it into place."""
-    tmp = temp_path(path)
-    with tmp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def remove_stale_temps(folders: Iterable[Path], pid_alive: Callable[[int], bool]) -> list[Path]:
@@ -81,16 +46,15 @@ def remove_stale_temps(folders: Iterable[Path], pid_alive: Callable[[int], bool]
     removed paths."""
     removed = []
     now = time.time()
-    here = _namespace_tag()
+    here = namespace_tag()
     for folder in folders:
         for path in Path(folder).glob(TEMP_PATTERN):
             try:
                 age_s = now - path.stat().st_mtime
             except FileNotFoundError:  # renamed meanwhile
                 continue
-            writer = _WRITER.fullmatch(path.name.rsplit(".", 2)[-2])
-            dead_writer = (writer is not None and writer["ns"] == here and not pid_alive(int(writer["pid"]))
-                           and age_s > TEMP_GRACE_S)
+            writer = temp_writer(path)
+            dead_writer = writer is not None and writer[0] == here and not pid_alive(writer[1]) and age_s > TEMP_GRACE_S
             if dead_writer or age_s > STALE_TEMP_S:
                 path.unlink(missing_ok=True)
                 removed.append(path)

@@ -36,6 +36,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from calo_ablate.atomic import atomic_write
 from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
 from calo_ablate.data.source import DataFiles
@@ -51,7 +52,6 @@ from calo_ablate.runs.resume import (
     RunLogger,
     read_json_or_discard,
     resume_checkpoint,
-    write_text_atomic,
 )
 
 __all__ = ["TrainResult", "quiet_lightning", "run_training"]
@@ -82,7 +82,8 @@ class TrainResult:
 
     def save(self, path: Path) -> None:
         """Written whole or not at all (temporary file, then rename): a kill never leaves half a file."""
-        write_text_atomic(path, json.dumps(dataclasses.asdict(self), indent=2) + "\n")
+        with atomic_write(path) as handle:
+            handle.write(json.dumps(dataclasses.asdict(self), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> TrainResult | None:
@@ -114,7 +115,8 @@ def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id:
         record.log_config(tracking_uri, run_id, config)
     else:
         record.set_tags(tracking_uri, run_id, tags)
-    run_file.write_text(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
+    with atomic_write(run_file) as handle:
+        handle.write(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
     return run_id
 
 
@@ -201,7 +203,8 @@ def run_training(
     if finished is not None:
         return finished
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    with atomic_write(run_dir / CONFIG_FILE) as handle:
+        handle.write(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
     experiment_id = record.ensure_experiment(tracking_uri, experiment_name)
     client = record.client(tracking_uri)

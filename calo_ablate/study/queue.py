@@ -48,9 +48,9 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage, fail_stale_
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
+from calo_ablate.atomic import pid_namespace
 from calo_ablate.errors import ConfigError
 from calo_ablate.runs.faults import fault_point
-from calo_ablate.runs.resume import pid_namespace
 
 JOURNAL_FILE = "optuna.journal"
 HEARTBEAT_S = 20

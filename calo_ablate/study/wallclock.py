@@ -15,8 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+from calo_ablate.atomic import atomic_write, pid_namespace
 from calo_ablate.runs.record import INVOCATION_SECONDS, client
-from calo_ablate.runs.resume import pid_namespace, write_text_atomic
 from calo_ablate.study.queue import pid_alive
 
 FOLDER = "invocations"
@@ -42,8 +42,9 @@ class InvocationClock:
         return time.monotonic() - self.started
 
     def _tick(self) -> None:
-        write_text_atomic(self.path, json.dumps({"step": self.step, "pid": os.getpid(), "ns": pid_namespace(),
-                                                 "seconds": self.seconds()}))
+        with atomic_write(self.path) as handle:
+            handle.write(json.dumps({"step": self.step, "pid": os.getpid(), "ns": pid_namespace(),
+                                     "seconds": self.seconds()}))
 
     def _run(self) -> None:
         while not self._stop.wait(TICK_S):

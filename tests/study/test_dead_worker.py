@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+from calo_ablate.atomic import temp_path
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
-from calo_ablate.runs.resume import STALE_TEMP_S, remove_stale_temps, temp_path
+from calo_ablate.runs.resume import STALE_TEMP_S, remove_stale_temps
 from calo_ablate.study.queue import pid_alive
 from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, trials
 
