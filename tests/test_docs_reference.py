@@ -57,3 +57,19 @@ def test_types_and_defaults_are_written_as_in_yaml() -> None:
     assert rows["evaluate.enabled"] == ("bool", "`true`")
     assert rows["evaluate.n_events"] == ("int, ≥ 10", "`10000`")
     assert rows["evaluate.threshold_mev"][0] == "float \\| None, ≥ 0.0"
+
+
+def test_readme_and_contributing_links_resolve() -> None:
+    """Every relative link of README.md and CONTRIBUTING.md names a file of the repository (mkdocs checks
+    docs/ itself, `make docs`)."""
+    import re
+
+    root = HOOK.parents[2]
+    for name in ("README.md", "CONTRIBUTING.md"):
+        text = (root / name).read_text()
+        targets = re.findall(r"\]\(([^)\s]+)\)", text)
+        local = [t.split("#", 1)[0] for t in targets if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+        missing = [t for t in local if not (root / t).exists()]
+        assert not missing, f"{name}: links to missing files: {missing}"
+        if name == "README.md":
+            assert len(local) >= 20
