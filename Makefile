@@ -18,7 +18,7 @@ ABLATE_ARGS := --dataset $(DATASET) --profile $(PROFILE) --seeds $(SEEDS) $(if $
 
 PG_INITDB := $(firstword $(wildcard /usr/lib/postgresql/*/bin/initdb))
 
-.PHONY: help venv machine data ablate test test-all test-servers bench ui lint clean
+.PHONY: help venv machine data ablate test test-all test-servers bench ui lint docs clean
 
 help:  ## list the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 for the study store (STUDY=name, de
 lint: $(STAMP)  ## ruff, and import-linter's layer contracts (pyproject.toml)
 	$(VENV)/bin/ruff check calo_ablate tests
 	$(VENV)/bin/lint-imports
+
+docs: $(STAMP)  ## the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or nav entry fails
+	$(VENV)/bin/mkdocs build --strict
 
 clean:  ## remove the virtualenv and caches (keeps data/ and results/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -39,11 +39,14 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["1-photons", "1-pions", "2", "3"] = "1-photons"
-    data_dir: str = "data"
+    dataset: Literal["1-photons", "1-pions", "2", "3"] = Field(
+        "1-photons", description="the CaloChallenge dataset (the command line's --dataset; 1 = 1-photons)")
+    data_dir: str = Field("data", description="folder of the real files; the stand-in goes to its synthetic/ "
+                                              "(runtime: in no key)")
     max_train_events: int | None = Field(None, ge=10, description="subset of the training file, None = all")
-    val_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    num_workers: int = Field(0, ge=0)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="part of the training subset held out for "
+                                "validation (split by a fixed seed, never the run's)")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes (runtime: in no key)")
     max_deposit: float = Field(3.1, gt=0.0, description="MAXDEP: E_tot / E_inc upper bound for u_0")
     energy_min_gev: float = Field(0.256, gt=0.0, description="lower edge of the incident-energy condition")
     energy_max_gev: float = Field(4194.304, gt=0.0, description="upper edge of the incident-energy condition")
@@ -55,29 +58,32 @@ PUBLISHED_LR_HORIZON_STEPS = 300 * 757
 
 
 class TrainConfig(_Section):
-    seed: int = 0
-    lr: float = Field(3e-4, gt=0.0)
-    batch_size: int = Field(128, ge=1)
-    max_epochs: int = Field(300, ge=1)
+    seed: int = Field(0, description="the seed: data order, initial weights, training and sampling noise")
+    lr: float = Field(3e-4, gt=0.0, description="learning rate (CaloScore v2: x the number of processes, "
+                                                "with its cosine decay)")
+    batch_size: int = Field(128, ge=1, description="training showers per optimizer step")
+    max_epochs: int = Field(300, ge=1, description="epochs to train (early stopping may end it sooner)")
     early_stopping_patience: int | None = Field(30, ge=1, description="None disables early stopping")
-    grad_clip: float = Field(1.0, gt=0.0)
+    grad_clip: float = Field(1.0, gt=0.0, description="per-tensor gradient clipping: g <- g c / max(|g|, c)")
     lr_horizon_steps: int | None = Field(
         PUBLISHED_LR_HORIZON_STEPS, ge=1,
         description="steps over which the cosine LR decays to 0 (the published run's); None = this run's own steps")
-    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0, description="decay of the weights' moving average "
+                                                              "(the EMA weights generate the samples)")
     ema_start: Literal["warmup", "published"] = Field(
         "warmup", description="warmup: copy of the initial weights, warm-up decay; published: fresh random "
                               "weights, plain decay")
-    precision: Literal["32-true", "bf16-mixed"] = "32-true"
+    precision: Literal["32-true", "bf16-mixed"] = Field(
+        "32-true", description="bf16-mixed: bf16 autocast in training and validation (only where bf16 is native)")
     teacher: str | None = Field(
         None, description="the registry entry whose trained model (same seed) this training starts from, set by "
                           "the entry's `from:`; None: a training from scratch")
 
 
 class SampleConfig(_Section):
-    steps: int = Field(512, ge=1)
+    steps: int = Field(512, ge=1, description="sampling steps (network calls), before steps_factor")
     steps_factor: float = Field(1.0, gt=0.0, le=1.0, description="fraction of `steps` actually used")
-    batch_size: int = Field(100, ge=1)
+    batch_size: int = Field(100, ge=1, description="showers generated per batch")
     precision: Literal["32-true", "bf16-mixed"] = Field(
         "32-true", description="bf16-mixed: bf16 autocast of the nets while sampling (the DDIM update stays fp32)")
 
@@ -87,12 +93,13 @@ class SampleConfig(_Section):
 
 
 class ClassifierConfig(_Section):
-    hidden: int = Field(2048, ge=1)
-    num_hidden_layers: int = Field(3, ge=1)
-    epochs: int = Field(50, ge=1)
-    lr: float = Field(2e-4, gt=0.0)
-    batch_size: int = Field(1000, ge=1)
-    trainings: int = Field(10, ge=1)
+    hidden: int = Field(2048, ge=1, description="width of every hidden layer (official: 2048)")
+    num_hidden_layers: int = Field(3, ge=1, description="hidden layers (official: 3)")
+    epochs: int = Field(50, ge=1, description="at most this many epochs per training (official: 50)")
+    lr: float = Field(2e-4, gt=0.0, description="Adam learning rate (official: 2e-4)")
+    batch_size: int = Field(1000, ge=1, description="batch size (official: 1000)")
+    trainings: int = Field(10, ge=1, description="seeded trainings; AUC and JSD are their mean and ddof-0 std "
+                                                 "(official: 10)")
     standardise_inputs: bool = Field(False, description="own option: scale inputs by the training split's "
                                      "mean and std (metric names get ' (standardised)')")
     resnet_channels: int = Field(8, ge=1, description="channels of the cls-resnet CNN")
@@ -103,10 +110,12 @@ ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-high-z", 
 
 
 class EvaluateConfig(_Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="false: no sample-quality evaluation or generation timing")
     n_events: int = Field(10000, ge=10, description="generated showers = reference showers per cell")
     threshold_mev: float | None = Field(None, ge=0.0, description="readout threshold, None = dataset's")
-    timing_batch_sizes: list[int] = Field(default_factory=lambda: [1, 100, 10000])
+    timing_batch_sizes: list[int] = Field(default_factory=lambda: [1, 100, 10000],
+                                          description="batch sizes at which generation time per shower is "
+                                                      "measured (larger than the sample: skipped)")
     timing_repeats: int = Field(3, ge=1, description="timed calls per batch size; the median is kept")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     classifiers: list[ClassifierMode] = Field(
@@ -121,10 +130,11 @@ class EvaluateConfig(_Section):
 
 
 class TrainerConfig(_Section):
-    accelerator: str = "auto"
-    devices: int | str = "auto"
-    strategy: str = "auto"
-    num_nodes: int = Field(1, ge=1)
+    accelerator: str = Field("auto", description="Lightning's accelerator: auto (the GPU where one is visible), "
+                                                 "cpu, gpu")
+    devices: int | str = Field("auto", description="Lightning's devices per node")
+    strategy: str = Field("auto", description="Lightning's strategy (ddp, ...)")
+    num_nodes: int = Field(1, ge=1, description="Lightning's number of nodes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads, None = torch's default")
 
 
@@ -158,7 +168,7 @@ USER_FAMILY_PATTERN = r"[A-Za-z_][\w.]*:[A-Za-z_]\w*"  # 'package.module:ClassNa
 class UserFamilySection(ModelSection):
     """The section of a user's family named by its dotted path: free-form `model.options.*`."""
 
-    family: str = Field(pattern=USER_FAMILY_PATTERN)
+    family: str = Field(pattern=USER_FAMILY_PATTERN, description="the dotted path of a ModelFamily subclass")
     options: dict[str, Any] = Field(default_factory=dict, description="free-form settings of a user's family")
     reads: ClassVar[frozenset[str]] = FAMILY_READ_KEYS  # unknown to the config: every shared key
 

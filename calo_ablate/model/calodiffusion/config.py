@@ -34,7 +34,7 @@ class CaloDiffusionConfig(ModelSection):
     """model.* of CaloDiffusion (defaults: dataset 1 photons); its learning rate is train.lr, its sampling
     steps sample.steps."""
 
-    family: Literal["calodiffusion"] = "calodiffusion"
+    family: Literal["calodiffusion"] = Field("calodiffusion", description="selects CaloDiffusion")
 
     reads: ClassVar[frozenset[str]] = frozenset({"train.lr", "sample.steps", "sample.steps_factor"})
     loss_defining: ClassVar[tuple[str, ...]] = ("objective", "diffusion_steps", "glam", "voxel_mean", "voxel_std")
@@ -45,8 +45,8 @@ class CaloDiffusionConfig(ModelSection):
                     "(4 entries = 3 resolution levels, 2 downsamplings)")
     embed_hidden: int = Field(32, ge=1, description="hidden width of the time and energy MLPs")
     embed_dim: int = Field(64, ge=1, description="output of each MLP; the condition vector is twice this")
-    attention_heads: int = Field(1, ge=1)
-    attention_head_dim: int = Field(32, ge=1)
+    attention_heads: int = Field(1, ge=1, description="heads of the linear attention")
+    attention_head_dim: int = Field(32, ge=1, description="width of each attention head")
     norm_groups: int = Field(8, ge=1, description="GroupNorm groups of every Block; divides every width")
     # ---- switches (the natural ablations) ----------------------------------------------------------
     block_attention: bool = Field(True, description="linear attention after every down and up level")
@@ -61,7 +61,9 @@ class CaloDiffusionConfig(ModelSection):
     voxel_mean: float | None = Field(None, description="global logit mean; None = the reference table")
     voxel_std: float | None = Field(None, gt=0.0, description="global logit std; None = the reference table")
     # ---- diffusion ------------------------------------------------------------------------------
-    objective: Literal["noise_pred", "hybrid_weight"] = "noise_pred"
+    objective: Literal["noise_pred", "hybrid_weight"] = Field(
+        "noise_pred", description="noise_pred: the network estimates the noise; hybrid_weight: a weighted "
+                                  "data estimate (the reference's dataset 3)")
     diffusion_steps: int = Field(400, ge=2, description="T of the cosine schedule used in training")
     sample_offset: int = Field(2, ge=0, description="the k noisiest sampling steps skipped")
     # ---- optimisation ---------------------------------------------------------------------------

@@ -68,19 +68,21 @@ class FlowConfig(_Section):
 class Flow1Config(FlowConfig):
     """Flow-I with its published defaults (so that one key of it can be set alone: model.flow1.noise)."""
 
-    blocks: int = Field(6, ge=1)
-    hidden_features: int | None = Field(64, ge=1)
-    hidden_layers: int = Field(3, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    blocks: int = Field(6, ge=1, description="MADE blocks of flow-I")
+    hidden_features: int | None = Field(64, ge=1, description="width of every hidden layer of a flow-I MADE")
+    hidden_layers: int = Field(3, ge=1, description="hidden layers per flow-I MADE (nflows' num_blocks + 1)")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout in flow-I's MADEs; 0 disables it")
 
 
 class Flow2Config(FlowConfig):
     """Flow-II (the teacher MAF) with its published defaults (the width is the particle's)."""
 
-    blocks: int = Field(8, ge=1)
-    hidden_layers: int = Field(2, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    noise: float | None = Field(1e-8, ge=0.0)
+    blocks: int = Field(8, ge=1, description="MADE blocks of flow-II")
+    hidden_layers: int = Field(2, ge=1, description="hidden layers per flow-II MADE (nflows' num_blocks + 1)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout after every hidden layer of a flow-II MADE "
+                                                            "but the first")
+    noise: float | None = Field(1e-8, ge=0.0, description="uniform noise U[0, noise) on every voxel for flow-II, "
+                                                          "fresh each step, in units of 100 GeV")
 
 
 class StudentConfig(_Section):
@@ -103,7 +105,7 @@ class StudentConfig(_Section):
 class CaloFlowConfig(ModelSection):
     """Flow-I (layer energies) and flow-II (per-layer normalised voxels) of one CaloFlow teacher."""
 
-    family: Literal["caloflow"] = "caloflow"
+    family: Literal["caloflow"] = Field("caloflow", description="selects CaloFlow (dataset 1 only)")
     reads: ClassVar[frozenset[str]] = frozenset()
     # what the negative log-likelihoods measure: the unit space, the logit, the flow-II condition and the
     # noise added to the data (its level sets the density of the near-empty voxels)
@@ -137,7 +139,7 @@ class CaloFlowConfig(ModelSection):
     sample_threshold_mev: float = Field(0.01, ge=0.0, description="generated voxels below this are set to 0 (MeV)")
     dtype: Literal["float32", "float64"] = Field(
         "float32", description="the flows' precision in training and sampling (published: float64; "
-                               "see the README for what float32 changes)")
+                               "see the CaloFlow page of the docs for what float32 changes)")
 
     @property
     def u0_scale(self) -> float:

@@ -18,12 +18,15 @@ __all__ = ["CaloScoreConfig", "DiffusionConfig", "DistillConfig", "LayerNetConfi
 
 
 class VoxelNetConfig(_Section):
-    lift_channels: int = Field(16, ge=1)
-    widths: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1)
-    attention: list[bool] = Field(default_factory=lambda: [False, True, True, True], min_length=1)
-    block_depth: int = Field(4, ge=1)
-    kernel_size: int = Field(3, ge=1)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    lift_channels: int = Field(16, ge=1, description="channels of the 1x1 lift before the U-Net")
+    widths: list[int] = Field(default_factory=lambda: [32, 64, 96, 128], min_length=1,
+                              description="U-Net width per level; one entry ([128]): no pooling, no upsampling")
+    attention: list[bool] = Field(default_factory=lambda: [False, True, True, True], min_length=1,
+                                  description="self-attention per level, one flag per width")
+    block_depth: int = Field(4, ge=1, description="residual blocks per U-Net level and at the bottleneck")
+    kernel_size: int = Field(3, ge=1, description="kernel size of the U-Net's convolutions")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before each residual block's second "
+                                                           "convolution")
 
     @model_validator(mode="after")
     def _same_length(self) -> VoxelNetConfig:
@@ -35,9 +38,10 @@ class VoxelNetConfig(_Section):
 
 
 class LayerNetConfig(_Section):
-    mlp_dim: int = Field(128, ge=1)
+    mlp_dim: int = Field(128, ge=1, description="D: width of the layer net's residual MLP")
     num_layer: int = Field(3, ge=2, description="residual blocks = num_layer - 1")
-    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="the layer net's dropout (in training only with "
+                                                           "dropout_in_training; never at sampling)")
     dropout_in_training: bool = Field(
         False, description="apply the dropout in training; false = as the published code runs it (never)")
 
@@ -60,8 +64,8 @@ class DistillConfig(_Section):
 
 
 class DiffusionConfig(_Section):
-    logsnr_min: float = -20.0
-    logsnr_max: float = 20.0
+    logsnr_min: float = Field(-20.0, description="log-SNR at t = 1, the noise end of the cosine schedule")
+    logsnr_max: float = Field(20.0, description="log-SNR at t = 0, the data end of the cosine schedule")
     noise_scale: float = Field(1.0, gt=0.0, description="<1 shifts the log-SNR schedule up: less noise at every t")
     distill: DistillConfig = Field(default_factory=DistillConfig)
 
@@ -69,9 +73,9 @@ class DiffusionConfig(_Section):
 class CaloScoreConfig(ModelSection):
     """model.* of CaloScore v2."""
 
-    family: Literal["caloscore_v2"] = "caloscore_v2"
-    embed_dim: int = Field(64, ge=1)
-    num_frequencies: int = Field(32, ge=2)
+    family: Literal["caloscore_v2"] = Field("caloscore_v2", description="selects CaloScore v2 (the default family)")
+    embed_dim: int = Field(64, ge=1, description="E: width of the time and energy embeddings")
+    num_frequencies: int = Field(32, ge=2, description="F: sinusoid frequencies of the time embedding")
     init: Literal["keras", "pytorch"] = Field(
         "keras", description="keras: glorot-uniform kernels, zero biases (published); pytorch: torch's defaults")
     voxel: VoxelNetConfig = Field(default_factory=VoxelNetConfig)
