@@ -141,7 +141,8 @@ def _new_module(config: Config, teacher_dir: Path | None) -> pl.LightningModule:
     if config.train.teacher is None:
         return family.module()
     if teacher_dir is None:
-        msg = f"train.teacher={config.train.teacher!r} needs the teacher's run folder (teacher_dir)"
+        msg = (f"train.teacher={config.train.teacher!r}: no trained teacher to start from; a derived training "
+               "runs in a study, from a registry entry's `from: <entry>`")
         raise ConfigError(msg)
     return family.derived_module(load_teacher(teacher_dir))
 
