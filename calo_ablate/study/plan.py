@@ -212,17 +212,17 @@ def teacher_names(name: str, seed: int, configs: Mapping[tuple[str, int], Config
     chain when a teacher is not a row of the plan with that seed, is a search, or the chain cycles."""
     chain = [name]
     while (teacher := configs[(chain[-1], seed)].train.teacher) is not None:
-        where = f"row {chain[-1]!r} seed {seed}: {TEACHER_KEY}={teacher!r} (chain {' -> '.join([*chain, teacher])})"
+        where = f"row {name!r} seed {seed}: {TEACHER_KEY}={teacher!r} (chain {' -> '.join([*chain, teacher])})"
         if teacher in chain:
             msg = f"{where}: a cycle; a row cannot be derived from itself"
             raise ConfigError(msg)
         if (teacher, seed) not in configs:
             rows = sorted({n for n, s in configs if s == seed})
-            msg = f"{where}: no row of the plan with that seed to start from (rows: {', '.join(rows)}); " \
-                  f"a registry entry sets it with `from: <entry>`"
+            msg = f"{where}: names no row of the plan with that seed (rows: {', '.join(rows)}); a registry " \
+                  f"entry sets it with `from: <entry>`"
             raise ConfigError(msg)
         if teacher in searches:
-            msg = f"{where}: a search row, whose trainings are trials"
+            msg = f"{where}: names a search row, whose trainings are trials"
             raise ConfigError(msg)
         chain.append(teacher)
     return chain
