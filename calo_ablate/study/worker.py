@@ -14,6 +14,10 @@ files, record.code_digest) and config hash
 another machine with other code could train something else into the study's runs. Every worker reaps dead
 workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
 
+A derived unit (train.teacher, a registry `from:`) waits while another worker trains its teacher, and
+is handed back behind the teacher's unit when that unit still waits in the queue (study/cell.py:
+wait_for_teacher): one worker, or several, train a teacher once and before its students.
+
 SIGTERM (scancel, a preemption, the end of a time limit) and SIGUSR2 (the `--signal` SLURM sends before
 the time limit) stop a worker between epochs: it finishes the epoch in progress (whose checkpoint and
 metrics are written as every epoch's are), hands its unit back to the queue (the unit's cells run
