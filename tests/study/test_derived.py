@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -18,14 +19,19 @@ from mlflow.tracking import MlflowClient
 from calo_ablate.cli import main
 from calo_ablate.config import Config, resolve_config, train_key
 from calo_ablate.data.source import ensure_data
-from calo_ablate.errors import ConfigError
+from calo_ablate.errors import ConfigError, TrainingError
 from calo_ablate.model.caloscore.distill import DistillModule
 from calo_ablate.model.families import load_family
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
+from calo_ablate.runs.resume import pid_namespace
 from calo_ablate.runs.train import RESULT_FILE, TrainResult, _new_module, run_training
+from calo_ablate.study import cell as cell_module
+from calo_ablate.study.cell import TeacherPending, teacher_train_seconds, wait_for_teacher
 from calo_ablate.study.plan import make_plan
+from calo_ablate.study.queue import StudyQueue
 from calo_ablate.study.registry import load_registry
+from calo_ablate.study.worker import hand_back
 from tests.study.helpers import NO_EVAL, TINY, ablate_args, child_runs, stamps, table_rows, trials
 
 CLI = [sys.executable, "-m", "calo_ablate.cli"]
@@ -172,6 +178,76 @@ def test_list_shows_the_chain(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "train.teacher" not in out
 
 
+# waiting for a teacher, in the queue -----------------------------------------------------------------
+def _gone_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.fixture
+def waiting_student(tmp_path: Path) -> tuple[SimpleNamespace, StudyQueue, list[str]]:
+    """A study context of the chain (base, distilled, tuned; one seed), its queue with the units enqueued
+    student first (as after a kill of the teacher's unit), and the context's log."""
+    plan = _plan(_registry(tmp_path, CHAIN), only=["distilled"])
+    log: list[str] = []
+    ctx = SimpleNamespace(plan=plan, runs_dir=tmp_path / "runs", log=log.append)
+    queue = StudyQueue(str(tmp_path / "optuna.journal"), "q", create=True)
+    queue.sync([("student", ["distilled/s0"]), ("teacher", ["base/s0"])])
+    return ctx, queue, log
+
+
+def _result_json(ctx: SimpleNamespace) -> None:
+    folder = ctx.runs_dir / ctx.plan.cell("base/s0").train_key
+    folder.mkdir(parents=True)
+    TrainResult("run", "best.ckpt", {}, 1.0, 1, 1, 2.5).save(folder / RESULT_FILE)
+
+
+def test_a_student_taken_before_its_queued_teacher_goes_back_behind_it(waiting_student) -> None:
+    ctx, queue, _ = waiting_student
+    claim = queue.take()
+    assert claim.cells == ("distilled/s0",)
+    with pytest.raises(TeacherPending, match="its teacher base/s0 waits in the queue"):
+        wait_for_teacher(ctx, queue, claim, ctx.plan.cell("distilled/s0"))
+    assert hand_back(queue, claim) == ["distilled/s0"]
+    assert [queue.take().cells for _ in range(2)] == [("base/s0",), ("distilled/s0",)]
+
+
+def test_a_student_waits_while_the_teacher_trains_and_again_when_its_worker_died(
+        waiting_student, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cell_module, "TEACHER_POLL_S", 0.01)
+    ctx, queue, log = waiting_student
+    student, teacher = queue.take(), queue.take()  # two workers
+    assert teacher.cells == ("base/s0",)
+    looks: list[int] = []
+
+    def teacher_finishes() -> None:  # called between looks: the teacher's worker writes its result on the 2nd
+        looks.append(1)
+        if len(looks) == 2:
+            _result_json(ctx)
+
+    wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"), teacher_finishes)
+    assert len(looks) == 2 and "distilled/s0: waiting for the training of its teacher base/s0" in log[0]
+    assert teacher_train_seconds(ctx, ctx.plan.cell("distilled/s0")) == {record.TEACHER_TRAIN_SECONDS: 2.5}
+    assert teacher_train_seconds(ctx, ctx.plan.cell("base/s0")) == {}
+    (ctx.runs_dir / ctx.plan.cell("base/s0").train_key / RESULT_FILE).unlink()
+    queue.storage.set_trial_user_attr(teacher.trial_id, "worker", {"host": "h", "pid": _gone_pid(),
+                                                                    "ns": pid_namespace()})
+    with pytest.raises(TeacherPending):  # the teacher's worker is gone: its unit is queued again, student behind
+        wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"))
+
+
+def test_a_student_whose_teacher_failed_fails_with_the_teachers_error(waiting_student) -> None:
+    ctx, queue, _ = waiting_student
+    student, teacher = queue.take(), queue.take()
+    queue.cell_failed(teacher, "base/s0", "TrainingError: non-finite training loss")
+    queue.finish(teacher, None)
+    with pytest.raises(TrainingError) as err:
+        wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"))
+    assert "distilled/s0: its teacher's training (base/s0" in str(err.value)
+    assert "not queued" in str(err.value) and "non-finite training loss" in str(err.value)
+
+
 # smoke studies ---------------------------------------------------------------------------------------
 def _detail_seen(study_dir: Path, text: str) -> bool:
     try:
@@ -210,6 +286,7 @@ def _no_step_twice(study_dir: Path) -> None:
             assert len(steps) == len(set(steps)), f"{run.data.tags[record.TAG_CELL]}: {name} logged twice at a step"
 
 
+@pytest.mark.slow  # three `ablate` calls: minutes on a loaded 2-core machine
 def test_kills_in_the_teachers_and_the_students_training_resume_into_one_of_each(tmp_path: Path,
                                                                                  photon_dir: Path) -> None:
     _registry(tmp_path, CHAIN)
@@ -238,6 +315,7 @@ def test_kills_in_the_teachers_and_the_students_training_resume_into_one_of_each
     _no_step_twice(study_dir)
 
 
+@pytest.mark.slow
 def test_two_workers_train_each_teacher_of_a_chain_once(tmp_path: Path, photon_dir: Path) -> None:
     _registry(tmp_path, CHAIN)
     args = ablate_args(tmp_path, photon_dir, "chain", "tuned", "--workers", "2", sets=NO_EVAL)
@@ -259,6 +337,7 @@ def test_two_workers_train_each_teacher_of_a_chain_once(tmp_path: Path, photon_d
     _no_step_twice(study_dir)
 
 
+@pytest.mark.slow
 def test_a_teacher_that_fails_fails_its_student_without_waiting(tmp_path: Path, photon_dir: Path) -> None:
     _registry(tmp_path, "ablations:\n  base: {title: Base, set: {train.lr: 1.0e+30}}\n"
                         "  student: {title: Student, from: base}\n")
