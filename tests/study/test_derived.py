@@ -25,7 +25,7 @@ from calo_ablate.model.families import load_family
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
 from calo_ablate.runs.resume import pid_namespace
-from calo_ablate.runs.train import RESULT_FILE, TrainResult, _new_module, run_training
+from calo_ablate.runs.train import RESULT_FILE, TrainResult, new_module, run_training, teacher_module
 from calo_ablate.study import cell as cell_module
 from calo_ablate.study.cell import TeacherPending, teacher_train_seconds, wait_for_teacher
 from calo_ablate.study.plan import make_plan
@@ -90,7 +90,7 @@ def test_a_derived_module_starts_from_the_teachers_ema_weights(teacher: tuple[Pa
     run_dir, saved = teacher
     assert any(not torch.equal(saved[k], saved[f"ema.{k}"]) for k in saved if k.startswith("net."))  # EMA != net
     config = _config(photon_dir, "train.teacher=base", *extra)
-    student = _new_module(config, run_dir)
+    student = new_module(config, teacher_module(config, run_dir))
     assert isinstance(student, DistillModule) == bool(extra)
     _assert_same_weights(student, _teacher_ema_weights(saved))
     assert set(student.state_dict()) == set(load_family(config).module().state_dict())  # module()'s keys only
@@ -103,15 +103,19 @@ def test_a_fresh_distillation_student_has_its_own_weights(teacher: tuple[Path, d
                                                           photon_dir: Path) -> None:
     run_dir, saved = teacher
     config = _config(photon_dir, "train.teacher=base", *DISTILL, "model.diffusion.distill.student_init=fresh")
-    student = _new_module(config, run_dir)
+    student = new_module(config, teacher_module(config, run_dir))
     state = student.state_dict()
     assert isinstance(student, DistillModule) and set(state) == set(saved)
     assert any(not torch.equal(v, saved[f"ema.{k}"]) for k, v in state.items() if k.startswith("net."))
 
 
-def test_a_single_training_with_train_teacher_is_refused_naming_the_key(photon_dir: Path) -> None:
+def test_a_single_training_with_train_teacher_is_refused_naming_the_key(photon_dir: Path, tmp_path: Path) -> None:
+    config = _config(photon_dir, "train.teacher=base")
     with pytest.raises(ConfigError, match=r"train.teacher='base': no trained teacher to start from"):
-        _new_module(_config(photon_dir, "train.teacher=base"), None)
+        run_training(config, files=ensure_data("1", photon_dir, log=lambda _: None), run_dir=tmp_path / "run",
+                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="t", run_name="r")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+    assert teacher_module(_config(photon_dir), None) is None
 
 
 # the plan: chains, keys, checks ---------------------------------------------------------------------
