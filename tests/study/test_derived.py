@@ -27,6 +27,7 @@ from calo_ablate.runs.faults import MIN_EPOCH_ENV
 from calo_ablate.runs.resume import pid_namespace
 from calo_ablate.runs.train import RESULT_FILE, TrainResult, new_module, run_training, teacher_module
 from calo_ablate.study import cell as cell_module
+from calo_ablate.study import runner
 from calo_ablate.study.cell import TeacherPending, teacher_train_seconds, wait_for_teacher
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.queue import StudyQueue
@@ -119,7 +120,7 @@ def test_a_single_training_with_train_teacher_is_refused_naming_the_key(photon_d
 
 
 # the plan: chains, keys, checks ---------------------------------------------------------------------
-def _plan(path: Path, seeds: int = 1, cli_set: tuple[str, ...] = (), only: list[str] | None = None):
+def _plan(path: Path, seeds: int | dict[str, int] = 1, cli_set: tuple[str, ...] = (), only: list[str] | None = None):
     registry = load_registry(path, dataset="1", profile="smoke").select(only)
     return make_plan(registry, dataset="1", profile="smoke", seeds=seeds, checksums=CHECKSUMS, cli_set=cli_set)
 
@@ -158,6 +159,19 @@ def test_only_a_derived_entry_brings_its_teachers(tmp_path: Path) -> None:
     assert _plan(path, only=["tuned"]).registry.names() == ["base", "tuned", "distilled"]
     registry = load_registry(path, dataset="1", profile="smoke")
     assert registry.teacher_chain("tuned") == ["distilled", "base"] and registry.teacher_chain("other") == []
+
+
+def test_seeds_auto_gives_an_undecided_students_teachers_its_new_seed(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "build_table", lambda uri, parent: None)
+    monkeypatch.setattr(runner, "undecided_rows", lambda table: ["tuned"])
+    registry = load_registry(_registry(tmp_path, CHAIN), dataset="1", profile="smoke")
+    study = SimpleNamespace(request=SimpleNamespace(max_seeds=5, budget_s=None), log=lambda _: None,
+                            registry=registry, tracking_uri="unused")
+    seeds = {"base": 3, "tuned": 3, "distilled": 3, "other": 3}
+    following = runner._next_seeds(study, "parent", seeds, clock=None)
+    assert following == {"base": 4, "tuned": 4, "distilled": 4, "other": 3}
+    _plan(_registry(tmp_path, CHAIN), seeds=following)  # every student's seed has its teachers' cells
 
 
 @pytest.mark.parametrize(("cli_set", "only", "expected"), [
