@@ -25,7 +25,8 @@ __all__ = ["ablate", "list_ablations", "report", "worker"]
 
 
 def list_ablations(args: Namespace) -> int:
-    """Print every registry entry: title, why and its resolved difference from the base."""
+    """Print every registry entry: title, why, the chain it is derived from (`from:`) and its resolved
+    difference from the base."""
     dataset = canonical_dataset(args.dataset)
     registry = load_registry(args.registry, dataset=dataset, profile=args.profile)
     base = resolve_config(dataset, args.profile, registry.get(BASE).overrides, seed=0)
@@ -40,6 +41,9 @@ def list_ablations(args: Namespace) -> int:
             own = ", ".join(f"{k}={v!r}" for k, v in ablation.overrides.items())
             print(f"  the reference row{'; sets ' + own if own else ''}")
             continue
+        if ablation.teacher is not None:
+            chain = " <- ".join([ablation.name, *registry.teacher_chain(ablation.name)])
+            print(f"  from: {ablation.teacher} (trains from its model, per seed: {chain})")
         config = resolve_config(dataset, args.profile, ablation.overrides, seed=0)
         for line in describe_difference(ablation, config, base) or ["(no difference from the base)"]:
             print(f"  {line}")

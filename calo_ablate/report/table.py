@@ -182,6 +182,8 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
     timing = sorted((m for m in metrics_seen if m.startswith(record.GEN_MS_PREFIX)),
                     key=lambda m: int(m[len(record.GEN_MS_PREFIX):]))
     columns = [(record.N_PARAMS, "Parameters"), (record.SECONDS_PER_EPOCH, "s / epoch")]
+    if record.TEACHER_TRAIN_SECONDS in metrics_seen:  # derived rows: what their teachers' trainings cost
+        columns.append((record.TEACHER_TRAIN_SECONDS, "Teacher train s"))
     columns += [(m, f"Gen. ms / shower (batch {m[len(record.GEN_MS_PREFIX):]})") for m in timing]
     columns += [(m, label) for m, label in QUALITY if m in metrics_seen]
     history = c.get_metric_history(parent_run_id, record.INVOCATION_SECONDS)

@@ -102,6 +102,7 @@ BEST_VAL_LOSS = "best_val_loss"
 SECONDS_PER_EPOCH = "seconds_per_epoch"
 EPOCHS = "epochs"
 TRAIN_SECONDS = "train_seconds"
+TEACHER_TRAIN_SECONDS = "teacher_train_seconds"  # a derived cell: its teacher chain's train_seconds, summed
 EVAL_SECONDS = "eval_seconds"
 SAMPLE_STEPS = "sample_steps"
 GEN_MS_PREFIX = "gen_ms_per_shower_b"  # + batch size

@@ -137,15 +137,22 @@ def load_teacher(teacher_dir: Path) -> pl.LightningModule:
     return module.requires_grad_(False).eval()
 
 
-def _new_module(config: Config, teacher_dir: Path | None) -> pl.LightningModule:
-    """The module to train: the family's `module()`, or `derived_module(teacher)` when train.teacher is set."""
-    family = load_family(config)
+def teacher_module(config: Config, teacher_dir: Path | None) -> pl.LightningModule | None:
+    """The teacher that a training with train.teacher set starts from (`load_teacher(teacher_dir)`); None when
+    it trains from scratch. ConfigError naming the key when train.teacher is set without a teacher run."""
     if config.train.teacher is None:
-        return family.module()
+        return None
     if teacher_dir is None:
-        msg = f"train.teacher={config.train.teacher!r} needs the teacher's run folder (teacher_dir)"
+        msg = (f"train.teacher={config.train.teacher!r}: no trained teacher to start from; a derived training "
+               "runs in a study, from a registry entry's `from: <entry>`")
         raise ConfigError(msg)
-    return family.derived_module(load_teacher(teacher_dir))
+    return load_teacher(teacher_dir)
+
+
+def new_module(config: Config, teacher: pl.LightningModule | None) -> pl.LightningModule:
+    """The module to train: the family's `module()`, or its `derived_module(teacher)` for a derived training."""
+    family = load_family(config)
+    return family.module() if teacher is None else family.derived_module(teacher)
 
 
 def quiet_lightning() -> None:
@@ -202,6 +209,7 @@ def run_training(
     finished = TrainResult.load(result_file)
     if finished is not None:
         return finished
+    teacher = teacher_module(config, teacher_dir)  # before anything is written: a missing teacher stops here
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_write(run_dir / CONFIG_FILE) as handle:
         handle.write(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
@@ -220,7 +228,7 @@ def run_training(
     datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing)
     preprocessor_path = run_dir / PREPROCESSOR_FILE
     preprocessing.save(datamodule.preprocessor, preprocessor_path)  # fits or loads it; beside the checkpoints
-    module = _new_module(config, teacher_dir)
+    module = new_module(config, teacher)
     total_loss = record.val_losses(family.loss_names)[0]
     checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=total_loss, mode="min",
                                  save_top_k=1, save_last=True)

@@ -11,7 +11,8 @@ Per cell, into the cell's own MLflow run (a child of the study's parent run, ope
   results/<study>/samples/<ablation>-s<seed>.npz for the report's histograms.
 Final metrics: val/loss, val/voxel_loss, val/layer_loss, n_params, seconds_per_epoch, epochs,
 train_seconds (wall time of the fit, over every call that trained it; 0 on a cell sharing another's
-training), eval_seconds, and every metric of evaluate_samples and time_generation.
+training; a derived cell's own training only), teacher_train_seconds (a derived cell: its teacher chain's
+training seconds, summed), eval_seconds, and every metric of evaluate_samples and time_generation.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import numpy as np
 from lightning.pytorch.callbacks import Callback
+from optuna.trial import TrialState
 
 from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
@@ -89,24 +91,66 @@ def teacher_dir(ctx: StudyContext, cell: Cell) -> Path | None:
     return ctx.runs_dir / teacher.train_key if teacher is not None else None
 
 
+class TeacherPending(Exception):
+    """The teacher's training of a derived cell waits in the queue (not yet taken, or handed back after a
+    kill): the worker hands the derived cell's unit back, so that it comes after the teacher's."""
+
+
+def _teacher_queue_state(queue: StudyQueue, owner: str) -> tuple[str, str]:
+    """('done' | 'running' | 'waiting' | 'not queued', the last error of `owner`'s cell) in the queue."""
+    trials = queue.trials()
+    if any(owner in t.user_attrs.get("cells_done", []) for t in trials):
+        return "done", ""
+    holding = [t.state for t in trials if owner in t.user_attrs.get("cells", [])]
+    errors = [t.user_attrs["errors"][owner] for t in trials if owner in t.user_attrs.get("errors", {})]
+    state = "running" if TrialState.RUNNING in holding else "waiting" if TrialState.WAITING in holding \
+        else "not queued"
+    return state, errors[-1] if errors else ""
+
+
 def wait_for_teacher(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
                      check: Callable[[], None] | None = None) -> None:
-    """Return once the teacher's training of `cell` has finished (its result.json); another worker trains it
-    (its unit comes first in the queue). check: called between looks (a stop request raises there).
-    Raises TrainingError when the teacher's cell was given up."""
+    """Return once the teacher's training of `cell` has finished (its result.json) while another worker
+    trains it; reaps dead workers meanwhile. check: called between looks (a stop request raises there).
+
+    Raises TeacherPending when the teacher's unit waits in the queue (this unit goes back behind it), and
+    TrainingError when the teacher will not be trained in this call (it failed, or was given up)."""
     teacher, folder = ctx.plan.teacher_cell(cell), teacher_dir(ctx, cell)
-    if teacher is None or folder is None or (folder / RESULT_FILE).is_file():
+    if teacher is None or folder is None:
         return
     owner = ctx.plan.training_owner(teacher).name
-    queue.set_detail(claim, f"{cell.name} waiting for its teacher {teacher.name}")
-    ctx.log(f"  {cell.name}: waiting for the training of its teacher {teacher.name}")
+    waiting = False
     while not (folder / RESULT_FILE).is_file():
-        if owner in queue.given_up():
-            msg = f"{cell.name}: its teacher's training ({owner}, {folder}) was given up"
+        queue.reap()  # a killed teacher's unit goes back to the queue, and is then seen as waiting
+        state, error = _teacher_queue_state(queue, owner)
+        if (folder / RESULT_FILE).is_file():  # finished between the two looks
+            return
+        if state == "waiting":
+            msg = f"{cell.name}: the training of its teacher {owner} waits in the queue"
+            raise TeacherPending(msg)
+        if state != "running":
+            given_up = " (given up: --retry-failed runs it again)" if owner in queue.given_up() else ""
+            msg = (f"{cell.name}: its teacher's training ({owner}, {folder}) is {state} with no {RESULT_FILE}"
+                   f"{given_up}{': ' + error if error else ''}")
             raise TrainingError(msg)
+        if not waiting:
+            queue.set_detail(claim, f"{cell.name} waiting for its teacher {owner}")
+            ctx.log(f"  {cell.name}: waiting for the training of its teacher {owner} (another worker)")
+            waiting = True
         if check is not None:
             check()
         time.sleep(TEACHER_POLL_S)
+
+
+def teacher_train_seconds(ctx: StudyContext, cell: Cell) -> dict[str, float]:
+    """{record.TEACHER_TRAIN_SECONDS: the training seconds of every teacher in `cell`'s chain} for a derived
+    cell whose teachers' times are all known; {} otherwise."""
+    results = [TrainResult.load(ctx.runs_dir / teacher.train_key / RESULT_FILE)
+               for teacher in ctx.plan.teacher_chain(cell)]
+    seconds = [r.train_seconds for r in results if r is not None]
+    if not results or len(seconds) < len(results) or not all(math.isfinite(s) for s in seconds):
+        return {}
+    return {record.TEACHER_TRAIN_SECONDS: float(sum(seconds))}
 
 
 def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *,

@@ -24,7 +24,7 @@ from typing import Any
 from calo_ablate.config import Config, diff_from, digest, eval_key, resolve_config, train_key
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import family_class, load_family
-from calo_ablate.study.registry import BASE, Ablation, Registry, Search
+from calo_ablate.study.registry import BASE, TEACHER_KEY, Ablation, Registry, Search
 
 
 @dataclass(frozen=True)
@@ -191,29 +191,47 @@ def _chained_eval_key(config: Config, checksums: dict[str, str], chained_train_k
 def chained_train_keys(resolved: list[tuple[Ablation, int, Config]],
                        checksums: dict[str, str]) -> dict[tuple[str, int], str]:
     """(ablation, seed) -> train key; a derived cell's key digests its own with its teacher's (same seed),
-    so that a changed teacher changes the student's key."""
+    so that a changed teacher changes the student's key. Raises ConfigError on a train.teacher (from a
+    registry `from:` or a `--set`) that names no row of the plan, a search row, a row without that seed,
+    or comes back to itself."""
     configs = {(ablation.name, seed): config for ablation, seed, config in resolved}
+    searches = {ablation.name for ablation, _, _ in resolved if ablation.search}
     keys: dict[tuple[str, int], str] = {}
-
-    def key_of(name: str, seed: int) -> str:
-        if (name, seed) not in keys:
-            config = configs[(name, seed)]
-            own = train_key(config, checksums)
-            teacher = config.train.teacher
-            if teacher is not None and (teacher, seed) not in configs:
-                msg = f"ablation {name!r} seed {seed}: its teacher {teacher!r} (from:) has no cell of that seed"
-                raise ConfigError(msg)
-            keys[(name, seed)] = own if teacher is None else digest({"own": own, "teacher": key_of(teacher, seed)})
-        return keys[(name, seed)]
-
     for ablation, seed, _ in resolved:
-        key_of(ablation.name, seed)
+        chain = teacher_names(ablation.name, seed, configs, searches)
+        key = ""
+        for name in reversed(chain):  # the root first: each key chains the one below it
+            own = train_key(configs[(name, seed)], checksums)
+            key = own if not key else digest({"own": own, "teacher": key})
+            keys.setdefault((name, seed), key)
     return keys
 
 
+def teacher_names(name: str, seed: int, configs: Mapping[tuple[str, int], Config], searches: set[str]) -> list[str]:
+    """[name, its teacher, the teacher's teacher, ...] by train.teacher; ConfigError naming the key and the
+    chain when a teacher is not a row of the plan with that seed, is a search, or the chain cycles."""
+    chain = [name]
+    while (teacher := configs[(chain[-1], seed)].train.teacher) is not None:
+        where = f"row {name!r} seed {seed}: {TEACHER_KEY}={teacher!r} (chain {' -> '.join([*chain, teacher])})"
+        if teacher in chain:
+            msg = f"{where}: a cycle; a row cannot be derived from itself"
+            raise ConfigError(msg)
+        if (teacher, seed) not in configs:
+            rows = sorted({n for n, s in configs if s == seed})
+            msg = f"{where}: names no row of the plan with that seed (rows: {', '.join(rows)}); a registry " \
+                  f"entry sets it with `from: <entry>`"
+            raise ConfigError(msg)
+        if teacher in searches:
+            msg = f"{where}: names a search row, whose trainings are trials"
+            raise ConfigError(msg)
+        chain.append(teacher)
+    return chain
+
+
 def describe_difference(ablation: Ablation, config: Config, base: Config) -> list[str]:
-    """Lines 'key: base value -> value' for `calo-ablate list` (plus the search range)."""
-    lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff_from(config, base).items()]
+    """Lines 'key: base value -> value' for `calo-ablate list` (plus the search range); train.teacher is
+    left out (`list` prints the `from:` chain)."""
+    lines = [f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff_from(config, base).items() if k != TEACHER_KEY]
     if config.sample.effective_steps != base.sample.effective_steps:
         lines.append(f"sampling steps: {base.sample.effective_steps} -> {config.sample.effective_steps}")
     if ablation.search:

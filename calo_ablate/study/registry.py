@@ -38,6 +38,7 @@ from calo_ablate.report.verdicts import DEFAULT_MARGINS, parse_margin
 from calo_ablate.runs.record import BASE
 
 ENTRY_FIELDS = ("title", "why", "set", "with", "from", "search", "expect")
+TEACHER_KEY = "train.teacher"  # set from an entry's `from:` only
 SEARCH_FIELDS = ("param", "low", "high", "log", "trials")
 # aspect of a row -> the directions an expectation may name (compared with the base by the report)
 _AMOUNT = ("lower", "higher", "same")
@@ -70,6 +71,11 @@ class Ablation:
     search: Search | None = None
     expect: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def teacher(self) -> str | None:
+        """The entry this one's training starts from (its `from:`, kept as train.teacher), or None."""
+        return self.overrides.get(TEACHER_KEY)
+
 
 @dataclass(frozen=True)
 class Registry:
@@ -87,13 +93,23 @@ class Registry:
         msg = f"{self.path}: no ablation named '{name}'; known: {', '.join(self.names())}"
         raise ConfigError(msg)
 
+    def teacher_chain(self, name: str) -> list[str]:
+        """The entries `name` is derived from, nearest first: ['d8', 'base'] for d4 (from: d8, d8 from: base)."""
+        chain: list[str] = []
+        teacher = self.get(name).teacher
+        while teacher is not None:
+            chain.append(teacher)
+            teacher = self.get(teacher).teacher
+        return chain
+
     def select(self, only: list[str] | None) -> Registry:
-        """The base plus the named entries, in registry order (unknown names raise)."""
+        """The base plus the named entries and the entries they are derived from (`from:`), in registry
+        order (unknown names raise)."""
         if not only:
             return self
+        keep = {BASE}
         for name in only:
-            self.get(name)
-        keep = {BASE, *only}
+            keep.update([name, *self.teacher_chain(name)])
         return Registry(self.path, [a for a in self.ablations if a.name in keep], self.margins)
 
 
@@ -177,6 +193,9 @@ def _check_entry(path: Path, name: Any, raw: Any, names: set[str]) -> None:
         nested = [k for k, v in raw["set"].items() if isinstance(v, dict)]
         if nested:
             msg = f"{where}: 'set' takes dotted keys (e.g. model.voxel.block_depth: 6), not nested sections: {nested}"
+            raise ConfigError(msg)
+        if TEACHER_KEY in raw["set"]:
+            msg = f"{where}: set: '{TEACHER_KEY}' is set by the entry's `from: <entry>`, not in 'set'"
             raise ConfigError(msg)
     if "with" in raw:
         with_ = raw["with"]
@@ -313,7 +332,7 @@ def load_registry(path: Path | str | None = None, *, dataset: str = "1", profile
     for name in order:
         overrides = {**base_set, **(_overrides(name, entries, (), path) if name != BASE else {})}
         if "from" in entries[name]:
-            overrides["train.teacher"] = entries[name]["from"]
+            overrides[TEACHER_KEY] = entries[name]["from"]
         try:
             config = _check_config(path, name, overrides, dataset, profile)
         except ConfigError as err:

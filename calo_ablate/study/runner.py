@@ -206,7 +206,8 @@ def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, boo
 
 
 def _next_seeds(s: _Study, parent_run_id: str, seeds: dict[str, int], clock: InvocationClock) -> dict[str, int] | None:
-    """`--seeds auto`: one more seed for the base and every row still undecided, or None (and why, logged)
+    """`--seeds auto`: one more seed for the base, every row still undecided and the rows they are derived
+    from (a derived cell starts from its teacher's cell of the same seed), or None (and why, logged)
     when every row is decided, the cap is reached or the next round would not fit the budget."""
     request, log = s.request, s.log
     table = build_table(s.tracking_uri, parent_run_id)
@@ -218,7 +219,7 @@ def _next_seeds(s: _Study, parent_run_id: str, seeds: dict[str, int], clock: Inv
     if most >= request.max_seeds:
         log(f"--seeds auto: the cap of {request.max_seeds} seeds is reached; undecided: {', '.join(undecided)}")
         return None
-    extended = {BASE, *undecided}
+    extended = {BASE, *undecided, *(t for name in undecided for t in s.registry.teacher_chain(name))}
     new_cells = {name: most + 1 - seeds[name] for name in extended}
     if request.budget_s is not None:
         estimate = estimate_seconds(measured_cell_seconds(table), new_cells, request.workers)

@@ -14,6 +14,10 @@ files, record.code_digest) and config hash
 another machine with other code could train something else into the study's runs. Every worker reaps dead
 workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
 
+A derived unit (train.teacher, a registry `from:`) waits while another worker trains its teacher, and
+is handed back behind the teacher's unit when that unit still waits in the queue (study/cell.py:
+wait_for_teacher): one worker, or several, train a teacher once and before its students.
+
 SIGTERM (scancel, a preemption, the end of a time limit) and SIGUSR2 (the `--signal` SLURM sends before
 the time limit) stop a worker between epochs: it finishes the epoch in progress (whose checkpoint and
 metrics are written as every epoch's are), hands its unit back to the queue (the unit's cells run
@@ -49,9 +53,11 @@ from calo_ablate.runs.devices import visible_gpus, worker_gpu_environment
 from calo_ablate.runs.generate import TrainedModel, load_run
 from calo_ablate.runs.train import TrainResult
 from calo_ablate.study.cell import (
+    TeacherPending,
     evaluate_cell,
     open_cell_run,
     run_reference,
+    teacher_train_seconds,
     train_cell,
     training_metrics,
     wait_for_teacher,
@@ -163,7 +169,8 @@ def _run_reference_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> U
 
 def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopRequest | None = None) -> UnitOutcome:
     """Run every cell of the claimed unit; a failure is recorded per cell and never raised. A stop
-    signal raises WorkerStopped between cells and epochs (the claim is the caller's to hand back)."""
+    signal raises WorkerStopped between cells and epochs, and a derived unit whose teacher's unit still
+    waits in the queue raises TeacherPending (either way, the claim is the caller's to hand back)."""
     stop = stop if stop is not None else StopRequest()
     if claim.unit == REFERENCE_UNIT:
         return _run_reference_unit(ctx, queue, claim)
@@ -197,6 +204,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
                 record.set_tags(ctx.tracking_uri, run_id, {record.TAG_SHARES_TRAINING_RUN: training.run_id})
             else:  # the training run has the per-epoch values already; a copy at step 0 would join its curve
                 metrics = {k: v for k, v in metrics.items() if k not in training.metrics}
+            metrics.update(teacher_train_seconds(ctx, cell))
             if cell.config.evaluate.enabled:
                 if trained_model is None:
                     trained_model = load_run(training.run_id, ctx.tracking_uri)
@@ -205,7 +213,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
             record.close_run(ctx.tracking_uri, run_id)
             queue.cell_done(claim, cell.name)
             ctx.log(f"done {cell.name}: {record.VAL_LOSS} {training.metrics[record.VAL_LOSS]:.4f}")
-        except WorkerStopped:
+        except (WorkerStopped, TeacherPending):
             raise
         except Exception as err:  # noqa: BLE001 (a failed cell is recorded, the study goes on)
             error = _error_text(err)
@@ -289,6 +297,10 @@ def _work(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_prog
         try:
             with queue.heartbeat(claim):
                 outcome = run_unit(ctx, queue, claim, stop)
+        except TeacherPending as pending:
+            ctx.log(f"{pending}: unit {claim.unit} handed back, behind it")
+            hand_back(queue, claim)
+            continue
         except (WorkerStopped, KeyboardInterrupt) as err:
             if not stop:  # a Ctrl-C: the claim is reaped (its pid is gone)
                 raise

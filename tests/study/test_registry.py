@@ -40,6 +40,17 @@ def _registry(tmp_path: Path, text: str) -> Path:
     ("  base: {title: Base}\n  s: {search: {param: train.lrate, low: 1.0e-4, high: 1.0e-3, trials: 2}}\n",
      ["ablation 's' search", "unknown config key 'train.lrate'"]),
     ("  base: {title: Base}\n  nested: {set: {model: {voxel: {block_depth: 6}}}}\n", ["dotted keys"]),
+    ("  base: {title: Base}\n  a: {from: b}\n  b: {from: a}\n", ["ablation 'a'", "'from' cycle a -> b -> a"]),
+    ("  base: {title: Base}\n  a: {from: b}\n  b: {from: c}\n  c: {from: b}\n",
+     ["ablation 'a'", "'from' cycle a -> b -> c -> b"]),
+    ("  base: {title: Base}\n  a: {from: a}\n", ["ablation 'a'", "'from' cycle a -> a"]),
+    ("  base: {title: Base}\n  a: {from: nope}\n", ["ablation 'a'", "'from' names unknown ablation 'nope'"]),
+    ("  base: {from: a}\n  a: {title: A}\n", ["ablation 'base'", "the base takes only title, why and set"]),
+    ("  base: {title: Base}\n  a: {from: [base]}\n", ["ablation 'a'", "'from' must be the name of one ablation"]),
+    ("  base: {title: Base}\n  a: {set: {train.teacher: base}}\n",
+     ["ablation 'a'", "'train.teacher' is set by the entry's `from: <entry>`"]),
+    ("  base: {title: Base}\n  s: {search: {param: train.lr, low: 1.0e-4, high: 1.0e-3, trials: 2}}\n  a: {from: s}\n",
+     ["ablation 'a'", "'from' names 's', a search"]),
 ])
 def test_registry_errors_name_the_file_entry_and_problem(tmp_path: Path, entries: str, expected: list[str]) -> None:
     path = _registry(tmp_path, entries)
