@@ -107,7 +107,7 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
 
 def plot_histograms(table: StudyTable, study_dir: Path, path: Path) -> Path | None:
     """The histogram grid of every row's seed-0 sample against the reference; None without cached samples."""
-    reference_file = record.sample_path(study_dir, record.REFERENCE_SAMPLE, 0)
+    reference_file = record.sample_path(study_dir, record.REFERENCE, 0)
     if not reference_file.is_file():
         return None
     reference = record.load_sample(reference_file)

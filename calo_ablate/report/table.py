@@ -28,7 +28,7 @@ from calo_ablate.report.stats import Design
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
-REFERENCE_ROW = "reference"
+REFERENCE_ROW = record.REFERENCE
 SYMBOLS = {"lower": "↓", "higher": "↑", "equivalent": "≈"}
 LOSSES = [(record.VAL_LOSS, "Loss")]  # runs without a loss_names tag: the total every family logs
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),

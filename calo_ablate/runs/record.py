@@ -117,7 +117,10 @@ REFERENCE_SECONDS = "reference_seconds"
 INVOCATION_SECONDS = "invocation_seconds"  # one value per `ablate` call
 
 SAMPLES_DIR = "samples"  # in a study folder: the cells' generated samples, for the report's histograms
-REFERENCE_SAMPLE = "reference"  # the reference sample of a seed is cached as the entry "reference"
+# the noise floor's name: its queue unit, its cached samples (samples/reference-s<seed>.npz) and its report row;
+# reserved: no registry entry may take a name of RESERVED_NAMES (its samples would overwrite the floor's)
+REFERENCE = "reference"
+RESERVED_NAMES = frozenset({REFERENCE})
 CONFIG_ARTIFACT = "config.yaml"
 REPORT_ARTIFACTS = "report"
 MAX_TAG_CHARS = 8000  # MLflow 3 refuses longer tag values

@@ -39,7 +39,7 @@ from calo_ablate.runs.generate import TrainedModel, generate_showers
 from calo_ablate.runs.train import RESULT_FILE, TrainResult, run_training
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
-from calo_ablate.study.queue import REFERENCE_UNIT, Claim, StudyQueue
+from calo_ablate.study.queue import Claim, StudyQueue
 
 TEACHER_POLL_S = 2.0  # how often a derived cell looks for its teacher's result.json
 REFERENCE_SEED = 1_000_003  # the noise-floor samples (seeds from here on) are drawn independently of every cell's
@@ -223,7 +223,7 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
     if steps is not None:
         metrics[record.SAMPLE_STEPS] = steps
     record.save_sample(record.sample_path(ctx.study_dir, cell.ablation.name, cell.seed), energies, generated)
-    reference = record.sample_path(ctx.study_dir, record.REFERENCE_SAMPLE, cell.seed)
+    reference = record.sample_path(ctx.study_dir, record.REFERENCE, cell.seed)
     if not reference.is_file():
         record.save_sample(reference, energies, showers)
     fault_point("after-sample-write")
@@ -249,4 +249,4 @@ def run_reference(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> None:
                        for k in draws[0]})
     record.log_metrics(ctx.tracking_uri, ctx.settings.parent_run_id,
                        {**logged, record.REFERENCE_SECONDS: time.perf_counter() - started})
-    queue.cell_done(claim, REFERENCE_UNIT)
+    queue.cell_done(claim, record.REFERENCE)

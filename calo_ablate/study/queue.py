@@ -64,7 +64,6 @@ STOP_ATTR = "stop"
 RETRIES_ATTR = "retries"
 FAILURES_FROM_ATTR = "failures_from"  # trial number from which failures count (set by --retry-failed)
 DEFAULT_RETRIES = 2
-REFERENCE_UNIT = "reference"
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -35,6 +35,7 @@ from calo_ablate.config import Config, experiments_dir, resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import family_class
 from calo_ablate.report.verdicts import DEFAULT_MARGINS, parse_margin
+from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
 ENTRY_FIELDS = ("title", "why", "set", "with", "from", "search", "expect")
@@ -172,6 +173,10 @@ def _check_entry(path: Path, name: Any, raw: Any, names: set[str]) -> None:
     where = f"{path}: ablation '{name}'"
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         msg = f"{path}: ablation name {name!r} must be a string of letters, digits, '_' or '-'"
+        raise ConfigError(msg)
+    if name in record.RESERVED_NAMES:
+        msg = (f"{path}: ablation name {name!r} is reserved (the noise floor's cells and samples use it); "
+               "choose another name")
         raise ConfigError(msg)
     if raw is None:
         return

@@ -29,7 +29,7 @@ from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, buil
 from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.plan import make_plan, resolve_cells
-from calo_ablate.study.queue import REFERENCE_UNIT, Progress, StudyQueue, default_storage, pid_alive
+from calo_ablate.study.queue import Progress, StudyQueue, default_storage, pid_alive
 from calo_ablate.study.registry import BASE, Registry, load_registry
 from calo_ablate.study.wallclock import FOLDER as INVOCATIONS
 from calo_ablate.study.wallclock import InvocationClock
@@ -164,7 +164,7 @@ def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, boo
     queue.save_settings(settings.to_json())
     queue.clear_stop()
 
-    units = [(REFERENCE_UNIT, [REFERENCE_UNIT])] if base_config.evaluate.enabled else []
+    units = [([record.REFERENCE])] if base_config.evaluate.enabled else []
     units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
     plan_cells = [name for _, cells in units for name in cells]
     queue.set_retries(request.retries, reset=request.retry_failed)
@@ -306,7 +306,7 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
     ctx = build_context(settings, files, study_dir(results_dir, study), int(os.environ.get(WORKERS_HERE_ENV, "1")),
                         log=log)
     evaluate = ctx.plan.base_cell(0).config.evaluate.enabled
-    plan_cells = ([REFERENCE_UNIT] if evaluate else []) + [c.name for c in ctx.plan.cells]
+    plan_cells = ([record.REFERENCE] if evaluate else []) + [c.name for c in ctx.plan.cells]
     return run_worker(ctx, queue, plan_cells, show_progress=not spawned)
 
 

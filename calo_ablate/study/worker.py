@@ -64,7 +64,7 @@ from calo_ablate.study.cell import (
 )
 from calo_ablate.study.context import THREADS_ENV, WORKERS_HERE_ENV, StudyContext
 from calo_ablate.study.plan import Cell
-from calo_ablate.study.queue import REFERENCE_UNIT, Claim, Progress, StudyQueue, requeue_unfinished
+from calo_ablate.study.queue import Claim, Progress, StudyQueue, requeue_unfinished
 from calo_ablate.study.search import run_search_cell
 
 POLL_S = 2.0
@@ -162,7 +162,7 @@ def _run_reference_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> U
         run_reference(ctx, queue, claim)
     except Exception as err:  # noqa: BLE001 (a failed unit is recorded, the study goes on)
         ctx.log(f"FAILED reference vs reference: {_error_text(err)}")
-        queue.cell_failed(claim, REFERENCE_UNIT, _error_text(err))
+        queue.cell_failed(claim, _error_text(err))
         return UnitOutcome(False, None)
     return UnitOutcome(True, None)
 
@@ -172,7 +172,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
     signal raises WorkerStopped between cells and epochs, and a derived unit whose teacher's unit still
     waits in the queue raises TeacherPending (either way, the claim is the caller's to hand back)."""
     stop = stop if stop is not None else StopRequest()
-    if claim.unit == REFERENCE_UNIT:
+    if claim.unit == record.REFERENCE:
         return _run_reference_unit(ctx, queue, claim)
     training: TrainResult | None = None
     train_seconds: float | None = None

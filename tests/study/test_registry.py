@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from calo_ablate.cli import main
-from calo_ablate.commands import study as study_commands
+from calo_ablate.commands import ui as ui_command
 from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.plan import make_plan
@@ -44,6 +44,8 @@ def _registry(tmp_path: Path, text: str) -> Path:
     ("  base: {title: Base}\n  a: {from: b}\n  b: {from: c}\n  c: {from: b}\n",
      ["ablation 'a'", "'from' cycle a -> b -> c -> b"]),
     ("  base: {title: Base}\n  a: {from: a}\n", ["ablation 'a'", "'from' cycle a -> a"]),
+    ("  base: {title: Base}\n  reference: {set: {train.lr: 1.0e-3}}\n",
+     ["ablation name 'reference' is reserved", "noise floor"]),
     ("  base: {title: Base}\n  a: {from: nope}\n", ["ablation 'a'", "'from' names unknown ablation 'nope'"]),
     ("  base: {from: a}\n  a: {title: A}\n", ["ablation 'base'", "the base takes only title, why and set"]),
     ("  base: {title: Base}\n  a: {from: [base]}\n", ["ablation 'a'", "'from' must be the name of one ablation"]),
@@ -124,7 +126,7 @@ def test_ui_serves_the_newest_study_store(tmp_path: Path, monkeypatch: pytest.Mo
         (tmp_path / name / "mlflow.db").write_text("")
         os.utime(tmp_path / name / "mlflow.db", (time.time() - age, time.time() - age))
     calls = []
-    monkeypatch.setattr(study_commands.subprocess, "call", lambda command: calls.append(command) or 0)
+    monkeypatch.setattr(ui_command, "serve", lambda command: calls.append(command) or 0)
     assert main(["ui", "--results-dir", str(tmp_path), "--port", "5001"]) == 0
     assert calls[0][1:] == ["ui", "--backend-store-uri", f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}",
                             "--host", "127.0.0.1", "--port", "5001"]
