@@ -26,12 +26,15 @@ from calo_ablate.model.calodiffusion.consistency import (
 from calo_ablate.model.calodiffusion.family import CaloDiffusionFamily
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
+from calo_ablate.study.plan import make_plan
+from calo_ablate.study.registry import load_registry
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
         "diffusion_steps": 20, "sample_offset": 1}
 TINY_SET = ["model.family=calodiffusion", "model.widths=[8,8,8]", "model.embed_hidden=8", "model.embed_dim=8",
             "model.attention_head_dim=8", "model.norm_groups=4", "model.diffusion_steps=20"]
 CONSISTENCY = {"enabled": True, "teacher_steps": 10, "ema_start": 2}
+REGISTRY = Path(__file__).resolve().parents[3] / "experiments" / "calodiffusion.yaml"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -209,3 +212,16 @@ def test_the_family_trains_a_student_from_a_teacher_and_samples_it_in_k_steps() 
     no_teacher = resolve_config("1", "smoke", cli_set=[*TINY_SET, "model.consistency.enabled=true"])
     with pytest.raises(ConfigError, match="train.teacher is not set"):
         CaloDiffusionFamily(no_teacher).module()
+
+
+def test_the_registry_rows_share_trainings_as_stated_and_chain_the_base() -> None:
+    registry = load_registry(REGISTRY, dataset="1", profile="smoke")
+    plan = make_plan(registry, dataset="1", profile="smoke", seeds=1, checksums={"f.hdf5": "0" * 32})
+    cells = {c.ablation.name: c for c in plan.cells}
+    keys = {name: c.train_key for name, c in cells.items()}
+    assert keys["consistency_1"] == keys["consistency_2"] == keys["consistency_4"] != keys["base"]
+    assert keys["layer_diffusion_steps_25"] == keys["layer_diffusion"] != keys["base"]
+    assert {cells[f"consistency_{k}"].config.sample.effective_steps for k in (1, 2, 4)} == {1, 2, 4}
+    assert all(cells[f"consistency_{k}"].config.train.teacher == "base" for k in (1, 2, 4))
+    for row in ("layer_diffusion", "consistency_1"):
+        assert not plan.loss_comparable(cells[row])     # another loss: not comparable with the base's
