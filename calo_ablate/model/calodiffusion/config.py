@@ -67,6 +67,9 @@ class ConsistencyConfig(_Section):
                                                      "photons, 100 ds1 pions and ds2)")
     ema_decay: float = Field(0.95, ge=0.0, lt=1.0, description="decay of the target network's EMA")
     ema_start: int = Field(10, ge=0, description="optimizer steps during which the target copies the online net")
+    ema_warmup: bool = Field(True, description="ema_pytorch's default warm-up after those steps: decay "
+                                               "min(ema_decay, 1 - (1 + k)^(-2/3)) at the k-th further update; "
+                                               "false: ema_decay at once")
 
 
 class CaloDiffusionConfig(ModelSection):

@@ -8,8 +8,9 @@ Per training step: one t in {1..N-1} for the whole batch, eps ~ N(0, I), x_t = x
 the frozen teacher takes one DDIM (eta 0) step, x_{t-1} = x0_T + sigma_{t-1} (x_t - x0_T) / sigma_t;
 the target network (an EMA of the online one) denoises x_{t-1} at t - 1, the online network x_t at t;
 loss = mean squared difference of the two x0 estimates. The online network starts as a copy of the
-teacher, and so does the target: it copies the online weights for the first ema_start optimizer steps,
-then follows target <- decay target + (1 - decay) online.
+teacher, and so does the target: target <- decay target + (1 - decay) online after every optimizer step,
+with the decay of ema_pytorch's EMA(beta = ema_decay, update_after_step = ema_start, update_every = 1) and
+its default warm-up (inv_gamma 1, power 2/3; target_decay).
 
 Sampling with k = 1..5 evaluations: the noise levels sigma of the schedule in descending order,
 s_i = sigma(t = N - 1 - i); the k-step grid is the first k of the positions 0, round(0.5 N),
@@ -34,13 +35,26 @@ from calo_ablate.model.calodiffusion.objective import eps_from_output
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
 
 __all__ = ["GRID_FRACTIONS", "SIGMA_MIN", "ConsistencyModule", "consistency_grid", "consistency_loss",
-           "consistency_sample", "denoiser", "ve_sigmas"]
+           "consistency_sample", "denoiser", "target_decay", "ve_sigmas"]
 
 GRID_FRACTIONS = (0.0, 0.5, 0.7, 0.9, 0.95)   # positions in the descending noise levels, times N
 SIGMA_MIN = 0.002
 ONLINE_KEY = "consistency_online"             # the online network's weights in a checkpoint
 
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]   # (x_t (B, D) variance-exploding, step t) -> x0 (B, D)
+WARMUP_POWER = 2.0 / 3.0                                  # ema_pytorch's default power (inv_gamma 1)
+
+
+def target_decay(step: int, ema_start: int, ema_decay: float, warmup: bool = True) -> float:
+    """The target's decay after optimizer step `step` (1, 2, ...): 0 (a copy of the online weights) while
+    step - 1 <= ema_start; then ema_decay, or with the warm-up 0 at k = step - ema_start - 2 <= 0 and
+    min(ema_decay, 1 - (1 + k)^(-2/3)) after (ema_pytorch counts its updates from 0)."""
+    if step - 1 <= ema_start:
+        return 0.0
+    if not warmup:
+        return ema_decay
+    k = step - ema_start - 2
+    return 0.0 if k <= 0 else min(ema_decay, 1.0 - (1.0 + k) ** -WARMUP_POWER)
 
 
 def ve_sigmas(schedule: DDPMSchedule) -> torch.Tensor:
@@ -162,14 +176,15 @@ class ConsistencyModule(CaloDiffusionModule):
 
     @torch.no_grad()
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        """Move the target towards the online network (a copy during the first ema_start steps)."""
+        """Move the target towards the online network (target_decay)."""
         super().on_train_batch_end(outputs, batch, batch_idx)
         c = self.config.consistency
+        decay = target_decay(self.global_step, c.ema_start, c.ema_decay, c.ema_warmup)
         target, online = list(self.net.parameters()), [p.detach() for p in self.online.parameters()]
-        if self.global_step <= c.ema_start:
+        if decay == 0.0:
             torch._foreach_copy_(target, online)
         else:
-            torch._foreach_lerp_(target, online, 1.0 - c.ema_decay)
+            torch._foreach_lerp_(target, online, 1.0 - decay)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[ONLINE_KEY] = {k: v.detach().cpu() for k, v in self.online.state_dict().items()}

@@ -21,6 +21,7 @@ from calo_ablate.model.calodiffusion.consistency import (
     consistency_grid,
     consistency_loss,
     consistency_sample,
+    target_decay,
     ve_sigmas,
 )
 from calo_ablate.model.calodiffusion.family import CaloDiffusionFamily
@@ -131,6 +132,16 @@ def test_a_few_training_steps_reduce_the_consistency_loss() -> None:
         fixed().backward()
         optimizer.step()
     assert 0.0 < float(fixed().detach()) < before
+
+
+def test_the_target_copies_then_follows_ema_pytorch_s_warm_up_to_the_decay() -> None:
+    decays = [target_decay(step, 10, 0.95) for step in range(1, 200)]
+    assert decays[:12] == [0.0] * 12                        # steps 1..11 copy, 12 is the warm-up's k = 0
+    assert decays[12] == pytest.approx(1 - 2 ** (-2 / 3))   # k = 1: 0.370
+    assert decays[15] == pytest.approx(1 - 5 ** (-2 / 3))
+    assert all(a <= b for a, b in itertools.pairwise(decays)) and decays[-1] == 0.95
+    assert 0.9 < decays[80] < 0.95                           # 0.95 from k = 89 on
+    assert [target_decay(step, 10, 0.95, warmup=False) for step in (11, 12)] == [0.0, 0.95]
 
 
 @pytest.mark.slow
