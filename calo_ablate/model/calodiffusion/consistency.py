@@ -100,6 +100,10 @@ def consistency_grid(steps: int, teacher_steps: int) -> list[int]:
               f"{CONSISTENCY_MAX_STEPS} network evaluations"
         raise ConfigError(msg)
     positions = [round(teacher_steps * f) for f in GRID_FRACTIONS[:steps]]
+    if positions[-1] >= teacher_steps:
+        msg = f"consistency sampling in {steps} steps: grid position {positions[-1]} lies outside the " \
+              f"model.consistency.teacher_steps={teacher_steps} noise levels; use more teacher steps or fewer steps"
+        raise ConfigError(msg)
     return [teacher_steps - 1 - p for p in positions]
 
 
@@ -122,9 +126,10 @@ class ConsistencyModule(CaloDiffusionModule):
 
     `net` is the target (EMA) network: the weights saved in the state_dict (CaloDiffusionModule's keys)
     and sampled with; it gets no gradient (its outputs are computed without one) and is not optimised,
-    but counts as the student's parameters. The online network, which the optimizer updates, and the teacher are held outside
-    the submodules (neither in the state_dict nor in the optimizer's parameters but the online's); the
-    online weights travel in checkpoints under ONLINE_KEY so that a resumed training continues them.
+    but counts as the student's parameters. The online network, which the optimizer updates, and the
+    teacher are held outside the submodules (not in the state_dict; the optimizer holds the online's
+    parameters only); the online weights travel in checkpoints under ONLINE_KEY, so that a resumed
+    training continues them.
     """
 
     def __init__(self, teacher: CaloDiffusionModule, config: CaloDiffusionConfig | dict[str, Any], dataset: str,

@@ -178,6 +178,12 @@ def test_a_grid_of_more_than_five_or_no_steps_is_refused(steps: int) -> None:
         consistency_grid(steps, 30)
 
 
+def test_a_grid_beyond_the_teacher_s_noise_levels_is_refused() -> None:
+    assert consistency_grid(5, 20) == [19, 9, 5, 1, 0]
+    with pytest.raises(ConfigError, match="teacher_steps=10"):   # round(9.5) = 10: no such level
+        consistency_grid(5, 10)
+
+
 @pytest.mark.parametrize("steps", [1, 2, 4])
 def test_the_sampler_evaluates_once_per_grid_level_and_renoises_to_it(steps: int) -> None:
     sigmas = ve_sigmas(DDPMSchedule.cosine(30))
