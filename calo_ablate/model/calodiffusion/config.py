@@ -66,7 +66,8 @@ class ConsistencyConfig(_Section):
     teacher_steps: int = Field(30, ge=2, description="N of the teacher's discretisation (CONSIS_NSTEPS: 30 ds1 "
                                                      "photons, 100 ds1 pions and ds2)")
     ema_decay: float = Field(0.95, ge=0.0, lt=1.0, description="decay of the target network's EMA")
-    ema_start: int = Field(10, ge=0, description="optimizer steps during which the target copies the online net")
+    ema_start: int = Field(10, ge=0, description="update_after_step: the target copies the online net for "
+                                                 "ema_start + 1 optimizer steps (+ 1 more with the warm-up)")
     ema_warmup: bool = Field(True, description="ema_pytorch's default warm-up after those steps: decay "
                                                "min(ema_decay, 1 - (1 + k)^(-2/3)) at the k-th further update; "
                                                "false: ema_decay at once")
