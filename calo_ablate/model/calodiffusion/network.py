@@ -3,6 +3,7 @@
 The diffusion space is the flat voxel vector with GLaM learned (noise, loss and sampling there; the
 U-Net sees C x_t and its output goes through D), else the regular grid flattened in (z, alpha, r) order
 (GLaM fixed: the preprocessing already applied the fixed map; datasets 2 and 3 need none).
+With LayerDiffusion the U-Net's condition is [energy c, layer vector] (n_cond = n_layers + 2).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def count_trainable(module: nn.Module) -> int:
 
 
 class CaloDiffusionNetwork(nn.Module):
-    """forward(x_t (B, D), sigma (B,), energy (B,)) -> network output (B, D); D = n_features."""
+    """forward(x_t (B, D), sigma (B,), energy (B,) or (B, n_cond)) -> network output (B, D); D = n_features."""
 
     def __init__(self, config: CaloDiffusionConfig, geometry: Geometry) -> None:
         super().__init__()
@@ -32,7 +33,8 @@ class CaloDiffusionNetwork(nn.Module):
             if config.glam == "learned" else None
         self.n_features = geometry.n_voxels if self.glam is not None else self.grid.n_voxels
         coords = coordinate_channels(self.grid, rz=config.rz_channels, phi=config.phi_channel)
-        self.unet = CondUnet(config, coords)
+        n_cond = 1 + (geometry.n_layers + 1 if config.layer_diffusion.enabled else 0)
+        self.unet = CondUnet(config, coords, n_cond)
 
     def forward(self, x_t: torch.Tensor, sigma: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         b = x_t.shape[0]

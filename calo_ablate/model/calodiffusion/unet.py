@@ -7,7 +7,8 @@ ResnetBlock(2 w_l -> w_{l-1}), ResnetBlock, attention, Upsample (transposed, ker
 stride 2, output padding restoring the down level's size; none on the last); output ResnetBlock
 without conditioning and a 1x1x1 conv to one channel.
 Conditioning: sigma_t and the energy condition, each through Linear(1, h) - GELU - Linear(h, d) - GELU -
-Linear(d, d), concatenated to 2d; every conditioned ResnetBlock adds Linear(2d -> width)(SiLU(cond)) as
+Linear(d, d), concatenated to 2d (with LayerDiffusion the condition is [energy, layer vector], so the
+energy MLP's first Linear takes 2 + n_layers inputs); every conditioned ResnetBlock adds Linear(2d -> width)(SiLU(cond)) as
 a per-channel shift after its first Block. The coordinate channels are fixed inputs concatenated to x.
 """
 
@@ -22,7 +23,7 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.cylindrical import CylindricalConv, CylindricalConvTranspose
 
-__all__ = ["CondUnet", "LinearAttention", "ResnetBlock", "level_shapes"]
+__all__ = ["CondUnet", "LinearAttention", "ResnetBlock", "embedding_mlp", "level_shapes"]
 
 Shape = tuple[int, int, int]
 
@@ -103,8 +104,9 @@ class Attention(nn.Module):
         return x + self.attn(self.norm(x))
 
 
-def _embedding(hidden: int, dim: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(1, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.GELU(), nn.Linear(dim, dim))
+def embedding_mlp(hidden: int, dim: int, n_in: int = 1) -> nn.Sequential:
+    """Linear(n_in, hidden) - GELU - Linear(hidden, dim) - GELU - Linear(dim, dim)."""
+    return nn.Sequential(nn.Linear(n_in, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.GELU(), nn.Linear(dim, dim))
 
 
 def _upsample(channels: int, small: Shape, big: Shape, cylindrical: bool) -> CylindricalConvTranspose:
@@ -117,10 +119,11 @@ def _upsample(channels: int, small: Shape, big: Shape, cylindrical: bool) -> Cyl
 class CondUnet(nn.Module):
     """forward(x (B, 1, z, alpha, r), sigma (B,), energy (B,)) -> (B, 1, z, alpha, r).
 
-    coords: (n_coord, z, alpha, r) fixed channels concatenated to x (see geometry_map.coordinate_channels).
+    coords: (n_coord, z, alpha, r) fixed channels concatenated to x (see geometry_map.coordinate_channels);
+    n_cond: the width of the condition (energy (B,) or (B, n_cond)).
     """
 
-    def __init__(self, config: CaloDiffusionConfig, coords: torch.Tensor) -> None:
+    def __init__(self, config: CaloDiffusionConfig, coords: torch.Tensor, n_cond: int = 1) -> None:
         super().__init__()
         self.register_buffer("coords", coords.clone(), persistent=False)
         shape: Shape = tuple(coords.shape[1:])  # type: ignore[assignment]
@@ -131,8 +134,8 @@ class CondUnet(nn.Module):
         def attention(channels: int, on: bool) -> nn.Module:
             return Attention(channels, config.attention_heads, config.attention_head_dim) if on else nn.Identity()
 
-        self.time_mlp = _embedding(config.embed_hidden, config.embed_dim)
-        self.energy_mlp = _embedding(config.embed_hidden, config.embed_dim)
+        self.time_mlp = embedding_mlp(config.embed_hidden, config.embed_dim)
+        self.energy_mlp = embedding_mlp(config.embed_hidden, config.embed_dim, n_cond)
         self.init_conv = CylindricalConv(1 + coords.shape[0], widths[0], 3, padding=1, cylindrical=cyl)
         pairs = list(pairwise(widths))
         last = len(pairs) - 1
@@ -164,7 +167,7 @@ class CondUnet(nn.Module):
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, energy: torch.Tensor) -> torch.Tensor:
         b = x.shape[0]
         h = torch.cat([x, self.coords.expand(b, -1, -1, -1, -1).to(x.dtype)], dim=1)
-        cond = torch.cat([self.time_mlp(sigma.reshape(b, 1)), self.energy_mlp(energy.reshape(b, 1))], dim=1)
+        cond = torch.cat([self.time_mlp(sigma.reshape(b, 1)), self.energy_mlp(energy.reshape(b, -1))], dim=1)
         h = self.init_conv(h)
         skips = []
         for res1, res2, attn, downsample in self.down:
