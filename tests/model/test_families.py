@@ -123,7 +123,9 @@ def test_calodiffusion_registry_steps_rows_reuse_the_base_training() -> None:
     keys = {c.ablation.name: c.train_key for c in plan.cells}
     for row in ("steps_200", "steps_100", "steps_50"):
         assert keys[row] == keys["base"]
-    assert len(set(keys.values())) == len(keys) - 3  # every other row trains its own model
+    assert keys["layer_diffusion_steps_25"] == keys["layer_diffusion"]
+    assert keys["consistency_2"] == keys["consistency_4"] == keys["consistency_1"]
+    assert len(set(keys.values())) == len(keys) - 6  # every other row trains its own model
     comparable = {c.ablation.name: plan.loss_comparable(c) for c in plan.cells}
     assert not comparable["glam_off"]  # another diffusion space: the loss is not the base's
     assert all(comparable[r] for r in ("no_cylindrical", "no_rz_channels", "no_phi_channel", "no_attention"))
