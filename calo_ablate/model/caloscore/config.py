@@ -49,18 +49,35 @@ class LayerNetConfig(_Section):
 class DistillConfig(_Section):
     """model.diffusion.distill.*: one progressive-distillation round (CaloScore v2, Salimans & Ho 2022).
 
-    A round is one derived training (a registry entry `from:` its teacher's entry): the student samples in
-    sample.steps steps and learns two teacher DDIM half-steps per student step, so its teacher sampled in
-    2 x sample.steps. Rounds chain as entries `from:` the previous round, so every round is a row of its own
-    that trains once, resumes after a kill and is sampled and reported like any model.
+    A round is one derived training (a registry entry `from:` its teacher's entry): a student of N = `steps`
+    DDIM steps learns, per step, two DDIM half-steps of its teacher, i.e. the teacher's trajectory of 2N
+    steps. N is a model key (not read from sample.*, which is not part of the train key) so that students of
+    different N never share a trained model. When the student trains, it is checked (ConfigError) that
+    its teacher samples in 2N steps (a distilled teacher: its own distill.steps = 2N; a base teacher:
+    sample.steps x steps_factor = 2N) and that the student's own sample.steps x steps_factor is N.
+    Rounds chain as entries `from:` the previous round, so every round is a row of its own.
     """
 
-    enabled: bool = Field(False, description="distil train.teacher into a student of sample.steps steps "
+    enabled: bool = Field(False, description="distil train.teacher into a student of `steps` DDIM steps "
                                              "(needs train.teacher); false: the family's default fine-tuning")
+    steps: int | None = Field(None, ge=1, description="N, the student's DDIM steps (its teacher's are 2N); "
+                                                      "required when enabled, equal to sample.steps x steps_factor")
     student_init: Literal["teacher", "fresh"] = Field(
         "teacher", description="teacher: the student starts from the teacher's EMA weights (Salimans & Ho's "
                                "choice; a short study budget cannot retrain from scratch every round); fresh: "
                                "new weights, as the published CaloScore v2 code does (Keras clone_model)")
+
+    @model_validator(mode="after")
+    def _steps_when_enabled(self) -> DistillConfig:
+        if self.enabled and self.steps is None:
+            msg = "model.diffusion.distill.enabled is true but model.diffusion.distill.steps is not set: " \
+                  "give the student's DDIM steps N (its teacher samples in 2N)"
+            raise ValueError(msg)
+        if not self.enabled and self.steps is not None:
+            msg = f"model.diffusion.distill.steps={self.steps} is set but model.diffusion.distill.enabled is " \
+                  "false: enable the distillation or drop the key"
+            raise ValueError(msg)
+        return self
 
 
 class DiffusionConfig(_Section):
