@@ -122,7 +122,11 @@ def add_multiclass(table: StudyTable, folder: Path, tracking_uri: str, log: Call
         table.header[SKIPPED] = (f"{len(files)} row(s) with cached samples at a common seed in "
                                  f"{folder / record.SAMPLES_DIR}, at least 2 needed")
         return
-    settings = classifier_settings(table)
+    try:
+        settings = classifier_settings(table)
+    except DataError as err:
+        table.header[SKIPPED] = str(err)
+        return
     threshold = _param(_base_params(table).get("evaluate.threshold_mev", "null"))
     key = _key(files, references, settings, table.header.get(record.TAG_DATASET, ""), threshold)
     cache = folder / CACHE_FILE
