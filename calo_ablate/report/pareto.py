@@ -37,15 +37,17 @@ PLOT_FILE = "pareto.png"
 class Axis:
     metric: str
     label: str
+    short: str  # in the table's column header
     lower_is_better: bool
 
 
 AXES = {a.metric: a for a in (
-    Axis("auc_low", "AUC low", True), Axis("auc_high", "AUC high", True),
-    Axis("auc_high_z", "AUC high (z, standardised inputs)", True), Axis("fpd", "FPD x1e3", True),
-    Axis("kpd", "KPD x1e3", True), Axis("sep_mean", "mean separation power", True),
-    Axis("sep_e_ratio", "separation power E_tot/E_inc", True),
-    Axis(MULTICLASS, "multiclass mean log p(row | reference shower)", False))}
+    Axis("auc_low", "AUC low", "AUC low", True), Axis("auc_high", "AUC high", "AUC high", True),
+    Axis("auc_high_z", "AUC high (z, standardised inputs)", "AUC high (z)", True),
+    Axis("fpd", "FPD x1e3", "FPD", True), Axis("kpd", "KPD x1e3", "KPD", True),
+    Axis("sep_mean", "mean separation power", "mean sep.", True),
+    Axis("sep_e_ratio", "separation power E_tot/E_inc", "sep. E_tot/E_inc", True),
+    Axis(MULTICLASS, "multiclass mean log p(row | reference shower)", "multi-cls", False))}
 DEFAULT_METRIC = "auc_low"
 FALLBACK = ("auc_low", "auc_high_z", "auc_high", "sep_mean", "fpd", MULTICLASS)
 
@@ -137,7 +139,7 @@ def front_column(table: StudyTable) -> ExtraColumn | None:
     on = {p.row for p in front_rows(table, metric)}
     text = {p.row: "front" for p in points if p.row in on}
     data = {p.row: {"pareto_front": p.row in on, "pareto_metric": metric} for p in points}
-    return ExtraColumn(f"Pareto front ({AXES[metric].label.split(' (')[0]} vs gen. time b{TIME_BATCH})", text, data)
+    return ExtraColumn(f"Pareto front ({AXES[metric].short} vs gen. time b{TIME_BATCH})", text, data)
 
 
 def published_reason(table: StudyTable, metric: str) -> str | None:
@@ -151,6 +153,16 @@ def published_reason(table: StudyTable, metric: str) -> str | None:
                 else f"{AXES[metric].label} (not a published CaloChallenge number)")
         return f"published CaloChallenge points not shown: none stored for {what}"
     return None
+
+
+def _choice_text(table: StudyTable, metric: str) -> str:
+    if table.quality_metric is not None:
+        return f" Axis chosen with --quality-metric {metric}."
+    why = ("the default: an official number (the same quantity as the published ones), measured by every profile, "
+           "on every voxel" if metric == DEFAULT_METRIC else
+           f"the study logged no {AXES[DEFAULT_METRIC].label} (the default), so the first of "
+           f"{', '.join(FALLBACK)} that it logged")
+    return f" Axis {AXES[metric].label}: {why}; `calo-ablate report --quality-metric M` picks another."
 
 
 def pareto_lines(table: StudyTable) -> list[str]:
@@ -171,9 +183,7 @@ def pareto_lines(table: StudyTable) -> list[str]:
               + ("classifier trainings" if metric == MULTICLASS else "seeds")
               + f"; time: generation per shower at batch {TIME_BATCH}, mean ± std over seeds, on this study's "
               "machine, model loading excluded."
-              + (" Default axis AUC low: an official number (comparable in kind with the published ones), "
-                 "measured by every profile, on every voxel; `calo-ablate report --quality-metric M` picks "
-                 f"another ({', '.join(AXES)})." if table.quality_metric is None else "")]
+              + _choice_text(table, metric)]
     if missing:
         lines += ["", "Not on the plot: " + "; ".join(f"{title} ({why})" for title, why in missing.items()) + "."]
     reason = published_reason(table, metric)

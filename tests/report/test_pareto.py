@@ -11,10 +11,12 @@ import pytest
 from calo_ablate.errors import ConfigError
 from calo_ablate.report.multiclass import TAG, MulticlassSummary
 from calo_ablate.report.pareto import (
+    PLOT_FILE,
     choose_metric,
     front_column,
     front_rows,
     pareto_front,
+    pareto_lines,
     pareto_points,
     published_reason,
 )
@@ -118,7 +120,9 @@ def test_published_points_only_on_real_dataset_1_and_for_published_metrics() -> 
 
 @pytest.mark.parametrize("header", [SYNTHETIC, REAL], ids=["synthetic", "real"])
 def test_the_plot_is_written_and_none_without_points(tmp_path: Path, header: dict[str, str]) -> None:
-    path = plot_pareto(_table(header), tmp_path / "pareto.png")
-    assert path == tmp_path / "pareto.png" and path.stat().st_size > 10_000
+    path = plot_pareto(_table(header), tmp_path / PLOT_FILE)
+    assert path == tmp_path / PLOT_FILE and path.stat().st_size > 10_000
+    assert any(f"]({PLOT_FILE})" in line for line in pareto_lines(_table(header)))  # table.md links it
     empty = _table(header, [Row("base", "Base", [CellResult(0, "FINISHED", {"auc_low": 0.5}, {}, "r")])])
     assert plot_pareto(empty, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
+    assert not any(PLOT_FILE in line for line in pareto_lines(empty))  # no link to a plot that is not there
