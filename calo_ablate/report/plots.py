@@ -22,7 +22,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator
 
 from calo_ablate.evaluation.plots import plot_histogram_grid
 from calo_ablate.report.multiclass import multiclass_of
@@ -204,6 +204,7 @@ def plot_pareto(table: StudyTable, path: Path) -> Path | None:
     ax.set_xscale("log")
     ticks = FuncFormatter(lambda value, _: f"{value:g}")
     ax.xaxis.set_major_formatter(ticks)
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
     ax.xaxis.set_minor_formatter(ticks)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"generation time, ms per shower at batch {TIME_BATCH} (mean ± std over seeds)")
