@@ -145,9 +145,12 @@ def front_column(table: StudyTable) -> ExtraColumn | None:
 def published_reason(table: StudyTable, metric: str) -> str | None:
     """Why the published CaloChallenge points are not drawn; None when they are."""
     dataset = table.header.get(record.TAG_DATASET, "?")
-    if table.header.get(record.TAG_DATA_SOURCE) == "synthetic":
+    source = table.header.get(record.TAG_DATA_SOURCE)
+    if source == "synthetic":
         return ("published CaloChallenge points not shown: this study ran on the synthetic stand-in, not the "
                 "Geant4 showers they were measured on")
+    if source != "real":
+        return f"published CaloChallenge points not shown: the study's data source is not recorded as real ({source})"
     if published_points(dataset, metric) is None:
         what = (f"dataset {dataset}" if published_points(dataset, "auc_low") is None
                 else f"{AXES[metric].label} (not a published CaloChallenge number)")

@@ -109,6 +109,7 @@ def test_the_multiclass_axis_is_higher_is_better() -> None:
 def test_published_points_only_on_real_dataset_1_and_for_published_metrics() -> None:
     assert "synthetic stand-in" in (published_reason(_table(SYNTHETIC), "auc_low") or "")
     assert published_reason(_table(REAL), "auc_low") is None
+    assert "not recorded as real" in (published_reason(_table({"dataset": "1-photons"}), "auc_low") or "")
     assert "dataset 2" in (published_reason(_table({**REAL, "dataset": "2"}), "auc_low") or "")
     assert "not a published" in (published_reason(_table(REAL), "sep_mean") or "")
     photons = published_points("1-photons", "auc_low") or []
