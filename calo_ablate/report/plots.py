@@ -209,10 +209,10 @@ def plot_pareto(table: StudyTable, path: Path) -> Path | None:
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"generation time, ms per shower at batch {TIME_BATCH} (mean ± std over seeds)")
     spread = "classifier trainings" if metric == MULTICLASS else "seeds"
-    ax.set_ylabel(f"{axis.label} (mean ± std over {spread}; {'lower' if axis.lower_is_better else 'higher'} "
-                  "is better)")
+    ax.set_ylabel(f"{axis.label}\n(mean ± std over {spread}; {'lower' if axis.lower_is_better else 'higher'} "
+                  "is better)", fontsize=9)
     source = "synthetic stand-in" if table.header.get(record.TAG_DATA_SOURCE) == "synthetic" else "real data"
-    ax.set_title(f"{table.study} ({source}, profile {table.header.get(record.TAG_PROFILE, '?')}): {axis.label} "
+    ax.set_title(f"{table.study} ({source}, profile {table.header.get(record.TAG_PROFILE, '?')}): {axis.short} "
                  "against generation time", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
