@@ -137,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", required=True, help="study name")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: the study's store)")
     p.add_argument("--results-dir", default="results", help="where study folders go (default: results)")
+    p.add_argument("--quality-metric", default=None, metavar="METRIC",
+                   help="quality axis of pareto.png and the table's front: auc_low (default), auc_high, auc_high_z, "
+                        "fpd, kpd, sep_mean, sep_e_ratio or multiclass")
     _handler(p, "calo_ablate.commands.study:report")
 
     p = sub.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 for a study's store")

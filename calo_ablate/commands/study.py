@@ -116,5 +116,5 @@ def worker(args: Namespace) -> int:
 
 def report(args: Namespace) -> int:
     """`calo-ablate report --study S`: rebuild table and plots from the MLflow store alone."""
-    print(f"report: {rebuild_report(args.study, args.results_dir, args.tracking_uri)}")
+    print(f"report: {rebuild_report(args.study, args.results_dir, args.tracking_uri, args.quality_metric)}")
     return 0

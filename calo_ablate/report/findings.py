@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from calo_ablate.report import multiclass
 from calo_ablate.report import stats as verdict_stats
+from calo_ablate.report.pareto import pareto_lines
 from calo_ablate.report.table import Row, StudyTable
 from calo_ablate.report.verdicts import (
     IDENTICAL,
@@ -178,6 +180,7 @@ def findings_lines(table: StudyTable) -> list[str]:
         quality_text = UNDERTRAINED if verdict == "undertrained" else f"sample quality {verdict} ({detail})"
         parts = [_loss_text(table, row), quality_text, _speed_text(table, row)]
         lines.append(f"- **{row.title}**: " + "; ".join(p for p in parts if p))
+    lines += multiclass.findings_lines(table)
     design = table.design
     looks = (f"seeds added until decided: looks at {design.first}..{design.cap} seeds, the loss tested at each "
              f"look at its share of alpha = {verdict_stats.ALPHA} (Pocock-type alpha spending, Lan & DeMets 1983)"
@@ -303,9 +306,9 @@ def ordering_line(losses: dict[str, list[float]]) -> str:
 
 
 def sections(table: StudyTable) -> list[str]:
-    """Findings, Expectations and Stability, as markdown lines for table.md."""
+    """Findings, quality against generation time, Expectations and Stability, as markdown lines for table.md."""
     out = findings_lines(table)
-    for part in (expectation_lines(table), stability_lines(table)):
+    for part in (pareto_lines(table), expectation_lines(table), stability_lines(table)):
         if part:
             out += ["", *part]
     return out

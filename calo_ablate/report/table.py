@@ -107,6 +107,17 @@ class Mark:
 Marks = Mapping[tuple[str, str], Mark]  # (row name, metric) -> Mark
 
 
+@dataclass(frozen=True)
+class ExtraColumn:
+    """A column computed for the whole study rather than per cell (the multiclass score, the Pareto front's
+    mark): its cells' text in table.md and its fields in table.csv, by row name (REFERENCE_ROW for the
+    noise-floor row)."""
+
+    label: str
+    text: dict[str, str]
+    data: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
 @dataclass
 class StudyTable:
     study: str
@@ -125,6 +136,7 @@ class StudyTable:
     margins: dict[str, float | str] = field(default_factory=dict)  # the registry's equivalence margins
     design: Design | None = None  # `--seeds auto`'s looks; None: a fixed number of seeds
     reference_std: dict[str, float] = field(default_factory=dict)  # the noise floor's spread over its draws
+    quality_metric: str | None = None  # the Pareto plot's quality axis (report/pareto.py); None: its default
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -359,7 +371,8 @@ def _header_lines(table: StudyTable) -> list[str]:
     ]
 
 
-def _not_measured(table: StudyTable) -> list[str]:
+def not_measured(table: StudyTable) -> list[str]:
+    """The "What was not measured" list of table.md."""
     h = table.header
     lines = []
     if table.seeds < 2:
@@ -378,21 +391,27 @@ def _not_measured(table: StudyTable) -> list[str]:
     return lines
 
 
-def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks | None = None) -> str:
-    """table.md's text; `sections` (markdown lines, e.g. calo_ablate.report.findings) go after the legend;
-    `marks` (report/verdicts.table_marks) give each value its verdict and the loss its interval and power."""
-    marks = marks or {}
+def display_headers(table: StudyTable, extra: list[ExtraColumn] | None = None) -> list[str]:
+    """table.md's column headers."""
+    return ["Ablation", *[label for _, label in table.losses], "Change vs base [95 % CI]", "Loss: power",
+            *[label for _, label in table.columns], *[c.label for c in extra or []], "Note"]
+
+
+def display_rows(table: StudyTable, marks: Marks | None = None,
+                 extra: list[ExtraColumn] | None = None) -> list[dict[str, str]]:
+    """table.md's table as data: one {column header: cell text} per line, the noise-floor row first."""
+    marks, extra = marks or {}, extra or []
     loss_metrics = [m for m, _ in table.losses]
-    headers = ["Ablation", *[label for _, label in table.losses], "Change vs base [95 % CI]",
-               "Loss: power", *[label for _, label in table.columns], "Note"]
-    lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    headers = display_headers(table, extra)
+    lines = []
     if table.reference:
         ref = ["reference vs reference", *[""] * (len(table.losses) + 2)]
         ref += [_fmt_stat(m, Stat(table.reference[m], table.reference_std.get(m, math.nan), 1))
                 if m in table.reference else "" for m, _ in table.columns]
+        ref += [c.text.get(REFERENCE_ROW, "") for c in extra]
         draws = " (mean ± std over independent draws)" if table.reference_std else ""
         ref.append(f"noise floor: two disjoint halves of the evaluation file{draws}")
-        lines.append("| " + " | ".join(ref) + " |")
+        lines.append(ref)
     for row in table.rows:
         st = row_stats(row, loss_metrics + [m for m, _ in table.columns])
         own_family = other_family(table, row) is None  # another family's losses measure another objective
@@ -401,8 +420,20 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
                               for m in loss_metrics],
                  delta_text(table, row, marks), power.power if power is not None else "",
                  *[_fmt_stat(m, st.get(m), marks.get((row.name, m))) for m, _ in table.columns],
-                 note_text(table, row)]
-        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+                 *[c.text.get(row.name, "") for c in extra], note_text(table, row)]
+        lines.append(cells)
+    return [dict(zip(headers, cells, strict=True)) for cells in lines]
+
+
+def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks | None = None,
+             extra: list[ExtraColumn] | None = None) -> str:
+    """table.md's text; `sections` (markdown lines, e.g. calo_ablate.report.findings) go after the legend;
+    `marks` (report/verdicts.table_marks) give each value its verdict and the loss its interval and power;
+    `extra` columns go after the metric columns."""
+    shown = display_rows(table, marks, extra)
+    headers = display_headers(table, extra)
+    lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells.values()) + " |" for cells in shown]
     legend = ("Mean ± std over seeds (std with ddof 1). Against the base (section \"Verdicts\" of the README): "
               "↓ lower, ↑ higher (a paired test, Holm across rows), ≈ equivalent within the margin (two one-sided "
               "tests); no symbol: undecided. Losses: validation, final epoch. Change vs base: of the mean loss, "
@@ -421,15 +452,16 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
         "",
         *(list(sections or []) + ([""] if sections else [])),
         "What was not measured:",
-        *[f"- {line}" for line in _not_measured(table)],
+        *[f"- {line}" for line in not_measured(table)],
         "",
     ]
     return "\n".join(lines)
 
 
-def frame(table: StudyTable, marks: Marks | None = None) -> pd.DataFrame:
+def frame(table: StudyTable, marks: Marks | None = None, extra: list[ExtraColumn] | None = None) -> pd.DataFrame:
     """One line per row, unrounded: <metric>_mean, _std, _n for every metric logged, and where `marks` has it
-    _verdict, _p_vs_base, _diff_low, _diff_high (the 95 % interval of row - base)."""
+    _verdict, _p_vs_base, _diff_low, _diff_high (the 95 % interval of row - base); then the `extra` columns'
+    fields."""
     marks = marks or {}
     metrics = sorted({m for r in table.rows for c in r.finished() for m in c.metrics})
     records: list[dict[str, Any]] = []
@@ -448,7 +480,14 @@ def frame(table: StudyTable, marks: Marks | None = None) -> pd.DataFrame:
                 record.update({f"{metric}_verdict": mark.verdict, f"{metric}_p_vs_base": mark.p,
                                f"{metric}_diff_low": mark.low, f"{metric}_diff_high": mark.high})
         records.append(record)
-    return pd.DataFrame.from_records(records)
+    return pd.DataFrame.from_records(_with_extra(records, extra or []))
+
+
+def _with_extra(records: list[dict[str, Any]], extra: list[ExtraColumn]) -> list[dict[str, Any]]:
+    for line in records:
+        for column in extra:
+            line.update(column.data.get(line["row"], {}))
+    return records
 
 
 def run_description(markdown_text: str, limit: int = record.MAX_TAG_CHARS) -> str:
@@ -462,11 +501,11 @@ def run_description(markdown_text: str, limit: int = record.MAX_TAG_CHARS) -> st
 
 
 def write_table(table: StudyTable, study_dir: Path, sections: list[str] | None = None,
-                marks: Marks | None = None) -> list[Path]:
-    """table.md (with `sections` and `marks`, see markdown) and table.csv in `study_dir`; returns their paths
-    (table.md first)."""
+                marks: Marks | None = None, extra: list[ExtraColumn] | None = None) -> list[Path]:
+    """table.md (with `sections`, `marks` and `extra`, see markdown) and table.csv in `study_dir`; returns their
+    paths (table.md first)."""
     study_dir.mkdir(parents=True, exist_ok=True)
     md, csv = study_dir / "table.md", study_dir / "table.csv"
-    md.write_text(markdown(table, sections, marks))
-    frame(table, marks).to_csv(csv, index=False)
+    md.write_text(markdown(table, sections, marks, extra))
+    frame(table, marks, extra).to_csv(csv, index=False)
     return [md, csv]

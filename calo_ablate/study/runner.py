@@ -19,6 +19,7 @@ from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.data.source import DataFiles, ensure_data
 from calo_ablate.errors import ConfigError
 from calo_ablate.report.findings import sections
+from calo_ablate.report.pareto import choose_metric, quality_columns
 from calo_ablate.report.plots import write_plots
 from calo_ablate.report.table import build_table, run_description, write_table
 from calo_ablate.report.verdicts import table_marks, undecided_rows
@@ -28,6 +29,7 @@ from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
 from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
+from calo_ablate.study.multiclass import add_multiclass
 from calo_ablate.study.plan import make_plan, resolve_cells
 from calo_ablate.study.queue import Progress, StudyQueue, default_storage, pid_alive
 from calo_ablate.study.registry import BASE, Registry, load_registry
@@ -310,11 +312,15 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
     return run_worker(ctx, queue, plan_cells, show_progress=not spawned)
 
 
-def write_report(folder: Path, tracking_uri: str, parent_run_id: str) -> Path:
-    """table.md, table.csv and the plots from MLflow, logged as the parent run's artifacts (table.md also
-    as its description); returns table.md."""
+def write_report(folder: Path, tracking_uri: str, parent_run_id: str, quality_metric: str | None = None) -> Path:
+    """table.md, table.csv and the plots from MLflow (and the multiclass metric from the cached samples,
+    study/multiclass.py), logged as the parent run's artifacts (table.md also as its description); returns
+    table.md. quality_metric: the Pareto plot's quality axis (report/pareto.py; None: its default)."""
     table = build_table(tracking_uri, parent_run_id)
-    paths = write_table(table, folder, sections(table), table_marks(table))
+    table.quality_metric = quality_metric
+    choose_metric(table)  # an unknown metric fails before the multiclass trains
+    add_multiclass(table, folder, tracking_uri)
+    paths = write_table(table, folder, sections(table), table_marks(table), quality_columns(table))
     fault_point("mid-report")
     paths += write_plots(table, tracking_uri, folder)
     record.log_artifacts(tracking_uri, parent_run_id, paths)
@@ -322,8 +328,10 @@ def write_report(folder: Path, tracking_uri: str, parent_run_id: str) -> Path:
     return paths[0]
 
 
-def rebuild_report(study: str, results_dir: str | Path, tracking_uri: str | None = None) -> Path:
-    """`calo-ablate report`: the report from the MLflow store alone (the study's own store by default)."""
+def rebuild_report(study: str, results_dir: str | Path, tracking_uri: str | None = None,
+                   quality_metric: str | None = None) -> Path:
+    """`calo-ablate report`: the report from the MLflow store alone (the study's own store by default; the
+    multiclass metric from the cached samples where they are on this machine)."""
     folder = study_dir(results_dir, study)
     if tracking_uri is None:
         db = folder / STORE_FILE
@@ -336,7 +344,7 @@ def rebuild_report(study: str, results_dir: str | Path, tracking_uri: str | None
         msg = f"the MLflow store {tracking_uri} holds no study '{study}'"
         raise ConfigError(msg)
     folder.mkdir(parents=True, exist_ok=True)
-    return write_report(folder, tracking_uri, parent)
+    return write_report(folder, tracking_uri, parent, quality_metric)
 
 
 def find_store(results_dir: str | Path, study: str | None) -> Path:

@@ -6,7 +6,18 @@ import math
 
 import pytest
 
-from calo_ablate.report.table import CellResult, Row, StudyTable, frame, markdown, summarise
+from calo_ablate.report.table import (
+    REFERENCE_ROW,
+    CellResult,
+    ExtraColumn,
+    Row,
+    StudyTable,
+    display_headers,
+    display_rows,
+    frame,
+    not_measured,
+    summarise,
+)
 from calo_ablate.report.verdicts import table_marks
 
 HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "quick", "machine": "test cpu",
@@ -35,7 +46,7 @@ def test_summaries_have_a_spread_only_with_two_values_of_a_noisy_metric() -> Non
     assert exact is not None and math.isnan(exact.std)
 
 
-def test_markdown_rows_deltas_marks_and_notes() -> None:
+def test_display_rows_deltas_marks_and_notes() -> None:
     rows = [
         Row("base", "Base", [_cell(0, 1.00), _cell(1, 1.01), _cell(2, 0.99)]),
         Row("lr", "Increased learning rate", [_cell(0, 0.80), _cell(1, 0.81), _cell(2, 0.79)]),
@@ -46,29 +57,34 @@ def test_markdown_rows_deltas_marks_and_notes() -> None:
                               CellResult(1, "not run", {}, {}, None), CellResult(2, "not run", {}, {}, None)]),
     ]
     table = _table(rows, [("n_params", "Parameters"), ("auc_low", "AUC low")])
-    text = markdown(table, marks=table_marks(table))
-    lines = [line for line in text.splitlines() if line.startswith("| ")]
-    assert lines[0].startswith("| Ablation | Loss | Voxel Loss | Layer Loss | Change vs base [95 % CI] | Loss: power | "
-                               "Parameters | AUC low")
-    assert lines[1].startswith("| reference vs reference") and "0.510" in lines[1]
-    base, lr, noise, steps, bad = lines[2:]
-    assert "1.0000 ± 0.0100 |" in base
-    assert "0.8000 ± 0.0100 ↓ |" in lr and "-20.0 % [-" in lr
-    assert "not comparable" in noise and "2.4000 ↑" not in noise  # no test on an incomparable loss
-    assert "1.0000 ± 0.0100 ≈ |" in steps  # the base's very values: the same training
-    assert "shares the base's training" in steps
-    assert "s0 failed: TrainingError: nan" in bad and "s1 not run" in bad
-    assert "1,000 |" in base  # parameters without a spread
-    assert "spread over seeds" not in text  # three seeds were run
+    marks = table_marks(table)
+    shown = display_rows(table, marks)
+    assert list(shown[0]) == ["Ablation", "Loss", "Voxel Loss", "Layer Loss", "Change vs base [95 % CI]",
+                              "Loss: power", "Parameters", "AUC low", "Note"]
+    ref, base, lr, noise, steps, bad = shown
+    assert ref["Ablation"] == "reference vs reference" and ref["AUC low"] == "0.510"
+    assert base["Loss"] == "1.0000 ± 0.0100" and base["Parameters"] == "1,000"  # parameters without a spread
+    assert lr["Loss"] == "0.8000 ± 0.0100 ↓" and lr["Change vs base [95 % CI]"].startswith("-20.0 % [-")
+    assert noise["Change vs base [95 % CI]"] == "not comparable"
+    assert noise["Loss"] == "2.4000 ± 0.0000"  # no verdict symbol: no test on an incomparable loss
+    assert steps["Loss"] == "1.0000 ± 0.0100 ≈"  # the base's very values: the same training
+    assert "shares the base's training" in steps["Note"]
+    assert "s0 failed: TrainingError: nan" in bad["Note"] and "s1 not run" in bad["Note"]
+    data = frame(table, marks).set_index("row")
+    assert data.loc["lr", "val/loss_mean"] == pytest.approx(0.80)
+    assert data.loc["lr", "val/loss_verdict"] == "lower" and data.loc["lr", "val/loss_diff_high"] < 0
+    assert data.loc["steps", "val/loss_verdict"] == "equivalent"
+    assert data.loc["bad", "failed"] == 1 and data.loc["base", "finished"] == 3
+    assert not any("spread over seeds" in line for line in not_measured(table))  # three seeds were run
 
 
 def test_quality_columns_absent_without_evaluation() -> None:
     rows = [Row("base", "Base", [_cell(0, 1.0)])]
     table = _table(rows, [("n_params", "Parameters")])
     table.reference = {}
-    text = markdown(table)
-    assert "AUC" not in text and "reference vs reference" not in text
-    assert "one seed, so no std and no test" in text
+    assert not any("AUC" in header for header in display_headers(table))
+    assert [r["Ablation"] for r in display_rows(table)] == ["Base"]  # no noise-floor row
+    assert any("one seed, so no std and no test" in line for line in not_measured(table))
     csv = frame(table)
     assert list(csv["row"]) == ["base"] and csv.loc[0, "val/loss_mean"] == 1.0
 
@@ -77,5 +93,16 @@ def test_the_noise_floor_shows_its_spread_over_draws() -> None:
     rows = [Row("base", "Base", [_cell(0, 1.0), _cell(1, 1.0)])]
     table = _table(rows, [("auc_low", "AUC low")])
     table.reference_std = {"auc_low": 0.02}
-    line = next(line for line in markdown(table).splitlines() if line.startswith("| reference vs reference"))
-    assert "0.510 ± 0.020" in line and "mean ± std over independent draws" in line
+    reference = display_rows(table)[0]
+    assert reference["AUC low"] == "0.510 ± 0.020" and "mean ± std over independent draws" in reference["Note"]
+
+
+def test_extra_columns_reach_the_display_and_the_csv() -> None:
+    rows = [Row("base", "Base", [_cell(0, 1.0), _cell(1, 1.0)]), Row("lr", "LR", [_cell(0, 0.8), _cell(1, 0.8)])]
+    table = _table(rows, [("auc_low", "AUC low")])
+    extra = ExtraColumn("Score", {REFERENCE_ROW: "floor", "lr": "x"}, {"lr": {"score_mean": 2.5}})
+    shown = display_rows(table, extra=[extra])
+    assert list(shown[0])[-2:] == ["Score", "Note"]
+    assert [r["Score"] for r in shown] == ["floor", "", "x"]
+    data = frame(table, extra=[extra]).set_index("row")
+    assert data.loc["lr", "score_mean"] == 2.5 and math.isnan(data.loc["base", "score_mean"])
