@@ -166,7 +166,7 @@ def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, boo
     queue.save_settings(settings.to_json())
     queue.clear_stop()
 
-    units = [([record.REFERENCE])] if base_config.evaluate.enabled else []
+    units = [(record.REFERENCE, [record.REFERENCE])] if base_config.evaluate.enabled else []
     units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
     plan_cells = [name for _, cells in units for name in cells]
     queue.set_retries(request.retries, reset=request.retry_failed)

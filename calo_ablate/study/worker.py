@@ -162,7 +162,7 @@ def _run_reference_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> U
         run_reference(ctx, queue, claim)
     except Exception as err:  # noqa: BLE001 (a failed unit is recorded, the study goes on)
         ctx.log(f"FAILED reference vs reference: {_error_text(err)}")
-        queue.cell_failed(claim, _error_text(err))
+        queue.cell_failed(claim, record.REFERENCE, _error_text(err))
         return UnitOutcome(False, None)
     return UnitOutcome(True, None)
 
