@@ -11,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from calo_ablate.atomic import atomic_write
@@ -98,8 +99,13 @@ def plot_histogram_grid(
             top.set_xscale("log")
     fig.suptitle(f"High-level features, dataset {dataset} (reference {len(reference[0])} showers, "
                  f"readout threshold {threshold:g} MeV)", fontsize=12, y=1 - 0.25 / height)
+    return save_figure(fig, path)
+
+
+def save_figure(fig: Figure, path: str | Path, dpi: float | None = None) -> Path:
+    """Write `fig` to `path` atomically (calo_ablate.atomic), in the format of its suffix, and close it."""
     path = Path(path)
     with atomic_write(path, binary=True) as handle:
-        fig.savefig(handle, format=path.suffix.lstrip(".") or "png")
+        fig.savefig(handle, format=path.suffix.lstrip(".") or "png", dpi=dpi)
     plt.close(fig)
     return path

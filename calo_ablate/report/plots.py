@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.ticker import FuncFormatter, LogLocator
 
-from calo_ablate.evaluation.plots import plot_histogram_grid
+from calo_ablate.evaluation.plots import plot_histogram_grid, save_figure
 from calo_ablate.report.multiclass import multiclass_of
 from calo_ablate.report.pareto import (
     AXES,
@@ -116,9 +116,7 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
     fig.legend(list(legend.values()), labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8, frameon=False)
     fig.suptitle(f"{table.study}: losses during training")
     fig.tight_layout(rect=(0, 0.04 + 0.025 * ((len(labels) - 1) // 4), 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_histograms(table: StudyTable, study_dir: Path, path: Path) -> Path | None:
@@ -217,9 +215,7 @@ def plot_pareto(table: StudyTable, path: Path) -> Path | None:
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def write_plots(table: StudyTable, tracking_uri: str, study_dir: Path) -> list[Path]:

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from calo_ablate.atomic import atomic_write
 from calo_ablate.report.stats import Design
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
@@ -506,6 +507,8 @@ def write_table(table: StudyTable, study_dir: Path, sections: list[str] | None =
     paths (table.md first)."""
     study_dir.mkdir(parents=True, exist_ok=True)
     md, csv = study_dir / "table.md", study_dir / "table.csv"
-    md.write_text(markdown(table, sections, marks, extra))
-    frame(table, marks, extra).to_csv(csv, index=False)
+    with atomic_write(md) as handle:
+        handle.write(markdown(table, sections, marks, extra))
+    with atomic_write(csv) as handle:
+        frame(table, marks, extra).to_csv(handle, index=False)
     return [md, csv]

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from mlflow.entities import Metric
 
+from calo_ablate.atomic import atomic_write
 from calo_ablate.config import ClassifierConfig
 from calo_ablate.errors import DataError
 from calo_ablate.evaluation.multiclass import multiclass_scores
@@ -31,7 +32,7 @@ from calo_ablate.report.multiclass import SKIPPED, TAG, MulticlassSummary
 from calo_ablate.report.table import StudyTable
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
-from calo_ablate.runs.resume import read_json_or_discard, write_text_atomic
+from calo_ablate.runs.resume import read_json_or_discard
 
 __all__ = ["CACHE_FILE", "INPUTS", "SEED", "VERSION", "add_multiclass", "multiclass_pool"]
 
@@ -143,7 +144,8 @@ def add_multiclass(table: StudyTable, folder: Path, tracking_uri: str, log: Call
             table.header[SKIPPED] = str(err)
             log(f"multiclass: not computed: {err}")
             return
-        write_text_atomic(cache, summary.to_json())
+        with atomic_write(cache) as handle:
+            handle.write(summary.to_json())
         log(f"multiclass: {summary.seconds:.1f} s, written to {cache}")
     text = summary.to_json()
     if table.header.get(TAG) != text:
