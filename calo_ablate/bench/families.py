@@ -269,9 +269,9 @@ def generation_cost(family: ModelFamily, batch_size: int, timed_evaluations: int
         with counter:
             sample(small, units)
         flops.append(counter.get_total_flops() / flop_batch)
+    before = peak_memory_mib()
     if batch_size < 1000:
         run(min(plan.timed))
-    before = peak_memory_mib()
     seconds = []
     for units in plan.timed:
         _sync(device)

@@ -15,7 +15,9 @@ so that the peak resident memory printed (ru_maxrss, which only rises) is that m
   scaled to the whole (families.SamplingPlan: a few network evaluations of a diffusion family, 1 and 4
   passes per flow-II block of a MAF teacher, the whole of a one-pass sampler), its FLOP rate as a fraction
   of the matmul rate, the process's resident memory before sampling and at its peak, and the published
-  CPU time per shower at that batch size where the CaloChallenge released one (bench/published.py);
+  CPU time per shower at that batch size where the CaloChallenge released one (bench/published.py).
+  Batches run in ascending order; one whose peak memory, projected from the previous batch's growth,
+  exceeds MEMORY_GUARD of the memory available now is not run, and the line says so;
 - the profile of one training step and one sampling step at batch 1 and 100 by operator category
   (calo_ablate/bench/profile.py, CPU only; --skip-profile leaves it out);
 - runner_overhead: a small smoke study with 1 and 2 workers (calo_ablate/bench/overhead.py);
@@ -36,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -58,10 +61,12 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
 
-__all__ = ["PROFILE_BATCHES", "main", "matmul_flops", "peak_memory_mib", "run_measurement", "runner_overhead"]
+__all__ = ["PROFILE_BATCHES", "available_memory_mib", "main", "matmul_flops", "peak_memory_mib", "projected_peak_mib",
+           "run_measurement", "runner_overhead"]
 
 SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
 PROFILE_BATCHES = (1, 100)  # sampling-step profiles
+MEMORY_GUARD = 0.8  # a generation whose projected peak memory exceeds this share of MemAvailable is not run
 
 
 def _device() -> torch.device:
@@ -79,6 +84,10 @@ def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
     tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
     msg = f"bench worker {spec['task']} {spec['case']} failed (exit code {done.returncode}): {tail}"
     raise RuntimeError(msg)
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _fraction(flop_per_s: float, matmul: float) -> str:
@@ -99,14 +108,41 @@ def _print_training(case: BenchCase, spec: dict[str, Any]) -> dict[str, Any] | N
     return r
 
 
-def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: str) -> dict[str, Any] | None:
+def available_memory_mib() -> float | None:
+    """MemAvailable of /proc/meminfo, MiB; None where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def projected_peak_mib(smaller: dict[str, Any], batch: int) -> float:
+    """A generation's peak resident memory at `batch`, projected from a measurement at a smaller batch: its
+    memory before sampling plus its sampling's growth scaled in proportion to the batch."""
+    growth = max(0.0, smaller["peak_rss_mib"] - smaller["rss_before_mib"])
+    return smaller["rss_before_mib"] + growth * batch / smaller["batch_size"]
+
+
+def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: str,
+                      smaller: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    available = available_memory_mib()
+    if smaller is not None and available is not None and batch > smaller["batch_size"]:
+        projected = projected_peak_mib(smaller, batch)
+        if projected > MEMORY_GUARD * available:
+            print(f"  batch {batch:>6} {label}: not measured: its peak memory projected from batch "
+                  f"{smaller['batch_size']} ({projected:,.0f} MiB) exceeds {MEMORY_GUARD:.0%} of the memory "
+                  f"available now ({available:,.0f} MiB)")
+            return None
     try:
         r = run_measurement({**spec, "task": "generate", "batch": batch})
     except RuntimeError as err:
         print(f"  batch {batch:>6} {label}: not measured ({err})")
         return None
     published = published_cpu_ms(case.name, spec["dataset"], batch)
-    beside = f"published CPU {published.mean_ms:,.4g} +- {published.std_ms:,.2g}" if published else "no published time"
+    beside = f"published CPU {_ms(published.mean_ms)} +- {_ms(published.std_ms)}" if published else "no published time"
     rate = r["mflop_per_shower"] * 1e6 / (r["ms_per_shower"] / 1000)
     print(f"  batch {batch:>6} {label}: {r['ms_per_shower']:11,.1f} ms/shower; {_fraction(rate, r['matmul_flops'])} "
           f"({r['matmul_flops'] / 1e9:.1f}); peak memory {r['peak_rss_mib']:,.0f} MiB (before sampling "
@@ -193,8 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         case_spec = {**spec, "case": case.name}
         _print_training(case, case_spec)
         print("  generation, ms per shower at each batch size (each in its own process, in ascending order):")
-        for batch in batches:
-            _print_generation(case, case_spec, batch, "fp32")
+        smaller = None
+        for batch in sorted(batches):
+            smaller = _print_generation(case, case_spec, batch, "fp32", smaller) or smaller
             if args.bf16 and batch < 1000 and steps is not None and bf16_native(device):
                 _print_generation(case, {**case_spec, "precision": "bf16-mixed"}, batch, "bf16")
         if not args.skip_profile and device.type == "cpu":
