@@ -18,11 +18,13 @@ FLOPs are counted on the same parts (torch.utils.flop_counter) at a small batch 
 from __future__ import annotations
 
 import resource
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -85,8 +87,16 @@ def training_module(case: BenchCase, family: ModelFamily, extra: Sequence[str] =
 
 
 def peak_memory_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far, MiB: VmHWM of /proc/self/status where there is one (Linux),
+    else ru_maxrss. Linux carries ru_maxrss across execve, so a process started by a larger one would report
+    its parent's peak; VmHWM belongs to the process's own address space."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 * 1024 if sys.platform == "darwin" else 1024)
 
 
 def _device() -> torch.device:
