@@ -16,8 +16,8 @@ so that the peak resident memory printed (ru_maxrss, which only rises) is that m
   passes per flow-II block of a MAF teacher, the whole of a one-pass sampler), its FLOP rate as a fraction
   of the matmul rate, the process's resident memory before sampling and at its peak, and the published
   CPU time per shower at that batch size where the CaloChallenge released one (bench/published.py).
-  Batches run in ascending order; one whose peak memory, projected from the previous batch's growth,
-  exceeds MEMORY_GUARD of the memory available now is not run, and the line says so;
+  Batches run in ascending order; a worker whose resident memory exceeds MEMORY_GUARD of the memory
+  available at its start is stopped, and the line says so (a large batch of an unchunked sampler);
 - the profile of one training step and one sampling step at batch 1 and 100 by operator category
   (calo_ablate/bench/profile.py, CPU only; --skip-profile leaves it out);
 - runner_overhead: a small smoke study with 1 and 2 workers (calo_ablate/bench/overhead.py);
@@ -36,6 +36,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -61,28 +62,55 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
 
-__all__ = ["PROFILE_BATCHES", "available_memory_mib", "main", "matmul_flops", "peak_memory_mib", "projected_peak_mib",
-           "run_measurement", "runner_overhead"]
+__all__ = ["PROFILE_BATCHES", "available_memory_mib", "main", "matmul_flops", "peak_memory_mib", "run_measurement",
+           "runner_overhead"]
 
 SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
 PROFILE_BATCHES = (1, 100)  # sampling-step profiles
-MEMORY_GUARD = 0.8  # a generation whose projected peak memory exceeds this share of MemAvailable is not run
+MEMORY_GUARD = 0.8  # a worker whose resident memory exceeds this share of MemAvailable (at its start) is stopped
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def run_measurement(spec: dict[str, Any]) -> dict[str, Any]:
+def _resident_mib(pid: int) -> float:
+    """VmRSS of process `pid`, MiB (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
+
+
+def run_measurement(spec: dict[str, Any], limit_mib: float | None = None) -> dict[str, Any]:
     """Run one measurement in a fresh `python -m calo_ablate.bench.worker` process and return its figures;
-    a RuntimeError with the worker's last output lines when it fails (e.g. out of memory)."""
-    done = subprocess.run([sys.executable, "-m", "calo_ablate.bench.worker", json.dumps(spec)],
-                          capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
+    a RuntimeError with the worker's last output lines when it fails (e.g. out of memory). limit_mib: the
+    worker is killed, and a RuntimeError says so, when its resident memory exceeds this (polled every 0.2 s;
+    default MEMORY_GUARD x MemAvailable now, none where /proc is missing)."""
+    available = available_memory_mib()
+    limit = limit_mib if limit_mib is not None else (MEMORY_GUARD * available if available else None)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        worker = subprocess.Popen([sys.executable, "-m", "calo_ablate.bench.worker", json.dumps(spec)],
+                                  stdout=out, stderr=err, text=True)
+        while worker.poll() is None:
+            if limit is not None and (rss := _resident_mib(worker.pid)) > limit:
+                worker.kill()
+                worker.wait()
+                msg = (f"stopped at {rss:,.0f} MiB resident, above the bench's limit of {limit:,.0f} MiB "
+                       f"({MEMORY_GUARD:.0%} of the memory available when it started)")
+                raise RuntimeError(msg)
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    for line in stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
             return json.loads(line.removeprefix(RESULT_PREFIX))
-    tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-    msg = f"bench worker {spec['task']} {spec['case']} failed (exit code {done.returncode}): {tail}"
+    tail = " | ".join((stderr or stdout).strip().splitlines()[-3:])
+    msg = f"bench worker {spec['task']} {spec['case']} failed (exit code {worker.returncode}): {tail}"
     raise RuntimeError(msg)
 
 
@@ -119,23 +147,7 @@ def available_memory_mib() -> float | None:
     return None
 
 
-def projected_peak_mib(smaller: dict[str, Any], batch: int) -> float:
-    """A generation's peak resident memory at `batch`, projected from a measurement at a smaller batch: its
-    memory before sampling plus its sampling's growth scaled in proportion to the batch."""
-    growth = max(0.0, smaller["peak_rss_mib"] - smaller["rss_before_mib"])
-    return smaller["rss_before_mib"] + growth * batch / smaller["batch_size"]
-
-
-def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: str,
-                      smaller: dict[str, Any] | None = None) -> dict[str, Any] | None:
-    available = available_memory_mib()
-    if smaller is not None and available is not None and batch > smaller["batch_size"]:
-        projected = projected_peak_mib(smaller, batch)
-        if projected > MEMORY_GUARD * available:
-            print(f"  batch {batch:>6} {label}: not measured: its peak memory projected from batch "
-                  f"{smaller['batch_size']} ({projected:,.0f} MiB) exceeds {MEMORY_GUARD:.0%} of the memory "
-                  f"available now ({available:,.0f} MiB)")
-            return None
+def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: str) -> dict[str, Any] | None:
     try:
         r = run_measurement({**spec, "task": "generate", "batch": batch})
     except RuntimeError as err:
@@ -187,6 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--bf16", action="store_true",
                         help="also time bf16-mixed generation below batch 1,000 (only where bf16 is native)")
     parser.add_argument("--skip-study", action="store_true", help="leave out the runner-overhead study (minutes)")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the training measurements")
     parser.add_argument("--skip-profile", action="store_true", help="leave out the training and sampling profiles")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a config value for every case, after the case's own (repeatable)")
@@ -227,11 +240,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"== {case.title} ({case.name}: {' '.join(case.overrides)}); "
               f"{'one-pass sampling' if steps is None else f'{steps} sampling steps'}")
         case_spec = {**spec, "case": case.name}
-        _print_training(case, case_spec)
+        if not args.skip_training:
+            _print_training(case, case_spec)
         print("  generation, ms per shower at each batch size (each in its own process, in ascending order):")
-        smaller = None
         for batch in sorted(batches):
-            smaller = _print_generation(case, case_spec, batch, "fp32", smaller) or smaller
+            _print_generation(case, case_spec, batch, "fp32")
             if args.bf16 and batch < 1000 and steps is not None and bf16_native(device):
                 _print_generation(case, {**case_spec, "precision": "bf16-mixed"}, batch, "bf16")
         if not args.skip_profile and device.type == "cpu":

@@ -78,3 +78,10 @@ def test_worker_process_reports_its_measurement() -> None:
     assert result["matmul_flops"] > 0 and result["peak_rss_mib"] > 0
     with pytest.raises(RuntimeError, match="bench worker nonsense caloscore_v2 failed"):
         run_measurement({"task": "nonsense", "case": "caloscore_v2", "dataset": "1-photons", "extra": extra})
+
+
+def test_worker_above_the_memory_limit_is_stopped() -> None:
+    spec = {"task": "generate", "case": "caloscore_v2", "dataset": "1-photons",
+            "extra": [*TINY["caloscore_v2"], "train.batch_size=4"], "threads": 1, "batch": 2}
+    with pytest.raises(RuntimeError, match="stopped at .* MiB resident, above the bench's limit of 1 MiB"):
+        run_measurement(spec, limit_mib=1.0)
