@@ -147,6 +147,9 @@ def profile_training_step(family: ModelFamily, module: pl.LightningModule | None
     # configure_optimizers and the after-step hooks read only these of the trainer: a one-process stand-in
     module.trainer = SimpleNamespace(world_size=1, global_rank=0, estimated_stepping_batches=1000, global_step=0,  # type: ignore[assignment]
                                      logger=None, loggers=[])
+    # logging needs a real Trainer, and is no part of the model's cost: a family that logs in training_step
+    # (CaloDiffusion) logs nowhere here
+    module.log = module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
     setup = module.configure_optimizers()
     optimizer = setup["optimizer"] if isinstance(setup, dict) else setup
     scheduler_setup = setup.get("lr_scheduler") if isinstance(setup, dict) else None

@@ -62,7 +62,8 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import load_family
 from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
 
-__all__ = ["PROFILE_BATCHES", "available_memory_mib", "main", "matmul_flops", "peak_memory_mib", "run_measurement",
+__all__ = ["PROFILE_BATCHES", "available_memory_mib", "main", "matmul_flops", "peak_memory_mib", "print_profiles",
+           "run_measurement",
            "runner_overhead"]
 
 SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
@@ -162,7 +163,7 @@ def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: 
     return r
 
 
-def _print_profiles(case: BenchCase, dataset: str, extra: Sequence[str], matmul: float, cpu_time: bool) -> None:
+def print_profiles(case: BenchCase, dataset: str, extra: Sequence[str], matmul: float, cpu_time: bool) -> None:
     family = load_family(bench_config(case, dataset, extra))
     print(format_profile(profile_training_step(family, training_module(case, family, extra)), matmul,
                          cpu_time=cpu_time))
@@ -248,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.bf16 and batch < 1000 and steps is not None and bf16_native(device):
                 _print_generation(case, {**case_spec, "precision": "bf16-mixed"}, batch, "bf16")
         if not args.skip_profile and device.type == "cpu":
-            _print_profiles(case, dataset, extra, reference, args.cpu_time)
+            print_profiles(case, dataset, extra, reference, args.cpu_time)
     print(f"peak memory of this process (ru_maxrss): {peak_memory_mib():,.0f} MiB; "
           f"fp32 matmul at the end: {matmul_flops(device=device, clock=clock) / 1e9:.1f} GFLOP/s; "
           f"bench wall time {time.perf_counter() - started:.0f} s")

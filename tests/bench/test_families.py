@@ -18,7 +18,7 @@ from calo_ablate.bench.families import (
     training_throughput,
 )
 from calo_ablate.bench.published import published_cpu_ms
-from calo_ablate.bench.speed import run_measurement
+from calo_ablate.bench.speed import print_profiles, run_measurement
 from calo_ablate.config import flatten
 from calo_ablate.model.families import load_family
 
@@ -85,3 +85,11 @@ def test_worker_above_the_memory_limit_is_stopped() -> None:
             "extra": [*TINY["caloscore_v2"], "train.batch_size=4"], "threads": 1, "batch": 2}
     with pytest.raises(RuntimeError, match="stopped at .* MiB resident, above the bench's limit of 1 MiB"):
         run_measurement(spec, limit_mib=1.0)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_profiles_of_every_case_print(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    print_profiles(CASES[name], "1-photons", [*TINY[name], "train.batch_size=4"], matmul=1e10, cpu_time=False)
+    out = capsys.readouterr().out
+    assert "one training step" in out
+    assert out.count("sampling (") == 2  # batch 1 and 100
