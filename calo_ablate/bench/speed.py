@@ -250,7 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _print_generation(case, {**case_spec, "precision": "bf16-mixed"}, batch, "bf16")
         if not args.skip_profile and device.type == "cpu":
             print_profiles(case, dataset, extra, reference, args.cpu_time)
-    print(f"peak memory of this process (ru_maxrss): {peak_memory_mib():,.0f} MiB; "
+    print(f"peak memory of this process (VmHWM): {peak_memory_mib():,.0f} MiB; "
           f"fp32 matmul at the end: {matmul_flops(device=device, clock=clock) / 1e9:.1f} GFLOP/s; "
           f"bench wall time {time.perf_counter() - started:.0f} s")
     if not args.skip_study:
