@@ -6,7 +6,7 @@
 Cases (calo_ablate/bench/families.py): caloscore_v2, calodiffusion, caloflow (the MAF teacher) and
 caloflow_student (model.student.enabled=true, trained by distillation from a teacher); --family all runs
 every one. For each case, each measurement runs in a process of its own (calo_ablate/bench/worker.py),
-so that the peak resident memory printed (ru_maxrss, which only rises) is that measurement's alone:
+so that the peak resident memory printed (VmHWM, the high-water mark of the process's own address space) is that measurement's alone:
 - training: showers/s of real Lightning training steps at train.batch_size (optimizer, hooks included;
   the case's warm-up and timed steps are printed), FLOPs per shower of training_step and backward
   (torch.utils.flop_counter), the achieved rate as a fraction of the fp32 matmul rate measured in the

@@ -3,7 +3,7 @@
     python -m calo_ablate.bench.worker '{"task": "train" | "generate", "case": ..., "dataset": ..., ...}'
 
 Prints one line `BENCH-RESULT <json>` (calo_ablate.bench.speed reads it): the measurement, the fp32 matmul
-rate measured in this process just before it, and ru_maxrss (peak resident memory) at the end.
+rate measured in this process just before it, and its peak resident memory (families.peak_memory_mib) at the end.
 """
 
 from __future__ import annotations
