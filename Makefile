@@ -60,8 +60,8 @@ test-servers:  ## server packages for the storage and SLURM tests (apt-get insta
 	  else echo "note: no SLURM daemons (slurmctld, slurmd, slurmdbd, munged, mariadbd): the SLURM cluster" \
 	    "tests are skipped; install the OS packages slurm-wlm slurmdbd munge mariadb-server"; fi; fi
 
-bench: $(STAMP)  ## speed, memory and profile figures for this machine (prints, asserts nothing): make bench [THREADS=1]
-	$(PY) -m calo_ablate.bench --dataset $(DATASET) $(if $(THREADS),--threads $(THREADS))
+bench: $(STAMP)  ## speed, memory and profile figures of every family (prints, asserts nothing): make bench [THREADS=1] [FAMILY=name] [BENCH_ARGS=...]
+	$(PY) -m calo_ablate.bench --dataset $(DATASET) $(if $(THREADS),--threads $(THREADS)) $(if $(FAMILY),--family $(FAMILY)) $(BENCH_ARGS)
 
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 for the study store (STUDY=name, default the newest)
 	$(VENV)/bin/calo-ablate ui $(if $(STUDY),--study $(STUDY))

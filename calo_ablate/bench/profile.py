@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
+import lightning.pytorch as pl
 import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
@@ -32,7 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from calo_ablate.model.interface import ModelFamily
 
 __all__ = ["CATEGORIES", "StepProfile", "flop_counter", "format_profile", "operator_category",
-           "profile_sampling_step", "profile_training_step"]
+           "profile_sampling_step", "profile_step", "profile_training_step"]
 
 CONVOLUTION, ATTENTION, DENSE, ELEMENTWISE = "convolution", "attention", "dense (linear)", "elementwise, data movement"
 CLIPPING, OPTIMIZER, EMA_PHASE, OUTSIDE = ("clipping", "optimizer", "after-step hooks (EMA)",
@@ -125,7 +126,9 @@ def _flops_by_category(step: Callable[[], None]) -> dict[str, float]:
     return dict(flops)
 
 
-def _profile(title: str, showers: int, step: Callable[[], None], top: int) -> StepProfile:
+def profile_step(title: str, showers: int, step: Callable[[], None], top: int = 12) -> StepProfile:
+    """Profile `step` (a step of `showers` showers) on the CPU after one untimed call: FLOPs by category,
+    then the operators' self times by category."""
     step()  # warm-up: oneDNN primitive creation, allocator
     flops = _flops_by_category(step)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -135,13 +138,18 @@ def _profile(title: str, showers: int, step: Callable[[], None], top: int) -> St
     return StepProfile(title, showers, wall, cpu, _categorised_seconds(prof, wall), flops, _top_operators(prof, top))
 
 
-def profile_training_step(family: ModelFamily, top: int = 12) -> StepProfile:
-    """Profile one training step of the family's module at train.batch_size on the CPU (after one untimed step)."""
+def profile_training_step(family: ModelFamily, module: pl.LightningModule | None = None,
+                          top: int = 12) -> StepProfile:
+    """Profile one training step of `module` (default family.module()) at train.batch_size on the CPU (after
+    one untimed step)."""
     config = family.config
-    module = family.module().train()
+    module = (module or family.module()).train()
     # configure_optimizers and the after-step hooks read only these of the trainer: a one-process stand-in
     module.trainer = SimpleNamespace(world_size=1, global_rank=0, estimated_stepping_batches=1000, global_step=0,  # type: ignore[assignment]
                                      logger=None, loggers=[])
+    # logging needs a real Trainer, and is no part of the model's cost: a family that logs in training_step
+    # (CaloDiffusion) logs nowhere here
+    module.log = module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
     setup = module.configure_optimizers()
     optimizer = setup["optimizer"] if isinstance(setup, dict) else setup
     scheduler_setup = setup.get("lr_scheduler") if isinstance(setup, dict) else None
@@ -162,7 +170,7 @@ def profile_training_step(family: ModelFamily, top: int = 12) -> StepProfile:
             module.on_train_batch_end(loss, batch, 0)
 
     title = f"one training step (batch {config.train.batch_size}, fp32, {torch.get_num_threads()} thread(s))"
-    return _profile(title, config.train.batch_size, step, top)
+    return profile_step(title, config.train.batch_size, step, top)
 
 
 def profile_sampling_step(family: ModelFamily, batch_size: int = 100, top: int = 12) -> StepProfile:
@@ -175,7 +183,7 @@ def profile_sampling_step(family: ModelFamily, batch_size: int = 100, top: int =
         family.sample(module, cond, steps=steps, batch_size=batch_size, seed=0, progress=False, precision="32-true")
 
     title = f"one sampling step ({family.title}, batch {batch_size}, fp32, {torch.get_num_threads()} thread(s))"
-    return _profile(title, batch_size, step, top)
+    return profile_step(title, batch_size, step, top)
 
 
 def format_profile(p: StepProfile, matmul_flops: float, cpu_time: bool = False) -> str:

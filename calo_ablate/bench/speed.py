@@ -1,204 +1,180 @@
-"""Speed and memory figures of a model family on this machine (`make bench`); prints, asserts nothing.
+"""Speed and memory figures of every built-in family on this machine (`make bench`); prints, asserts nothing.
 
-    python -m calo_ablate.bench --dataset 1 [--threads N] [--gen-batches 1,100,10000] [--set key=value ...]
+    python -m calo_ablate.bench --dataset 1 [--family NAME|all] [--threads N] [--cpu-time]
+                                [--gen-batches 1,100,10000] [--bf16] [--set key=value ...]
 
-The family is the config's (`--set model.family=calodiffusion`); every measurement goes through the
-family interface (its module, its benchmark batch, its sampler).
-
-One function per measurement, `main` prints them:
-- matmul_flops: fp32 square-matmul FLOP/s, the machine's reference rate (same process, same threads);
-- train_flops_per_shower: model FLOPs of one training step per shower (the module's training_step and
-  backward, counted with torch.utils.flop_counter.FlopCounterMode);
-- training_throughput: showers/s of real Lightning training steps (optimizer, hooks included) on the
-  family's benchmark batches of train.batch_size;
-- generation_ms_per_shower: generation with the family's sampler at a given batch size. To bound the
-  bench's time a few sampling steps are timed and the time per step is scaled to the full step count
-  (a one-pass family is timed whole);
-- peak_memory_mib: the process's peak resident memory (resource.getrusage ru_maxrss);
-- --cpu-time: matmul, training and generation timed by the process's CPU time instead of wall time.
-  On a CPU shared with other jobs, wall times with one thread mostly measure the other jobs; CPU time
-  counts only the cycles this process got (caches and memory bandwidth are still shared). It sums
-  over threads, so it is meant for --threads 1, and for CPU runs only;
-- runner_overhead: a small smoke study with 1 and 2 workers: study wall time against the time spent
-  inside its cells (calo_ablate/bench/overhead.py); --skip-study leaves it out;
-- the profile of one training step and one sampling step by operator category, each rate beside the
-  matmul rate (calo_ablate/bench/profile.py); --skip-profile leaves it out.
-The instruction set (calo_ablate/model/precision.py) is printed next to the matmul rate, and the seed
-study's laptop (13 training showers/s) next to the training figure.
+Cases (calo_ablate/bench/families.py): caloscore_v2, calodiffusion, caloflow (the MAF teacher) and
+caloflow_student (model.student.enabled=true, trained by distillation from a teacher); --family all runs
+every one. For each case, each measurement runs in a process of its own (calo_ablate/bench/worker.py),
+so that the peak resident memory printed (VmHWM, the high-water mark of the process's own address space) is that measurement's alone:
+- training: showers/s of real Lightning training steps at train.batch_size (optimizer, hooks included;
+  the case's warm-up and timed steps are printed), FLOPs per shower of training_step and backward
+  (torch.utils.flop_counter), the achieved rate as a fraction of the fp32 matmul rate measured in the
+  same process just before;
+- generation at each batch size: ms per shower of the family's sampler, a part of the sampling timed and
+  scaled to the whole (families.SamplingPlan: a few network evaluations of a diffusion family, 1 and 4
+  passes per flow-II block of a MAF teacher, the whole of a one-pass sampler), its FLOP rate as a fraction
+  of the matmul rate, the process's resident memory before sampling and at its peak, and the published
+  CPU time per shower at that batch size where the CaloChallenge released one (bench/published.py).
+  Batches run in ascending order; a worker whose resident memory exceeds MEMORY_GUARD of the memory
+  available at its start is stopped, and the line says so (a large batch of an unchunked sampler);
+- the profile of one training step and one sampling step at batch 1 and 100 by operator category
+  (calo_ablate/bench/profile.py, CPU only; --skip-profile leaves it out);
+- runner_overhead: a small smoke study with 1 and 2 workers (calo_ablate/bench/overhead.py);
+  --skip-study leaves it out.
+--cpu-time times matmul, training and generation by the process's CPU time instead of wall time: on a
+CPU shared with other jobs, wall times with one thread mostly measure the other jobs; CPU time counts
+only the cycles this process got (caches and memory bandwidth are still shared). It sums over threads,
+so it is meant for --threads 1, and for CPU runs only. The instruction set (calo_ablate/model/precision.py)
+is printed next to the matmul rate, and the seed study's laptop (13 training showers/s) next to CaloScore
+v2's training figure.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import json
+import subprocess
+import sys
+import tempfile
 import time
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from torch.utils.data import DataLoader, TensorDataset
 
-from calo_ablate.bench.overhead import measure
-from calo_ablate.bench.profile import (
-    flop_counter,
-    format_profile,
-    profile_sampling_step,
-    profile_training_step,
+from calo_ablate.bench.families import (
+    CASES,
+    BenchCase,
+    bench_config,
+    matmul_flops,
+    peak_memory_mib,
+    sampling_plan,
+    training_module,
 )
-from calo_ablate.config import canonical_dataset, resolve_config
-from calo_ablate.geometry import load_geometry
+from calo_ablate.bench.overhead import measure
+from calo_ablate.bench.profile import format_profile, profile_step, profile_training_step
+from calo_ablate.bench.published import PUBLISHED_SOURCE, published_cpu_ms
+from calo_ablate.bench.worker import RESULT_PREFIX
+from calo_ablate.config import canonical_dataset
+from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import load_family
-from calo_ablate.model.interface import ModelFamily
 from calo_ablate.model.precision import bf16_native, check_precision, instruction_set
-from calo_ablate.runs.train import quiet_lightning
 
-__all__ = [
-    "GenerationTiming",
-    "generation_ms_per_shower",
-    "main",
-    "matmul_flops",
-    "peak_memory_mib",
-    "runner_overhead",
-    "train_flops_per_shower",
-    "training_throughput",
-]
+__all__ = ["PROFILE_BATCHES", "available_memory_mib", "main", "matmul_flops", "peak_memory_mib", "print_profiles",
+           "run_measurement",
+           "runner_overhead"]
 
-Clock = Callable[[], float]  # seconds: time.perf_counter (wall) or time.process_time (CPU time of the process)
-FEWER_STEPS_FACTOR = 0.125  # the registry's fewer-steps ablation: sample.steps_factor (64 of 512)
 SEED_LAPTOP_SHOWERS_S = 13.0  # the seed study: about two hours per full dataset-1 epoch on a laptop
+PROFILE_BATCHES = (1, 100)  # sampling-step profiles
+MEMORY_GUARD = 0.8  # a worker whose resident memory exceeds this share of MemAvailable (at its start) is stopped
 
 
 def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def _resident_mib(pid: int) -> float:
+    """VmRSS of process `pid`, MiB (0 once it has gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return 0.0
+    return 0.0
 
 
-def matmul_flops(size: int = 2048, repeats: int = 5, device: torch.device | None = None,
-                 clock: Clock = time.perf_counter) -> float:
-    """Best fp32 FLOP/s of a (size x size) @ (size x size) matmul over `repeats` tries (2 size^3 FLOPs each)."""
-    device = device or _device()
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        _sync(device)
-        start = clock()
-        a @ b
-        _sync(device)
-        best = min(best, clock() - start)
-    return 2 * size**3 / best
+def run_measurement(spec: dict[str, Any], limit_mib: float | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh `python -m calo_ablate.bench.worker` process and return its figures;
+    a RuntimeError with the worker's last output lines when it fails (e.g. out of memory). limit_mib: the
+    worker is killed, and a RuntimeError says so, when its resident memory exceeds this (polled every 0.2 s;
+    default MEMORY_GUARD x MemAvailable now, none where /proc is missing)."""
+    available = available_memory_mib()
+    limit = limit_mib if limit_mib is not None else (MEMORY_GUARD * available if available else None)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        worker = subprocess.Popen([sys.executable, "-m", "calo_ablate.bench.worker", json.dumps(spec)],
+                                  stdout=out, stderr=err, text=True)
+        while worker.poll() is None:
+            if limit is not None and (rss := _resident_mib(worker.pid)) > limit:
+                worker.kill()
+                worker.wait()
+                msg = (f"stopped at {rss:,.0f} MiB resident, above the bench's limit of {limit:,.0f} MiB "
+                       f"({MEMORY_GUARD:.0%} of the memory available when it started)")
+                raise RuntimeError(msg)
+            time.sleep(0.2)
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    for line in stdout.splitlines():
+        if line.startswith(RESULT_PREFIX):
+            return json.loads(line.removeprefix(RESULT_PREFIX))
+    tail = " | ".join((stderr or stdout).strip().splitlines()[-3:])
+    msg = f"bench worker {spec['task']} {spec['case']} failed (exit code {worker.returncode}): {tail}"
+    raise RuntimeError(msg)
 
 
-def train_flops_per_shower(family: ModelFamily, batch: int = 16) -> float:
-    """Model FLOPs per shower of one training step: the module's training_step and backward (no optimizer)."""
-    module = family.module()
-    inputs = family.benchmark_batch(batch)
-    counter = flop_counter()
-    with counter, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # self.log outside a Trainer
-        module.training_step(inputs, 0).backward()
-    return counter.get_total_flops() / batch
+def _ms(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
-def _one_step(family: ModelFamily) -> int | None:
-    return None if family.sampling_steps() is None else 1
+def _fraction(flop_per_s: float, matmul: float) -> str:
+    return f"{flop_per_s / 1e9:.1f} GFLOP/s = {100 * flop_per_s / matmul:.0f}% of the matmul rate"
 
 
-def generation_flops_per_shower_step(family: ModelFamily, batch: int = 4) -> float:
-    """Model FLOPs per shower of one sampling step (the whole sampling of a one-pass family), forward only."""
-    module = family.module().eval()
-    cond = family.benchmark_batch(batch)[0]
-    counter = flop_counter()
-    with counter:
-        family.sample(module, cond, steps=_one_step(family), batch_size=batch, seed=0, progress=False)
-    return counter.get_total_flops() / batch
+def _print_training(case: BenchCase, spec: dict[str, Any]) -> dict[str, Any] | None:
+    try:
+        r = run_measurement({**spec, "task": "train"})
+    except RuntimeError as err:
+        print(f"  training: not measured ({err})")
+        return None
+    laptop = f" (seed study's laptop: {SEED_LAPTOP_SHOWERS_S:.0f} showers/s)" if case.name == "caloscore_v2" else ""
+    print(f"  training ({r['precision']}, batch {r['batch_size']}, {r['warmup_steps']} warm-up + {r['timed_steps']} "
+          f"timed steps): {r['showers_s']:8.1f} showers/s; {r['flop_per_shower'] / 1e9:.3f} GFLOP/shower "
+          f"(fwd+bwd) -> {_fraction(r['showers_s'] * r['flop_per_shower'], r['matmul_flops'])} "
+          f"({r['matmul_flops'] / 1e9:.1f} GFLOP/s in that process); peak memory {r['peak_rss_mib']:,.0f} MiB{laptop}")
+    return r
 
 
-def training_throughput(family: ModelFamily, timed_steps: int = 4, warmup_steps: int = 2,
-                        clock: Clock = time.perf_counter) -> float:
-    """Showers/s of Lightning training steps at train.batch_size, after `warmup_steps` untimed steps."""
-    class StepTimer(pl.Callback):
-        def __init__(self) -> None:
-            self.seconds = 0.0
-            self.showers = 0
-            self._start = 0.0
-
-        def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch: Sequence,
-                                 batch_idx: int) -> None:
-            _sync(module.device)
-            self._start = clock()
-
-        def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, outputs: object,
-                               batch: Sequence, batch_idx: int) -> None:
-            _sync(module.device)
-            if batch_idx >= warmup_steps:
-                self.seconds += clock() - self._start
-                self.showers += batch[0].shape[0]
-
-    config = family.config
-    size = config.train.batch_size
-    steps = warmup_steps + timed_steps
-    data = TensorDataset(*family.benchmark_batch(size * steps))
-    timer = StepTimer()
-    pl.seed_everything(0, verbose=False)
-    quiet_lightning()
-    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
-                         precision=config.train.precision, callbacks=[timer],
-                         accelerator="gpu" if _device().type == "cuda" else "cpu", devices=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        trainer.fit(family.module(), DataLoader(data, batch_size=size))
-    return timer.showers / timer.seconds
+def available_memory_mib() -> float | None:
+    """MemAvailable of /proc/meminfo, MiB; None where there is none (not Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 
-@dataclass
-class GenerationTiming:
-    """Generation cost at one batch size: ms per shower and sampling step, measured over `timed_steps`
-    (one pass of a one-pass family: timed_steps 1)."""
-
-    batch_size: int
-    ms_per_shower_step: float
-    timed_steps: int
-
-    def ms_per_shower(self, steps: int | None) -> float:
-        return self.ms_per_shower_step * (steps or 1)
-
-
-def generation_ms_per_shower(family: ModelFamily, batch_size: int, timed_steps: int = 2,
-                             clock: Clock = time.perf_counter) -> GenerationTiming:
-    """Time `timed_steps` sampling steps (sample.precision) at `batch_size` after a one-step warm-up (skipped
-    for batches of 1000 and more, where one step already takes long); a one-pass family: one whole pass."""
-    device = _device()
-    module = family.module().to(device).eval()
-    cond = family.benchmark_batch(batch_size)[0].to(device)
-    one = _one_step(family)
-    timed = timed_steps if one is not None else None
-
-    def run(steps: int | None) -> None:
-        family.sample(module, cond, steps=steps, batch_size=batch_size, seed=0, progress=False)
-
-    if batch_size < 1000:
-        run(one)
-    _sync(device)
-    start = clock()
-    run(timed)
-    _sync(device)
-    seconds = clock() - start
-    n = timed or 1
-    return GenerationTiming(batch_size, 1000 * seconds / n / batch_size, n)
+def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: str) -> dict[str, Any] | None:
+    try:
+        r = run_measurement({**spec, "task": "generate", "batch": batch})
+    except RuntimeError as err:
+        print(f"  batch {batch:>6} {label}: not measured ({err})")
+        return None
+    published = published_cpu_ms(case.name, spec["dataset"], batch)
+    beside = f"published CPU {_ms(published.mean_ms)} +- {_ms(published.std_ms)}" if published else "no published time"
+    rate = r["mflop_per_shower"] * 1e6 / (r["ms_per_shower"] / 1000)
+    print(f"  batch {batch:>6} {label}: {r['ms_per_shower']:11,.1f} ms/shower; {_fraction(rate, r['matmul_flops'])} "
+          f"({r['matmul_flops'] / 1e9:.1f}); peak memory {r['peak_rss_mib']:,.0f} MiB (before sampling "
+          f"{r['rss_before_mib']:,.0f}); {beside}; {r['plan']}")
+    return r
 
 
-def peak_memory_mib() -> float:
-    """Peak resident memory of this process so far, MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def print_profiles(case: BenchCase, dataset: str, extra: Sequence[str], matmul: float, cpu_time: bool) -> None:
+    family = load_family(bench_config(case, dataset, extra))
+    print(format_profile(profile_training_step(family, training_module(case, family, extra)), matmul,
+                         cpu_time=cpu_time))
+    for batch in PROFILE_BATCHES:
+        module = family.module().eval()
+        plan, run, _ = sampling_plan(family, module, batch, 1, precision="32-true")
+        part = min(plan.timed)
+        what = "whole sampling" if plan.unit == "whole" else f"{part} of {plan.full} {plan.unit}"
+        title = f"sampling ({case.title}, batch {batch}, {what}, fp32, {torch.get_num_threads()} thread(s))"
+        print(format_profile(profile_step(title, batch, lambda run=run, part=part: run(part)), matmul,
+                             cpu_time=cpu_time))
 
 
 def runner_overhead(dataset: str, data_dir: str = "data") -> None:
@@ -214,72 +190,69 @@ def runner_overhead(dataset: str, data_dir: str = "data") -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m calo_ablate.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="1", help="CaloChallenge dataset (default 1 = 1-photons)")
+    parser.add_argument("--family", default="all", help=f"one of {', '.join(CASES)}, or all (default)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--gen-batches", default="1,100,10000", help="generation batch sizes, comma-separated")
-    parser.add_argument("--train-steps", type=int, default=4, help="timed training steps (after 2 warm-up)")
+    parser.add_argument("--train-steps", type=int, default=None,
+                        help="timed training steps (default the case's: 4, CaloDiffusion 2)")
     parser.add_argument("--precision", default=None, choices=["32-true", "bf16-mixed"],
                         help="train.precision for the training measurement (default: the config's)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time bf16-mixed generation below batch 1,000 (only where bf16 is native)")
     parser.add_argument("--skip-study", action="store_true", help="leave out the runner-overhead study (minutes)")
+    parser.add_argument("--skip-training", action="store_true", help="leave out the training measurements")
     parser.add_argument("--skip-profile", action="store_true", help="leave out the training and sampling profiles")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a config value, e.g. --set model.family=calodiffusion (repeatable)")
+                        help="a config value for every case, after the case's own (repeatable)")
     parser.add_argument("--cpu-time", action="store_true",
                         help="time matmul, training and generation by process CPU time (with --threads 1: the "
                              "figures of a CPU shared with other jobs, without the time they take from us)")
     args = parser.parse_args(argv)
+    if args.family != "all" and args.family not in CASES:
+        msg = f"--family {args.family}: expected one of {', '.join(CASES)} or all"
+        raise ConfigError(msg)
     if args.threads:
         torch.set_num_threads(args.threads)
     dataset = canonical_dataset(args.dataset)
-    precision = [f"train.precision={args.precision}"] if args.precision else []
-    config = resolve_config(dataset, "full", cli_set=[*args.overrides, *precision])
-    family = load_family(config)
-    geometry = load_geometry(dataset)
-    v, layers = geometry.n_voxels, geometry.n_layers
     device = _device()
-    check_precision(config.train.precision, device, "--precision (train.precision)")
     if args.cpu_time and device.type != "cpu":
         parser.error("--cpu-time times CPU runs only; this machine runs the bench on its GPU")
-    steps_full = family.sampling_steps()
-    steps_fewer = max(1, round(steps_full * FEWER_STEPS_FACTOR)) if steps_full is not None else None
+    extra = [*args.overrides, *([f"train.precision={args.precision}"] if args.precision else [])]
+    if args.precision:
+        check_precision(args.precision, device, "--precision (train.precision)")
+    cases = list(CASES.values()) if args.family == "all" else [CASES[args.family]]
+    batches = [int(b) for b in args.gen_batches.split(",")]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"calo-ablate bench: dataset {dataset}, {family.title} ({v} voxels, {layers} layers) on {name}, "
-          f"torch {torch.__version__}")
-
     clock = time.process_time if args.cpu_time else time.perf_counter
+    started = time.perf_counter()
     reference = matmul_flops(device=device, clock=clock)
-    print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s ({'CPU' if args.cpu_time else 'wall'} time)")
+    print(f"calo-ablate bench: dataset {dataset} on {name}, torch {torch.__version__}; "
+          f"{'CPU' if args.cpu_time else 'wall'} time")
+    print(f"fp32 matmul (2048^2):     {reference / 1e9:8.1f} GFLOP/s in this process; every fraction below is of the "
+          f"rate measured in the measurement's own process (in brackets)")
     print(f"instruction set:          {instruction_set().describe()}")
-    flops = train_flops_per_shower(family)
-    showers_s = training_throughput(family, timed_steps=args.train_steps, clock=clock)
-    achieved = showers_s * flops
-    print(f"training ({config.train.precision}, batch {config.train.batch_size}): {showers_s:8.1f} showers/s; "
-          f"{flops / 1e9:.3f} GFLOP/shower (fwd+bwd) -> {achieved / 1e9:.1f} GFLOP/s = "
-          f"{100 * achieved / reference:.0f}% of the matmul rate (seed study's laptop: "
-          f"{SEED_LAPTOP_SHOWERS_S:.0f} showers/s)")
-
-    gen_flops = generation_flops_per_shower_step(family)
-    print(f"generation ({gen_flops / 1e6:.0f} MFLOP per shower per sampling step; "
-          f"a few steps timed per batch size and scaled per step):")
-    bf16 = config.model_copy(update={"sample": config.sample.model_copy(update={"precision": "bf16-mixed"})})
-    for batch in (int(b) for b in args.gen_batches.split(",")):
-        # bf16 (sample.precision=bf16-mixed) only where native and below batch 1000, to bound the bench's time
-        for label, cfg in [("fp32", config)] + ([("bf16", bf16)] if batch < 1000 and bf16_native(device) else []):
-            try:
-                timing = generation_ms_per_shower(load_family(cfg), batch, timed_steps=1 if batch >= 1000 else 2,
-                                                  clock=clock)
-            except RuntimeError as err:  # out of memory at a large batch
-                print(f"  batch {batch:>6} {label}: not measured ({str(err).splitlines()[0]})")
-                continue
-            rate = gen_flops / (timing.ms_per_shower_step / 1000)
-            at = (f" at {steps_full} steps, {timing.ms_per_shower(steps_fewer):9.1f} at {steps_fewer} steps "
-                  f"({timing.timed_steps} step(s) timed;" if steps_full is not None else " (one pass;")
-            print(f"  batch {batch:>6} {label}: {timing.ms_per_shower(steps_full):10.1f} ms/shower{at} "
-                  f"{rate / 1e9:.1f} GFLOP/s = {100 * rate / reference:.0f}% of the matmul rate)")
-    print(f"peak memory (ru_maxrss):  {peak_memory_mib():8.0f} MiB")
-    if not args.skip_profile and device.type == "cpu":
-        for profiled in (profile_training_step(family), profile_sampling_step(family)):
-            print(format_profile(profiled, reference, cpu_time=args.cpu_time))
+    print(f"published times:          {PUBLISHED_SOURCE}")
+    spec: dict[str, Any] = {"dataset": dataset, "extra": extra, "threads": args.threads, "cpu_time": args.cpu_time,
+                            "timed_steps": args.train_steps}
+    for case in cases:
+        config = bench_config(case, dataset, extra)
+        family = load_family(config)
+        steps = family.sampling_steps()
+        print(f"== {case.title} ({case.name}: {' '.join(case.overrides)}); "
+              f"{'one-pass sampling' if steps is None else f'{steps} sampling steps'}")
+        case_spec = {**spec, "case": case.name}
+        if not args.skip_training:
+            _print_training(case, case_spec)
+        print("  generation, ms per shower at each batch size (each in its own process, in ascending order):")
+        for batch in sorted(batches):
+            _print_generation(case, case_spec, batch, "fp32")
+            if args.bf16 and batch < 1000 and steps is not None and bf16_native(device):
+                _print_generation(case, {**case_spec, "precision": "bf16-mixed"}, batch, "bf16")
+        if not args.skip_profile and device.type == "cpu":
+            print_profiles(case, dataset, extra, reference, args.cpu_time)
+    print(f"peak memory of this process (VmHWM): {peak_memory_mib():,.0f} MiB; "
+          f"fp32 matmul at the end: {matmul_flops(device=device, clock=clock) / 1e9:.1f} GFLOP/s; "
+          f"bench wall time {time.perf_counter() - started:.0f} s")
     if not args.skip_study:
         runner_overhead(dataset)
     return 0
-

@@ -26,7 +26,11 @@ from calo_ablate.model.caloflow.preprocess import caloflow_preprocessing
 from calo_ablate.model.caloflow.student import StudentModule, checked_teacher
 from calo_ablate.model.interface import ModelFamily, count_trainable
 
-__all__ = ["CaloFlowFamily"]
+__all__ = ["SAMPLE_CHUNK_SHOWERS", "CaloFlowFamily"]
+
+# Showers per flow call in sampling: unchunked, the MAF teacher's batch of 10,000 passed 11.9 GiB resident
+# (docs/performance.md); 256 keeps it near batch 100's memory.
+SAMPLE_CHUNK_SHOWERS = 256
 
 
 class CaloFlowFamily(ModelFamily):
@@ -66,9 +70,11 @@ class CaloFlowFamily(ModelFamily):
 
         steps is None (sampling_steps(): a flow has no steps) and ignored; precision is ignored too (the flows sample in
         caloflow.dtype); progress is not shown. Costs one network pass per feature per block: a MAF's
-        inverse is sequential (368 x 8 passes for photons, 533 x 8 for pions, per batch).
+        inverse is sequential (368 x 8 passes for photons, 533 x 8 for pions, per batch). The flows run on at
+        most SAMPLE_CHUNK_SHOWERS showers at a time (their memory grows by about 1.7 MiB per shower for the
+        teacher); the noise is drawn for the whole batch, so the showers do not depend on the chunking.
         """
-        return module.sample(cond, batch_size=batch_size, seed=seed)
+        return module.sample(cond, batch_size=min(batch_size, SAMPLE_CHUNK_SHOWERS), seed=seed)
 
     def parameter_breakdown(self, module: CaloFlowModule) -> dict[str, int]:
         return {"flow1": count_trainable(module.flow1), "flow2": count_trainable(module.flow2)}

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -40,10 +41,28 @@ from calo_ablate.model.curves import EPOCH_SECONDS, EpochLosses, StepCurve
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.noise import step_generator, validation_generator
 
-__all__ = ["LOSS_NAMES", "CaloScoreModule", "cosine_lr_factor", "validation_interval"]
+__all__ = ["LOSS_NAMES", "NETWORK_CHUNK_SHOWERS", "CaloScoreModule", "chunked", "cosine_lr_factor", "validation_interval"]
 
 LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and val/<name>
 VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, see validation_interval)
+# Showers per network evaluation in sampling. Unchunked, batch 10,000 peaked at 11 GiB and ran at 33% of the
+# matmul rate (activations beyond the caches); in chunks of 256 it keeps batch 100's rate (68-70%) and
+# peaks near 1.1 GiB, model and interpreter included (docs/performance.md).
+NETWORK_CHUNK_SHOWERS = 256
+
+
+def chunked(velocity: Callable[..., torch.Tensor], chunk_showers: int) -> Callable[..., torch.Tensor]:
+    """velocity(x (B, ...), t (B,), *per-shower tensors (B, ...)) evaluated `chunk_showers` rows at a time
+    into one (B, ...) output; a batch of at most chunk_showers rows is one call."""
+    def call(x: torch.Tensor, t: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] <= chunk_showers:
+            return velocity(x, t, *rest)
+        out = torch.empty_like(x)
+        for start in range(0, x.shape[0], chunk_showers):
+            part = slice(start, start + chunk_showers)
+            out[part] = velocity(x[part], t[part], *(r[part] for r in rest))
+        return out
+    return call
 
 
 def cosine_lr_factor(step: int, horizon_steps: int) -> float:
@@ -187,18 +206,25 @@ class CaloScoreModule(pl.LightningModule):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int | None = None, batch_size: int | None = None,
                seed: int | torch.Generator = 0, progress: bool = False, precision: str | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor]:
+               *, chunk_showers: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Generate with the EMA weights: layer variables first, then voxels conditioned on them.
 
         cond (N, 1): incident-energy condition (preprocessed); steps: DDIM steps (default
-        sample.effective_steps); batch_size: showers per network call (default sample.batch_size);
+        sample.effective_steps); batch_size: showers per batch (default sample.batch_size);
         seed: an int or a torch.Generator on the module's device (the noise depends on batch_size).
         precision: "32-true" or "bf16-mixed" (bf16 autocast of the nets; the DDIM update stays fp32),
         default sample.precision.
+        chunk_showers: showers per network evaluation inside a batch (default NETWORK_CHUNK_SHOWERS):
+        bounds the activations' memory of a large batch. The batch's noise is drawn whole and its DDIM
+        update runs on the whole batch, so the showers do not depend on it (within float rounding).
         Returns (layer (N, L), voxel (N, V)) float32 in preprocessed units, on the module's device.
         """
         steps = steps or self.config.sample.effective_steps
         batch_size = batch_size or self.config.sample.batch_size
+        chunk = chunk_showers or NETWORK_CHUNK_SHOWERS
+        if chunk < 1:
+            msg = f"CaloScoreModule.sample: chunk_showers={chunk_showers}, expected a positive number of showers"
+            raise ValueError(msg)
         device = self.device
         generator = seed if isinstance(seed, torch.Generator) else \
             torch.Generator(device=device).manual_seed(int(seed))
@@ -219,8 +245,8 @@ class CaloScoreModule(pl.LightningModule):
                           disable=not progress):
             c = cond[start:start + batch_size].to(device=device, dtype=torch.float32)
             layer, voxel = sample_layers_then_voxels(
-                layer_velocity, voxel_velocity, c, net.n_layers, net.n_voxels, self.schedule, steps,
-                generator=generator)
+                chunked(layer_velocity, chunk), chunked(voxel_velocity, chunk), c, net.n_layers, net.n_voxels,
+                self.schedule, steps, generator=generator)
             layers.append(layer)
             voxels.append(voxel)
         return torch.cat(layers), torch.cat(voxels)
