@@ -29,7 +29,7 @@ from calo_ablate.model.interface import ModelFamily, count_trainable
 __all__ = ["SAMPLE_CHUNK_SHOWERS", "CaloFlowFamily"]
 
 # Showers per flow call in sampling: unchunked, the MAF teacher's batch of 10,000 passed 11.9 GiB resident
-# (docs/performance.md); 256 keeps it near batch 100's memory.
+# (docs/performance/families.md); 256 keeps it near batch 100's memory.
 SAMPLE_CHUNK_SHOWERS = 256
 
 

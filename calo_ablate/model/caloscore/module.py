@@ -47,7 +47,7 @@ LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and 
 VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, see validation_interval)
 # Showers per network evaluation in sampling. Unchunked, batch 10,000 peaked at 11 GiB and ran at 33% of the
 # matmul rate (activations beyond the caches); in chunks of 256 it keeps batch 100's rate (68-70%) and
-# peaks near 1.1 GiB, model and interpreter included (docs/performance.md).
+# peaks near 1.1 GiB, model and interpreter included (docs/performance/families.md).
 NETWORK_CHUNK_SHOWERS = 256
 
 
