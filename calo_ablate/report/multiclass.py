@@ -12,7 +12,8 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from calo_ablate.report.table import REFERENCE_ROW, ExtraColumn, StudyTable
+from calo_ablate.report.table import ExtraColumn, StudyTable
+from calo_ablate.runs import record
 
 __all__ = ["CAVEAT", "SKIPPED", "SPREAD_FACTOR", "TAG", "MulticlassSummary", "findings_lines", "multiclass_column",
            "multiclass_of"]
@@ -83,8 +84,8 @@ def multiclass_column(table: StudyTable) -> ExtraColumn | None:
     summary = multiclass_of(table)
     if summary is None:
         return None
-    text = {REFERENCE_ROW: f"uniform guess log(1/{summary.n_classes}) = {summary.uniform:.3f}"}
-    data: dict[str, dict[str, Any]] = {REFERENCE_ROW: {"multiclass_uniform": summary.uniform}}
+    text = {record.REFERENCE: f"uniform guess log(1/{summary.n_classes}) = {summary.uniform:.3f}"}
+    data: dict[str, dict[str, Any]] = {record.REFERENCE: {"multiclass_uniform": summary.uniform}}
     for row in table.rows:
         if row.name in summary.means:
             text[row.name] = _value(summary.means[row.name], summary.stds[row.name])

@@ -29,7 +29,6 @@ from calo_ablate.report.stats import Design
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
-REFERENCE_ROW = record.REFERENCE
 SYMBOLS = {"lower": "↓", "higher": "↑", "equivalent": "≈"}
 LOSSES = [(record.VAL_LOSS, "Loss")]  # runs without a loss_names tag: the total every family logs
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
@@ -111,7 +110,7 @@ Marks = Mapping[tuple[str, str], Mark]  # (row name, metric) -> Mark
 @dataclass(frozen=True)
 class ExtraColumn:
     """A column computed for the whole study rather than per cell (the multiclass score, the Pareto front's
-    mark): its cells' text in table.md and its fields in table.csv, by row name (REFERENCE_ROW for the
+    mark): its cells' text in table.md and its fields in table.csv, by row name (record.REFERENCE for the
     noise-floor row)."""
 
     label: str
@@ -409,7 +408,7 @@ def display_rows(table: StudyTable, marks: Marks | None = None,
         ref = ["reference vs reference", *[""] * (len(table.losses) + 2)]
         ref += [_fmt_stat(m, Stat(table.reference[m], table.reference_std.get(m, math.nan), 1))
                 if m in table.reference else "" for m, _ in table.columns]
-        ref += [c.text.get(REFERENCE_ROW, "") for c in extra]
+        ref += [c.text.get(record.REFERENCE, "") for c in extra]
         draws = " (mean ± std over independent draws)" if table.reference_std else ""
         ref.append(f"noise floor: two disjoint halves of the evaluation file{draws}")
         lines.append(ref)
@@ -467,20 +466,20 @@ def frame(table: StudyTable, marks: Marks | None = None, extra: list[ExtraColumn
     metrics = sorted({m for r in table.rows for c in r.finished() for m in c.metrics})
     records: list[dict[str, Any]] = []
     if table.reference:
-        records.append({"row": REFERENCE_ROW, "title": "reference vs reference",
+        records.append({"row": record.REFERENCE, "title": "reference vs reference",
                         **{f"{k}_mean": v for k, v in sorted(table.reference.items())}})
     for row in table.rows:
-        record: dict[str, Any] = {
+        line: dict[str, Any] = {
             "row": row.name, "title": row.title, "finished": len(row.finished()),
             "failed": sum(c.status == "FAILED" for c in row.cells), "loss_comparable": row.comparable,
             "change_vs_base": delta_text(table, row, marks), "note": note_text(table, row)}
         for metric, stat in row_stats(row, metrics).items():
-            record.update({f"{metric}_mean": stat.mean, f"{metric}_std": stat.std, f"{metric}_n": stat.n})
+            line.update({f"{metric}_mean": stat.mean, f"{metric}_std": stat.std, f"{metric}_n": stat.n})
             mark = marks.get((row.name, metric))
             if mark is not None:
-                record.update({f"{metric}_verdict": mark.verdict, f"{metric}_p_vs_base": mark.p,
-                               f"{metric}_diff_low": mark.low, f"{metric}_diff_high": mark.high})
-        records.append(record)
+                line.update({f"{metric}_verdict": mark.verdict, f"{metric}_p_vs_base": mark.p,
+                             f"{metric}_diff_low": mark.low, f"{metric}_diff_high": mark.high})
+        records.append(line)
     return pd.DataFrame.from_records(_with_extra(records, extra or []))
 
 

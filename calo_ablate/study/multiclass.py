@@ -77,9 +77,9 @@ def multiclass_pool(table: StudyTable, folder: Path) -> tuple[dict[str, list[Pat
         else:
             left_out[row.name] = "no finished cell with a cached sample on this machine"
     common = set.intersection(*have.values()) if have else set()
-    seeds = sorted(s for s in common if record.sample_path(folder, record.REFERENCE_SAMPLE, s).is_file())
+    seeds = sorted(s for s in common if record.sample_path(folder, record.REFERENCE, s).is_file())
     files = {name: [record.sample_path(folder, name, s) for s in seeds] for name in have} if seeds else {}
-    return files, [record.sample_path(folder, record.REFERENCE_SAMPLE, s) for s in seeds], seeds, left_out
+    return files, [record.sample_path(folder, record.REFERENCE, s) for s in seeds], seeds, left_out
 
 
 def _digest(path: Path) -> str:

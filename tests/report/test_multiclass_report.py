@@ -19,7 +19,7 @@ from calo_ablate.report.multiclass import (
     multiclass_column,
     multiclass_of,
 )
-from calo_ablate.report.table import REFERENCE_ROW, CellResult, Row, StudyTable, frame
+from calo_ablate.report.table import CellResult, Row, StudyTable, frame
 from calo_ablate.runs import record
 from calo_ablate.study import multiclass as stage
 
@@ -53,7 +53,7 @@ def test_summary_column_and_findings_line() -> None:
     column = multiclass_column(table)
     assert column is not None and str(round(summary.uniform, 3)) in column.label
     assert column.text["good"] == "-0.500 ± 0.050" and column.text["broken"] == "not in the pool"
-    assert column.text[REFERENCE_ROW] == "uniform guess log(1/3) = -1.099"
+    assert column.text[record.REFERENCE] == "uniform guess log(1/3) = -1.099"
     data = frame(table, extra=[column]).set_index("row")
     assert data.loc["bad", "multiclass_mean"] == -2.0 and data.loc["bad", "multiclass_n"] == 2
     assert data.loc["good", "multiclass_uniform"] == pytest.approx(summary.uniform)
@@ -79,7 +79,7 @@ def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: py
     uri = record.default_tracking_uri(tmp_path)
     parent = record.find_or_create_parent(uri, record.ensure_experiment(uri, "t"), "t", {})
     for seed in (0, 1):
-        _write(tmp_path, record.REFERENCE_SAMPLE, seed)
+        _write(tmp_path, record.REFERENCE, seed)
         _write(tmp_path, "base", seed)
         _write(tmp_path, "scaled", seed, scale=1.3)
     rows = _rows(["base", "scaled"]) + [Row("broken", "Broken", [CellResult(0, "FAILED", {}, {}, "b")])]
@@ -110,7 +110,7 @@ def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: py
 
 
 def test_stage_skips_without_two_rows_and_keeps_no_stale_result(tmp_path: Path) -> None:
-    _write(tmp_path, record.REFERENCE_SAMPLE, 0)
+    _write(tmp_path, record.REFERENCE, 0)
     _write(tmp_path, "base", 0)
     table = _table(_rows(["base", "other"], seeds=1), dict(HEADER))
     stage.add_multiclass(table, tmp_path, "unused://", lambda s: None)
