@@ -6,7 +6,7 @@ Per draw, two disjoint samples of `--showers` showers from the dataset's evaluat
 data folder, real or synthetic): "same" compares them as they are (the noise floor), "x1.15" with
 every voxel of the second multiplied by 1.15. Prints each metric's mean and std (ddof 1) over the
 draws for both cases, with the profile's classifier settings and classifiers plus cls-high-z; this is
-what chose the sizes and the verdicts' AUC high (README, section "Verdicts").
+what chose the sizes and the verdicts' AUC high (docs/guide/verdicts.md).
 """
 
 from __future__ import annotations

@@ -173,9 +173,11 @@ def pareto_lines(table: StudyTable) -> list[str]:
     metric = choose_metric(table)
     axis = AXES[metric]
     points, missing = pareto_points(table, metric)
-    lines = [f"## Quality against generation time ({axis.label} vs ms / shower at batch {TIME_BATCH})", ""]
     if not points:
-        return [*lines, f"No Pareto plot: no row has both {axis.label} and a generation time at batch {TIME_BATCH}."]
+        return ["## Quality against generation time", "",
+                (f"No Pareto plot: no row has both a sample-quality metric and a generation time at batch "
+                 f"{TIME_BATCH} (the study evaluated or timed no samples).")]
+    lines = [f"## Quality against generation time ({axis.label} vs ms / shower at batch {TIME_BATCH})", ""]
     front = front_rows(table, metric)
     direction = "lower" if axis.lower_is_better else "higher"
     lines += [f"![{axis.label} against generation time]({PLOT_FILE})", "",

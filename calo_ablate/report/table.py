@@ -434,7 +434,7 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
     headers = display_headers(table, extra)
     lines = _header_lines(table) + ["", "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells.values()) + " |" for cells in shown]
-    legend = ("Mean ± std over seeds (std with ddof 1). Against the base (section \"Verdicts\" of the README): "
+    legend = ("Mean ± std over seeds (std with ddof 1). Against the base (docs/guide/verdicts.md): "
               "↓ lower, ↑ higher (a paired test, Holm across rows), ≈ equivalent within the margin (two one-sided "
               "tests); no symbol: undecided. Losses: validation, final epoch. Change vs base: of the mean loss, "
               "with the 95 % confidence interval of the difference, in % of the base's mean; \"not comparable\" "
