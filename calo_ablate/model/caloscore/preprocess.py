@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import expit
 
 from calo_ablate.config import DataConfig
-from calo_ablate.data.preprocessing import Preprocessing, float_matrix, write_npz_atomic
+from calo_ablate.data.preprocessing import Preprocessing, float_matrix
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import Geometry, load_geometry
 
@@ -166,7 +165,8 @@ class CaloScorePreprocessor:
 
     def _require_fitted(self) -> tuple[_LogitScaler, _LogitScaler]:
         if self._layer_scaler is None or self._voxel_scaler is None:
-            msg = "CaloScorePreprocessor is not fitted: call fit(energies_mev, showers_mev) or load(path) first"
+            msg = "CaloScorePreprocessor is not fitted: call fit(energies_mev, showers_mev) first, or restore a saved " \
+                  "one (from_arrays)"
             raise DataError(msg)
         return self._layer_scaler, self._voxel_scaler
 
@@ -298,22 +298,6 @@ class CaloScorePreprocessor:
         pre._layer_scaler = _LogitScaler(*(stats[f"layer_{n}"] for n in _STAT_NAMES))
         pre._voxel_scaler = _LogitScaler(*(stats[f"voxel_{n}"] for n in _STAT_NAMES))
         return pre
-
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted state to an .npz file (atomically); returns the path."""
-        return write_npz_atomic(path, self.to_arrays())
-
-    @classmethod
-    def load(cls, path: str | Path, geometry: Geometry | None = None,
-             data_config: DataConfig | None = None) -> CaloScorePreprocessor:
-        """Read a saved preprocessor; a given geometry or data config is checked against the stored one."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as arrays:
-                return cls.from_arrays(dict(arrays), geometry, data_config, source=str(path))
-        except (OSError, ValueError) as err:
-            msg = f"{path}: cannot read a saved CaloScorePreprocessor ({err})"
-            raise DataError(msg) from err
 
 
 def caloscore_preprocessing(data_config: DataConfig) -> Preprocessing:
