@@ -144,10 +144,6 @@ class CaloScorePreprocessor:
     def n_voxels(self) -> int:
         return self.geometry.n_voxels
 
-    @property
-    def fitted(self) -> bool:
-        return self._layer_scaler is not None
-
     # ---- checks -------------------------------------------------------------------------------
     def _energies_gev(self, energies_mev: npt.ArrayLike, n_events: int | None = None) -> np.ndarray:
         energies = np.asarray(energies_mev, dtype=np.float64).reshape(-1) / 1000.0   # (N,)
