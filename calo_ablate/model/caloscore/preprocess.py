@@ -61,9 +61,9 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def _chunks(n_events: int) -> Iterator[slice]:
-    for start in range(0, n_events, _CHUNK_EVENTS):
-        yield slice(start, min(start + _CHUNK_EVENTS, n_events))
+def _chunks(n_events: int, size: int) -> Iterator[slice]:
+    for start in range(0, n_events, size):
+        yield slice(start, min(start + size, n_events))
 
 
 @dataclass
@@ -123,8 +123,10 @@ class CaloScorePreprocessor:
     Public arrays are in MeV (energies (N,), showers (N, V)); features are float32 unless asked otherwise.
     """
 
-    def __init__(self, geometry: Geometry, data_config: DataConfig) -> None:
+    def __init__(self, geometry: Geometry, data_config: DataConfig, chunk_events: int = _CHUNK_EVENTS) -> None:
+        """chunk_events: showers transformed at a time (bounds the float64 temporaries)."""
         self.geometry = geometry
+        self._chunk_events = chunk_events
         self.max_deposit = data_config.max_deposit
         self.energy_min_gev = data_config.energy_min_gev
         self.energy_max_gev = data_config.energy_max_gev
@@ -184,7 +186,7 @@ class CaloScorePreprocessor:
                   f"{self.geometry.name!r}"
             raise DataError(msg)
         energies_gev = self._energies_gev(energies_mev, len(showers))
-        for part in _chunks(len(showers)):
+        for part in _chunks(len(showers), self._chunk_events):
             yield self._raw(energies_gev[part], showers[part].astype(np.float64) / 1000.0)
 
     def _layer_energies(self, energies_gev: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -217,7 +219,7 @@ class CaloScorePreprocessor:
         n_events = len(showers_mev)
         layer = np.empty((n_events, self.n_layers), dtype=dtype)
         voxel = np.empty((n_events, self.n_voxels), dtype=dtype)
-        for part, (u, fractions) in zip(_chunks(n_events), self._raw_chunks(energies_mev, showers_mev)):
+        for part, (u, fractions) in zip(_chunks(n_events, self._chunk_events), self._raw_chunks(energies_mev, showers_mev)):
             layer[part] = layer_scaler.forward(u)
             voxel[part] = voxel_scaler.forward(fractions)
         return Features(self._condition(self._energies_gev(energies_mev)).astype(dtype), layer, voxel)
@@ -236,7 +238,7 @@ class CaloScorePreprocessor:
             raise DataError(msg)
         energies_gev = self._energies_gev(energies_mev, len(voxel))
         showers = np.empty(voxel.shape, dtype=np.float32)
-        for part in _chunks(len(voxel)):
+        for part in _chunks(len(voxel), self._chunk_events):
             layer_e = self._layer_energies(energies_gev[part], layer_scaler.inverse(layer[part]))  # (n, L)
             fractions = voxel_scaler.inverse(voxel[part])                                         # (n, V)
             scale = _safe_divide(layer_e, self.geometry.layer_energies(fractions))               # (n, L)

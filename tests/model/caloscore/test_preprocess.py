@@ -11,7 +11,6 @@ from calo_ablate.config import DataConfig
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.caloscore import preprocess
 from calo_ablate.model.caloscore.preprocess import CaloScorePreprocessor, caloscore_preprocessing
 
 GEOMETRY = load_geometry("1-photons")
@@ -173,10 +172,9 @@ def test_misuse_raises_data_errors(train_events):
         pre.condition(np.array([0.0]))
 
 
-def test_chunked_processing_gives_the_same_statistics_and_features(fitted, train_events, monkeypatch):
-    monkeypatch.setattr(preprocess, "_CHUNK_EVENTS", 97)      # 600 showers in 7 uneven chunks
+def test_chunked_processing_gives_the_same_statistics_and_features(fitted, train_events):
     energies, showers = train_events
-    chunked = CaloScorePreprocessor(GEOMETRY, CONFIG).fit(energies, showers)
+    chunked = CaloScorePreprocessor(GEOMETRY, CONFIG, chunk_events=97).fit(energies, showers)  # 7 uneven chunks
     np.testing.assert_allclose(chunked._voxel_scaler.mean, fitted._voxel_scaler.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(chunked._voxel_scaler.std, fitted._voxel_scaler.std, rtol=1e-10)
     np.testing.assert_array_equal(chunked._layer_scaler.low, fitted._layer_scaler.low)
