@@ -28,10 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationErr
 
 from calo_ablate.errors import ConfigError
 
-DATASETS = ("1-photons", "1-pions", "2", "3")
 DATASET_ALIASES = {"1": "1-photons", "1-photons": "1-photons", "1-pions": "1-pions", "2": "2", "3": "3"}
 PROFILES = ("smoke", "quick", "full", "gpu")
-FAMILIES = ("caloscore_v2", "calodiffusion")  # built-in model families (calo_ablate/model/interface.py)
 
 
 class _Section(BaseModel):

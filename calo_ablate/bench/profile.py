@@ -97,12 +97,12 @@ def _top_operators(prof: profile, n: int) -> list[tuple[str, float, int]]:
 
 
 def _cpu_attention_flops(query: torch.Size, key: torch.Size, value: torch.Size, *args: object,
-                         out_shape: object = None, **kwargs: object) -> int:
+                         **kwargs: object) -> int:
     return sdpa_flop_count(query, key, value)
 
 
 def _cpu_attention_backward_flops(grad_out: torch.Size, query: torch.Size, key: torch.Size, value: torch.Size,
-                                  *args: object, out_shape: object = None, **kwargs: object) -> int:
+                                  *args: object, **kwargs: object) -> int:
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 

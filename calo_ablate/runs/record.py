@@ -35,7 +35,7 @@ from mlflow.tracking import MlflowClient
 from calo_ablate.config import Config, read_values, train_key
 from calo_ablate.data.preprocessing import write_npz_atomic
 from calo_ablate.data.source import DataFiles
-from calo_ablate.model.curves import EPOCH_SECONDS, TRAIN_CURVE_PREFIX
+from calo_ablate.model.curves import TRAIN_CURVE_PREFIX
 from calo_ablate.model.families import family_class
 from calo_ablate.model.interface import TOTAL_LOSS
 from calo_ablate.model.precision import cpu_model
@@ -96,7 +96,6 @@ TAG_MARGINS = "margins"  # JSON {aspect: margin}: the registry's equivalence mar
 VAL_PREFIX = "val/"
 VAL_LOSS = f"{VAL_PREFIX}{TOTAL_LOSS}"
 CURVE_PREFIX = TRAIN_CURVE_PREFIX
-EPOCH_SECONDS_METRIC = EPOCH_SECONDS
 N_PARAMS = "n_params"
 BEST_VAL_LOSS = "best_val_loss"
 SECONDS_PER_EPOCH = "seconds_per_epoch"

@@ -109,9 +109,10 @@ def _teacher_queue_state(queue: StudyQueue, owner: str) -> tuple[str, str]:
 
 
 def wait_for_teacher(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell,
-                     check: Callable[[], None] | None = None) -> None:
+                     check: Callable[[], None] | None = None, poll_s: float = TEACHER_POLL_S) -> None:
     """Return once the teacher's training of `cell` has finished (its result.json) while another worker
-    trains it; reaps dead workers meanwhile. check: called between looks (a stop request raises there).
+    trains it; reaps dead workers meanwhile. check: called between looks (a stop request raises there);
+    poll_s: seconds between looks.
 
     Raises TeacherPending when the teacher's unit waits in the queue (this unit goes back behind it), and
     TrainingError when the teacher will not be trained in this call (it failed, or was given up)."""
@@ -139,7 +140,7 @@ def wait_for_teacher(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: C
             waiting = True
         if check is not None:
             check()
-        time.sleep(TEACHER_POLL_S)
+        time.sleep(poll_s)
 
 
 def teacher_train_seconds(ctx: StudyContext, cell: Cell) -> dict[str, float]:

@@ -24,7 +24,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from typing import Any
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.context import THREADS_ENV
 from calo_ablate.study.queue import StudyQueue
-from calo_ablate.study.worker import EXIT_STOPPED, WorkerEnd, wait_for_workers
+from calo_ablate.study.worker import EXIT_STOPPED, WorkerEnd, wait_for_workers, worker_argv
 
 JOB_LAUNCHERS = ("slurm", "local")
 POLL_S = 2.0
@@ -69,12 +68,6 @@ def parse_sbatch_options(items: list[str]) -> dict[str, str]:
             raise ConfigError(msg)
         options[key.strip("-").replace("-", "_")] = value
     return options
-
-
-def worker_argv(study: str, storage: str, results_dir: Path) -> list[str]:
-    """`calo-ablate worker ...` as the job's command line (the interpreter that submitted it)."""
-    return [sys.executable, "-m", "calo_ablate.cli", "worker", "--study", study, "--storage", storage,
-            "--results-dir", str(results_dir)]
 
 
 def _slurm_job_id() -> str | None:

@@ -362,13 +362,18 @@ def format_progress(p: Progress) -> str:
     return text
 
 
+def worker_argv(study: str, storage: str, results_dir: Path) -> list[str]:
+    """`calo-ablate worker ...` as the job's command line (the interpreter that submitted it)."""
+    return [sys.executable, "-m", "calo_ablate.cli", "worker", "--study", study, "--storage", storage,
+            "--results-dir", str(results_dir)]
+
+
 def spawn_workers(n: int, study: str, storage: str, results_dir: Path) -> list[subprocess.Popen]:
     """Start `n` worker processes in this process group (a kill of the group ends them too); with GPUs,
     worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin when there are more workers)."""
     threads = max(1, (os.cpu_count() or 1) // n)
     env = {**os.environ, THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n)}
-    command = [sys.executable, "-m", "calo_ablate.cli", "worker", "--study", study, "--storage", storage,
-               "--results-dir", str(results_dir)]
+    command = worker_argv(study, storage, results_dir)
     gpus = visible_gpus()
     return [subprocess.Popen(command, env={**env, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]
 

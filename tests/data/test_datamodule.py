@@ -46,7 +46,6 @@ def test_batches_are_float32_tuples_of_the_right_shapes(module):
     assert cond.shape == (64, 1) and layer.shape == (64, 5) and voxel.shape == (64, 368)
     assert all(t.dtype == torch.float32 for t in batches[0])
     assert sum(len(b[0]) for b in module.val_dataloader()) == 100
-    assert module.preprocessor.fitted
 
 
 def test_shuffling_follows_the_run_seed_but_the_split_does_not(files, tmp_path):

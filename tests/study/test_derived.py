@@ -26,7 +26,6 @@ from calo_ablate.model.families import load_family
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
 from calo_ablate.runs.train import RESULT_FILE, TrainResult, new_module, run_training, teacher_module
-from calo_ablate.study import cell as cell_module
 from calo_ablate.study import runner
 from calo_ablate.study.cell import TeacherPending, teacher_train_seconds, wait_for_teacher
 from calo_ablate.study.plan import make_plan
@@ -234,9 +233,7 @@ def test_a_student_taken_before_its_queued_teacher_goes_back_behind_it(waiting_s
     assert [queue.take().cells for _ in range(2)] == [("base/s0",), ("distilled/s0",)]
 
 
-def test_a_student_waits_while_the_teacher_trains_and_again_when_its_worker_died(
-        waiting_student, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cell_module, "TEACHER_POLL_S", 0.01)
+def test_a_student_waits_while_the_teacher_trains_and_again_when_its_worker_died(waiting_student) -> None:
     ctx, queue, log = waiting_student
     student, teacher = queue.take(), queue.take()  # two workers
     assert teacher.cells == ("base/s0",)
@@ -247,7 +244,7 @@ def test_a_student_waits_while_the_teacher_trains_and_again_when_its_worker_died
         if len(looks) == 2:
             _result_json(ctx)
 
-    wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"), teacher_finishes)
+    wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"), teacher_finishes, poll_s=0.01)
     assert len(looks) == 2 and "distilled/s0: waiting for the training of its teacher base/s0" in log[0]
     assert teacher_train_seconds(ctx, ctx.plan.cell("distilled/s0")) == {record.TEACHER_TRAIN_SECONDS: 2.5}
     assert teacher_train_seconds(ctx, ctx.plan.cell("base/s0")) == {}
@@ -255,7 +252,7 @@ def test_a_student_waits_while_the_teacher_trains_and_again_when_its_worker_died
     queue.storage.set_trial_user_attr(teacher.trial_id, "worker", {"host": "h", "pid": _gone_pid(),
                                                                     "ns": pid_namespace()})
     with pytest.raises(TeacherPending):  # the teacher's worker is gone: its unit is queued again, student behind
-        wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"))
+        wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"), poll_s=0.01)
 
 
 def test_a_student_whose_teacher_failed_fails_with_the_teachers_error(waiting_student) -> None:

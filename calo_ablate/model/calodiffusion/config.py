@@ -1,7 +1,8 @@
 """CaloDiffusionConfig: every size and switch of the CaloDiffusion family, with the published defaults.
 
-The defaults of the class are those of dataset 1 photons; `published_config(dataset)` gives each
-dataset's published settings (Amram and Pedro 2023, configs of OzAmram/CaloDiffusionPaper):
+The defaults of the class are those of dataset 1 photons; each dataset's published settings are the
+families.calodiffusion block of experiments/datasets/<dataset>.yaml (Amram and Pedro 2023, configs of
+OzAmram/CaloDiffusionPaper):
 
 | | ds1 photons / pions | ds2 | ds3 |
 |---|---|---|---|
@@ -24,10 +25,10 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from calo_ablate.config import ModelSection, _Section, canonical_dataset
+from calo_ablate.config import ModelSection, _Section
 
 __all__ = ["CONSISTENCY_MAX_STEPS", "PUBLISHED_BATCH_SIZE", "PUBLISHED_LR", "CaloDiffusionConfig",
-           "ConsistencyConfig", "LayerDiffusionConfig", "published_config"]
+           "ConsistencyConfig", "LayerDiffusionConfig"]
 
 PUBLISHED_BATCH_SIZE = {"1-photons": 128, "1-pions": 128, "2": 128, "3": 64}
 PUBLISHED_LR = {"1-photons": 4e-4, "1-pions": 4e-4, "2": 4e-4, "3": 1e-4}  # train.lr
@@ -134,14 +135,3 @@ class CaloDiffusionConfig(ModelSection):
                   "LayerDiffusion teacher is not built; enable one of them"
             raise ValueError(msg)
         return self
-
-
-def published_config(dataset: str) -> CaloDiffusionConfig:
-    """The published settings of `dataset` ('1', '1-photons', '1-pions', '2', '3')."""
-    dataset = canonical_dataset(dataset)
-    if dataset in ("1-photons", "1-pions"):
-        return CaloDiffusionConfig()
-    if dataset == "2":
-        return CaloDiffusionConfig(phi_channel=False, glam="fixed")
-    return CaloDiffusionConfig(widths=[32, 32, 32, 32], phi_channel=False, glam="fixed",
-                               objective="hybrid_weight", sample_offset=0)

@@ -32,7 +32,7 @@ from calo_ablate.geometry import load_geometry
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.layer_diffusion import LayerResNet
-from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork, count_trainable
+from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork
 from calo_ablate.model.calodiffusion.objective import eps_from_output, training_loss
 from calo_ablate.model.calodiffusion.sampler import EpsModel, ddim_sample, ddpm_sample
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
@@ -69,10 +69,6 @@ class CaloDiffusionModule(pl.LightningModule):
     def n_features(self) -> int:
         """Length of a shower in the diffusion space."""
         return self.net.n_features
-
-    def n_trainable_parameters(self) -> int:
-        """Trainable parameters: U-Net plus the learned GLaM maps (plus the layer net with LayerDiffusion)."""
-        return count_trainable(self.net) + (count_trainable(self.layer_net) if self.layer_net is not None else 0)
 
     # ---- losses ---------------------------------------------------------------------------------
     def _draw(self, x0: torch.Tensor, generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,11 +16,7 @@ from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.geometry_map import GeometryLatentMap, coordinate_channels, regular_grid
 from calo_ablate.model.calodiffusion.unet import CondUnet
 
-__all__ = ["CaloDiffusionNetwork", "count_trainable"]
-
-
-def count_trainable(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+__all__ = ["CaloDiffusionNetwork"]
 
 
 class CaloDiffusionNetwork(nn.Module):

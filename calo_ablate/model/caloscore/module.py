@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from calo_ablate.config import Config
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.caloscore.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
-from calo_ablate.model.caloscore.network import CaloScoreNetwork, count_parameters
+from calo_ablate.model.caloscore.network import CaloScoreNetwork
 from calo_ablate.model.curves import EPOCH_SECONDS, EpochLosses, StepCurve
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.noise import step_generator, validation_generator
@@ -117,7 +117,6 @@ class CaloScoreModule(pl.LightningModule):
         self.epoch_losses = EpochLosses(LOSS_NAMES)
         self.curve = StepCurve(LOSS_NAMES)
         self._epoch_start = 0.0
-        self._epoch_seconds: list[float] = []
 
     # ---- losses ---------------------------------------------------------------------------------
     def losses(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
@@ -178,7 +177,6 @@ class CaloScoreModule(pl.LightningModule):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True,
                  sync_dist=True)
         seconds = time.perf_counter() - self._epoch_start
-        self._epoch_seconds.append(seconds)
         self.log(EPOCH_SECONDS, seconds, on_step=False, on_epoch=True, sync_dist=True)
 
     def configure_optimizers(self) -> dict[str, Any]:
@@ -250,12 +248,3 @@ class CaloScoreModule(pl.LightningModule):
             layers.append(layer)
             voxels.append(voxel)
         return torch.cat(layers), torch.cat(voxels)
-
-    # ---- facts ----------------------------------------------------------------------------------
-    def n_trainable_parameters(self) -> int:
-        """Trainable parameters of both nets (the EMA copy not counted)."""
-        return count_parameters(self.net)
-
-    def mean_epoch_seconds(self) -> float:
-        """Mean wall time of the epochs this process trained (0.0 before the first)."""
-        return sum(self._epoch_seconds) / len(self._epoch_seconds) if self._epoch_seconds else 0.0

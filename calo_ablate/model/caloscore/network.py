@@ -28,15 +28,11 @@ from calo_ablate.model.caloscore.embeddings import DenseSwish, TimeEmbedding
 from calo_ablate.model.caloscore.init import initialise
 from calo_ablate.model.caloscore.layer_resnet import LayerResNet
 from calo_ablate.model.caloscore.unet1d import UNet1d
+from calo_ablate.model.interface import count_trainable
 
-__all__ = ["CaloScoreNetwork", "LayerNet", "VoxelNet", "count_parameters"]
+__all__ = ["CaloScoreNetwork", "LayerNet", "VoxelNet"]
 
 _COND_FEATURES = 1  # the incident-energy condition is one number per shower
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters (elements) of `module`."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 class LayerNet(nn.Module):
@@ -115,9 +111,9 @@ class CaloScoreNetwork(nn.Module):
     def parameter_breakdown(self) -> dict[str, int]:
         """Trainable parameters per part; 'total' is their sum (no parameter counted twice)."""
         parts = {
-            "voxel_net": count_parameters(self.voxel_net),
-            "layer_net": count_parameters(self.layer_net),
-            "energy_embedding": count_parameters(self.energy_embedding),
+            "voxel_net": count_trainable(self.voxel_net),
+            "layer_net": count_trainable(self.layer_net),
+            "energy_embedding": count_trainable(self.energy_embedding),
         }
         parts["total"] = sum(parts.values())
         return parts

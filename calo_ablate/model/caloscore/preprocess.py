@@ -18,14 +18,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 from scipy.special import expit
 
 from calo_ablate.config import DataConfig
-from calo_ablate.data.preprocessing import Preprocessing, float_matrix, write_npz_atomic
+from calo_ablate.data.preprocessing import Preprocessing, float_matrix
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import Geometry, load_geometry
 
@@ -62,9 +61,9 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def _chunks(n_events: int) -> Iterator[slice]:
-    for start in range(0, n_events, _CHUNK_EVENTS):
-        yield slice(start, min(start + _CHUNK_EVENTS, n_events))
+def _chunks(n_events: int, size: int) -> Iterator[slice]:
+    for start in range(0, n_events, size):
+        yield slice(start, min(start + size, n_events))
 
 
 @dataclass
@@ -124,8 +123,10 @@ class CaloScorePreprocessor:
     Public arrays are in MeV (energies (N,), showers (N, V)); features are float32 unless asked otherwise.
     """
 
-    def __init__(self, geometry: Geometry, data_config: DataConfig) -> None:
+    def __init__(self, geometry: Geometry, data_config: DataConfig, chunk_events: int = _CHUNK_EVENTS) -> None:
+        """chunk_events: showers transformed at a time (bounds the float64 temporaries)."""
         self.geometry = geometry
+        self._chunk_events = chunk_events
         self.max_deposit = data_config.max_deposit
         self.energy_min_gev = data_config.energy_min_gev
         self.energy_max_gev = data_config.energy_max_gev
@@ -145,10 +146,6 @@ class CaloScorePreprocessor:
     def n_voxels(self) -> int:
         return self.geometry.n_voxels
 
-    @property
-    def fitted(self) -> bool:
-        return self._layer_scaler is not None
-
     # ---- checks -------------------------------------------------------------------------------
     def _energies_gev(self, energies_mev: npt.ArrayLike, n_events: int | None = None) -> np.ndarray:
         energies = np.asarray(energies_mev, dtype=np.float64).reshape(-1) / 1000.0   # (N,)
@@ -166,7 +163,8 @@ class CaloScorePreprocessor:
 
     def _require_fitted(self) -> tuple[_LogitScaler, _LogitScaler]:
         if self._layer_scaler is None or self._voxel_scaler is None:
-            msg = "CaloScorePreprocessor is not fitted: call fit(energies_mev, showers_mev) or load(path) first"
+            msg = "CaloScorePreprocessor is not fitted: call fit(energies_mev, showers_mev) first, or restore a saved " \
+                  "one (from_arrays)"
             raise DataError(msg)
         return self._layer_scaler, self._voxel_scaler
 
@@ -188,7 +186,7 @@ class CaloScorePreprocessor:
                   f"{self.geometry.name!r}"
             raise DataError(msg)
         energies_gev = self._energies_gev(energies_mev, len(showers))
-        for part in _chunks(len(showers)):
+        for part in _chunks(len(showers), self._chunk_events):
             yield self._raw(energies_gev[part], showers[part].astype(np.float64) / 1000.0)
 
     def _layer_energies(self, energies_gev: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -221,7 +219,7 @@ class CaloScorePreprocessor:
         n_events = len(showers_mev)
         layer = np.empty((n_events, self.n_layers), dtype=dtype)
         voxel = np.empty((n_events, self.n_voxels), dtype=dtype)
-        for part, (u, fractions) in zip(_chunks(n_events), self._raw_chunks(energies_mev, showers_mev)):
+        for part, (u, fractions) in zip(_chunks(n_events, self._chunk_events), self._raw_chunks(energies_mev, showers_mev)):
             layer[part] = layer_scaler.forward(u)
             voxel[part] = voxel_scaler.forward(fractions)
         return Features(self._condition(self._energies_gev(energies_mev)).astype(dtype), layer, voxel)
@@ -240,7 +238,7 @@ class CaloScorePreprocessor:
             raise DataError(msg)
         energies_gev = self._energies_gev(energies_mev, len(voxel))
         showers = np.empty(voxel.shape, dtype=np.float32)
-        for part in _chunks(len(voxel)):
+        for part in _chunks(len(voxel), self._chunk_events):
             layer_e = self._layer_energies(energies_gev[part], layer_scaler.inverse(layer[part]))  # (n, L)
             fractions = voxel_scaler.inverse(voxel[part])                                         # (n, V)
             scale = _safe_divide(layer_e, self.geometry.layer_energies(fractions))               # (n, L)
@@ -298,22 +296,6 @@ class CaloScorePreprocessor:
         pre._layer_scaler = _LogitScaler(*(stats[f"layer_{n}"] for n in _STAT_NAMES))
         pre._voxel_scaler = _LogitScaler(*(stats[f"voxel_{n}"] for n in _STAT_NAMES))
         return pre
-
-    def save(self, path: str | Path) -> Path:
-        """Write the fitted state to an .npz file (atomically); returns the path."""
-        return write_npz_atomic(path, self.to_arrays())
-
-    @classmethod
-    def load(cls, path: str | Path, geometry: Geometry | None = None,
-             data_config: DataConfig | None = None) -> CaloScorePreprocessor:
-        """Read a saved preprocessor; a given geometry or data config is checked against the stored one."""
-        path = Path(path)
-        try:
-            with np.load(path, allow_pickle=False) as arrays:
-                return cls.from_arrays(dict(arrays), geometry, data_config, source=str(path))
-        except (OSError, ValueError) as err:
-            msg = f"{path}: cannot read a saved CaloScorePreprocessor ({err})"
-            raise DataError(msg) from err
 
 
 def caloscore_preprocessing(data_config: DataConfig) -> Preprocessing:

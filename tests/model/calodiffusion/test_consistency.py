@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError, TrainingError
-from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
+from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.consistency import (
     ONLINE_KEY,
     SIGMA_MIN,
@@ -29,6 +29,8 @@ from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
+
+from .conftest import published_config
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
         "diffusion_steps": 20, "sample_offset": 1}

@@ -9,7 +9,7 @@ import torch
 
 from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError, TrainingError
-from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
+from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.family import CaloDiffusionFamily
 from calo_ablate.model.calodiffusion.layer_diffusion import LayerResNet
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
@@ -23,6 +23,8 @@ from calo_ablate.model.calodiffusion.preprocess import (
     renormalise_layers,
 )
 from calo_ablate.model.interface import count_trainable
+
+from .conftest import published_config
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
         "diffusion_steps": 20, "sample_offset": 1}

@@ -14,9 +14,11 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.calodiffusion import module as module_namespace
-from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
+from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.early_stopping import TrainValGapStopping
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
+
+from .conftest import published_config
 
 TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
         "diffusion_steps": 20, "sample_offset": 1}

@@ -6,9 +6,12 @@ import pytest
 
 from calo_ablate.errors import ConfigError
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
-from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork, count_trainable
+from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
+from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork
 from calo_ablate.model.calodiffusion.unet import level_shapes
+from calo_ablate.model.interface import count_trainable
+
+from .conftest import published_config
 
 # CaloChallenge "Parameters training" of CaloDiffusion = U-Net + learned GLaM (reference table)
 PUBLISHED_PARAMS = {"1-photons": 521_581, "1-pions": 525_901, "2": 517_969, "3": 1_221_153}

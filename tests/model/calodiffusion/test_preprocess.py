@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from calo_ablate.errors import DataError
-from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig, published_config
+from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.preprocess import CaloDiffusionPreprocessor, published_standardisation
+
+from .conftest import published_config
 
 EMPTY_LOGIT = -13.815510   # ln(1e-6 / (1 - 1e-6))
 

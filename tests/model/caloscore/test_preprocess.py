@@ -11,8 +11,7 @@ from calo_ablate.config import DataConfig
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.caloscore import preprocess
-from calo_ablate.model.caloscore.preprocess import CaloScorePreprocessor
+from calo_ablate.model.caloscore.preprocess import CaloScorePreprocessor, caloscore_preprocessing
 
 GEOMETRY = load_geometry("1-photons")
 CONFIG = DataConfig(dataset="1-photons")
@@ -138,25 +137,26 @@ def test_unseen_showers_are_clipped_not_nan(fitted, train_events):
 
 
 def test_save_and_load_give_the_same_transform(fitted, train_events, tmp_path):
-    path = fitted.save(tmp_path / "pre.npz")
+    preprocessing = caloscore_preprocessing(CONFIG)   # how a run saves and reloads its preprocessor
+    path = preprocessing.save(fitted, tmp_path / "pre.npz")
     energies, showers = train_events
     expected = fitted.transform(energies[:20], showers[:20])
-    for loaded in (CaloScorePreprocessor.load(path), CaloScorePreprocessor.load(path, GEOMETRY, CONFIG)):
-        got = loaded.transform(energies[:20], showers[:20])
-        np.testing.assert_array_equal(got.voxel, expected.voxel)
-        np.testing.assert_array_equal(got.layer, expected.layer)
-        assert loaded.voxel_cut_gev == CONFIG.voxel_cut_gev
+    loaded = preprocessing.load(path)
+    got = loaded.transform(energies[:20], showers[:20])
+    np.testing.assert_array_equal(got.voxel, expected.voxel)
+    np.testing.assert_array_equal(got.layer, expected.layer)
+    assert loaded.voxel_cut_gev == CONFIG.voxel_cut_gev
 
 
 def test_load_refuses_another_geometry_or_data_setting(fitted, tmp_path):
-    path = fitted.save(tmp_path / "pre.npz")
+    path = caloscore_preprocessing(CONFIG).save(fitted, tmp_path / "pre.npz")
     with pytest.raises(DataError, match="geometry '1-pions'"):
-        CaloScorePreprocessor.load(path, load_geometry("1-pions"))
+        caloscore_preprocessing(DataConfig(dataset="1-pions")).load(path)
     with pytest.raises(DataError, match="data.max_deposit: stored 3.1, config 2.0"):
-        CaloScorePreprocessor.load(path, GEOMETRY, CONFIG.model_copy(update={"max_deposit": 2.0}))
+        caloscore_preprocessing(CONFIG.model_copy(update={"max_deposit": 2.0})).load(path)
     (tmp_path / "junk.npz").write_bytes(b"not an npz")
     with pytest.raises(DataError, match="junk.npz"):
-        CaloScorePreprocessor.load(tmp_path / "junk.npz")
+        caloscore_preprocessing(CONFIG).load(tmp_path / "junk.npz")
 
 
 def test_misuse_raises_data_errors(train_events):
@@ -172,10 +172,9 @@ def test_misuse_raises_data_errors(train_events):
         pre.condition(np.array([0.0]))
 
 
-def test_chunked_processing_gives_the_same_statistics_and_features(fitted, train_events, monkeypatch):
-    monkeypatch.setattr(preprocess, "_CHUNK_EVENTS", 97)      # 600 showers in 7 uneven chunks
+def test_chunked_processing_gives_the_same_statistics_and_features(fitted, train_events):
     energies, showers = train_events
-    chunked = CaloScorePreprocessor(GEOMETRY, CONFIG).fit(energies, showers)
+    chunked = CaloScorePreprocessor(GEOMETRY, CONFIG, chunk_events=97).fit(energies, showers)  # 7 uneven chunks
     np.testing.assert_allclose(chunked._voxel_scaler.mean, fitted._voxel_scaler.mean, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(chunked._voxel_scaler.std, fitted._voxel_scaler.std, rtol=1e-10)
     np.testing.assert_array_equal(chunked._layer_scaler.low, fitted._layer_scaler.low)
