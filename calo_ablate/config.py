@@ -21,7 +21,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, field_validator
@@ -107,6 +107,9 @@ class ClassifierConfig(_Section):
 ClassifierMode = Literal["cls-low", "cls-low-normed", "cls-high", "cls-high-z", "cls-resnet"]
 
 
+_DEFAULT_CLASSIFIERS: tuple[ClassifierMode, ...] = ("cls-low", "cls-low-normed", "cls-high", "cls-resnet")
+
+
 class EvaluateConfig(_Section):
     enabled: bool = Field(True, description="false: no sample-quality evaluation or generation timing")
     n_events: int = Field(10000, ge=10, description="generated showers = reference showers per cell")
@@ -117,7 +120,7 @@ class EvaluateConfig(_Section):
     timing_repeats: int = Field(3, ge=1, description="timed calls per batch size; the median is kept")
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     classifiers: list[ClassifierMode] = Field(
-        default_factory=lambda: ["cls-low", "cls-low-normed", "cls-high", "cls-resnet"],
+        default_factory=lambda: list(_DEFAULT_CLASSIFIERS),
         description="classifier metrics to train (cls-resnet only for datasets 2 and 3)")
     fpd_kpd: bool = Field(True, description="the official FPD and KPD (minutes on CPU for datasets 2 and 3)")
     prdc: bool = Field(True, description="precision, recall, density, coverage (N x N distances in memory)")
@@ -211,7 +214,7 @@ def section_of(family: str) -> type[ModelSection]:
 
 
 def _default_model() -> ModelSection:
-    return _SECTIONS[default_family()]()
+    return _SECTIONS[default_family()].model_validate({})  # a registered section defaults its `family`
 
 
 class Config(_Section):
@@ -235,6 +238,19 @@ class Config(_Section):
         except ConfigError as err:
             raise ValueError(str(err)) from None
         return section.model_validate(value)
+
+
+_SectionT = TypeVar("_SectionT", bound=ModelSection)
+
+
+def model_section(config: Config, section: type[_SectionT]) -> _SectionT:
+    """config.model as the section class a family's code expects; a ConfigError when the config is another
+    family's (a bug: the family list builds each family's code from its own configs only)."""
+    if not isinstance(config.model, section):
+        msg = f"model.family={config.model.family!r}: {section.__name__} expected here, got " \
+              f"{type(config.model).__name__}"
+        raise ConfigError(msg)
+    return config.model
 
 
 # Fields that say where or how fast a run goes, never what it computes: outside every hashed stage, so
@@ -279,10 +295,18 @@ def _leaf_keys(model: type[BaseModel], prefix: str) -> list[str]:
     return keys
 
 
+def _shared_section(name: str) -> type[BaseModel]:
+    """The model class of the shared section `name` of Config (one of SHARED_SECTIONS)."""
+    section = Config.model_fields[name].annotation
+    if not (isinstance(section, type) and issubclass(section, BaseModel)):
+        raise TypeError(f"Config.{name}: expected a section model, got {section!r}")
+    return section
+
+
 def valid_keys(family: str | None = None) -> list[str]:
     """All dotted leaf keys of the config tree with `family`'s model section (the default family's when
     None), e.g. 'model.voxel.widths'."""
-    shared = [k for name in SHARED_SECTIONS for k in _leaf_keys(Config.model_fields[name].annotation, f"{name}.")]
+    shared = [k for name in SHARED_SECTIONS for k in _leaf_keys(_shared_section(name), f"{name}.")]
     return shared + _leaf_keys(section_of(family or default_family()), "model.")
 
 
