@@ -27,7 +27,7 @@ def validate(args: argparse.Namespace) -> int:
         for problem in inspection.problems:
             print(f"  - {problem}", file=sys.stderr)
         return 1
-    print("\n".join(inspection.summary.lines()))
+    print("\n".join(inspection.valid_summary().lines()))
     print(f"OK: {args.file} is a valid dataset {dataset} file")
     return 0
 

@@ -275,4 +275,4 @@ def validate_file(path: str | Path, dataset: str, *, use_cache: bool = True) -> 
     _raise(inspection.problems)
     if use_cache:
         _sidecar_update(path, valid_as=_sidecar_read(path).get("valid_as", {}) | {name: _RULES_VERSION})
-    return inspection.summary.md5
+    return inspection.valid_summary().md5

@@ -85,7 +85,7 @@ def record_of(dataset: str) -> DatasetRecord:
     return CATALOGUE[canonical_dataset(dataset)]
 
 
-def official_files(dataset: str, role: Role | Literal["all"] = "all") -> list[OfficialFile]:
+def official_files(dataset: str, role: Role | str = "all") -> list[OfficialFile]:
     """The published files of a dataset for one role ('train', 'eval') or both ('all'), in order."""
     if role not in ("train", "eval", "all"):
         msg = f"unknown file role {role!r}: expected train, eval or all"

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 from calo_ablate.config import Config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.data.feature_cache import DEFAULT_CACHE_DIR, PreparedData, load_or_build_features
-from calo_ablate.data.preprocessing import Preprocessing, Preprocessor
+from calo_ablate.data.preprocessing import FeatureArrays, Preprocessing, Preprocessor
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 from calo_ablate.geometry import load_geometry
@@ -30,18 +30,18 @@ Batch = tuple[torch.Tensor, ...]   # cond (B, C) first, then the family's other 
 class FeatureDataset(Dataset):
     """Feature arrays as float32 tensors; a batch is fetched with one index operation per tensor."""
 
-    def __init__(self, features: tuple[np.ndarray, ...]) -> None:
+    def __init__(self, features: FeatureArrays) -> None:
         self.tensors = tuple(torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32)) for part in features)
 
     def __len__(self) -> int:
         return len(self.tensors[0])
 
     def __getitem__(self, index: int) -> Batch:
-        return tuple(t[index] for t in self.tensors)  # type: ignore[return-value]
+        return tuple(t[index] for t in self.tensors)
 
     def __getitems__(self, indices: list[int]) -> Batch:
         index = torch.as_tensor(indices, dtype=torch.long)
-        return tuple(t[index] for t in self.tensors)  # type: ignore[return-value]
+        return tuple(t[index] for t in self.tensors)
 
 
 def _keep_batch(batch: Batch) -> Batch:
@@ -102,12 +102,14 @@ class CaloDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         _ = self.prepared
 
-    def _loader(self, features: tuple[np.ndarray, ...], shuffle: bool) -> DataLoader:
+    def _loader(self, features: FeatureArrays, shuffle: bool) -> DataLoader:
         workers = self.config.data.num_workers
         generator = torch.Generator().manual_seed(self.config.train.seed) if shuffle else None
+        # Ignored below: torch's stub types collate_fn as a function of a list of samples, but a dataset
+        # with __getitems__ (this one) hands it what that method returns, here a Batch
         return DataLoader(FeatureDataset(features), batch_size=self.config.train.batch_size, shuffle=shuffle,
                           generator=generator, num_workers=workers, persistent_workers=workers > 0,
-                          collate_fn=_keep_batch)
+                          collate_fn=_keep_batch)  # type: ignore[arg-type]
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled by a generator seeded with train.seed: the same run gives the same batches."""

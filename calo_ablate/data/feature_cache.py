@@ -20,7 +20,7 @@ import numpy as np
 
 from calo_ablate.config import DataConfig, digest
 from calo_ablate.data.calochallenge import read_showers
-from calo_ablate.data.preprocessing import Preprocessing, Preprocessor, write_npz_atomic
+from calo_ablate.data.preprocessing import FeatureArrays, Preprocessing, Preprocessor, write_npz_atomic
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import DataError
 
@@ -49,8 +49,8 @@ class PreparedData:
     the condition first, packed as the family's preprocessing says)."""
 
     preprocessor: Preprocessor
-    train: tuple[np.ndarray, ...]
-    val: tuple[np.ndarray, ...]
+    train: FeatureArrays
+    val: FeatureArrays
     cache_path: Path
     from_cache: bool
 
@@ -117,7 +117,7 @@ def _read_training_events(files: DataFiles, dataset: str) -> tuple[np.ndarray, n
 
 
 def _build(files: DataFiles, data_config: DataConfig, split_seed: int, preprocessing: Preprocessing,
-           ) -> tuple[Preprocessor, tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+           ) -> tuple[Preprocessor, FeatureArrays, FeatureArrays]:
     energies, showers = _read_training_events(files, data_config.dataset)
     train_idx, val_idx = split_indices(len(energies), data_config.val_fraction,
                                        data_config.max_train_events, split_seed)

@@ -8,7 +8,7 @@ only, transforms both parts to float32 feature arrays (the condition first) and 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,14 +19,19 @@ import numpy.typing as npt
 from calo_ablate.atomic import atomic_write
 from calo_ablate.errors import DataError
 
-__all__ = ["Preprocessing", "Preprocessor", "float_matrix", "write_npz_atomic"]
+__all__ = ["FeatureArrays", "Preprocessing", "Preprocessor", "float_matrix", "write_npz_atomic"]
+
+# A family's feature arrays of N showers in batch order, the condition first: a tuple, or a class of the
+# family's that iterates over its arrays in that order (CaloScore's Features).
+FeatureArrays = Iterable[np.ndarray]
 
 
 def write_npz_atomic(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """Write an uncompressed .npz next to `path` and rename it into place: readers never see half a file."""
     path = Path(path)
-    with atomic_write(path, binary=True) as handle:
-        np.savez(handle, **arrays)
+    named: dict[str, Any] = arrays  # as Any: numpy's savez also has a keyword allow_pickle, which mypy
+    with atomic_write(path, binary=True) as handle:  # would otherwise see as a target of **arrays
+        np.savez(handle, **named)
     return path
 
 
@@ -46,14 +51,17 @@ class Preprocessor(Protocol):
     def fit(self, energies_mev: np.ndarray, showers_mev: np.ndarray) -> Any:
         """Fit any statistics on the training showers (a no-op for a fixed transform)."""
 
-    def transform(self, energies_mev: np.ndarray, showers_mev: np.ndarray) -> tuple[np.ndarray, ...]:
+    def transform(self, energies_mev: np.ndarray, showers_mev: np.ndarray) -> FeatureArrays:
         """Feature arrays, float32, one row per shower; the first is the condition (N, C)."""
 
     def condition(self, energies_mev: np.ndarray) -> np.ndarray:
         """The condition (N, C) float32 of these incident energies: what sampling starts from."""
 
-    def inverse(self, energies_mev: np.ndarray, *sampled: np.ndarray) -> np.ndarray:
-        """Showers (N, V) MeV from the arrays the family's sampler returns (all but the condition)."""
+    @property
+    def inverse(self) -> Callable[..., np.ndarray]:
+        """inverse(energies_mev, *sampled): showers (N, V) MeV from the arrays the family's sampler returns (all
+        but the condition). A property here only so that a method naming its arrays, inverse(energies_mev,
+        layer, voxel), satisfies the protocol."""
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as named arrays (empty when nothing is fitted)."""
@@ -72,7 +80,7 @@ class Preprocessing:
     settings: dict[str, Any]
     new: Callable[[], Preprocessor]
     restore: Callable[[Mapping[str, np.ndarray], str], Preprocessor]
-    pack: Callable[..., tuple[np.ndarray, ...]] = field(default=lambda *parts: tuple(parts))
+    pack: Callable[..., FeatureArrays] = field(default=lambda *parts: tuple(parts))
 
     def save(self, preprocessor: Preprocessor, path: str | Path) -> Path:
         """The fitted state as an .npz file (written whole or not at all)."""

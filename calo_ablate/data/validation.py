@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from calo_ablate.data.catalogue import ENERGY_TOLERANCE
+from calo_ablate.errors import DataError
 from calo_ablate.geometry import Geometry
 
 __all__ = ["DISTINCT_CAP", "ENERGIES", "SHOWERS", "ContentCheck", "FileSummary", "Inspection", "layout_problems"]
@@ -135,6 +136,9 @@ class ContentCheck:
 
     def summary(self, dtype: str, md5: str) -> FileSummary:
         """The summary of a file whose chunks have all been added (and that has no problem)."""
+        if self.zeros_per_layer is None:  # per_layer False or no chunk: problems() has reported it
+            msg = f"{self.path}: no per-layer counts (no events, or not the geometry's voxel count)"
+            raise DataError(msg)
         n = max(self.ratio_n, 1)
         mean = self.ratio_sum / n
         std = float(np.sqrt(max(self.ratio_sumsq / n - mean**2, 0.0)))
@@ -184,3 +188,9 @@ class Inspection:
     dataset: str
     problems: list[str]
     summary: FileSummary | None
+
+    def valid_summary(self) -> FileSummary:
+        """The summary of a file without problems; a DataError listing the problems otherwise."""
+        if self.problems or self.summary is None:
+            raise DataError("\n".join(self.problems) or f"{self.path}: no problem found, but no summary")
+        return self.summary
