@@ -67,8 +67,9 @@ class StepCurve:
         self._every = 1  # optimizer steps between two points
         self._total = 1
 
-    def start(self, total_steps: int) -> None:
-        """At the start of training: the run's optimizer steps set the spacing of the points."""
+    def start(self, total_steps: float) -> None:
+        """At the start of training: the run's optimizer steps (Lightning's estimated_stepping_batches, an int
+        or a float) set the spacing of the points."""
         self._total = max(1, int(total_steps))
         self._every = max(1, round(self._total / TRAIN_CURVE_POINTS))
 

@@ -33,7 +33,7 @@ provides, on the resolved Config:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -46,7 +46,7 @@ from calo_ablate.data.preprocessing import Preprocessing
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.curves import curve_metrics
 
-__all__ = ["TOTAL_LOSS", "ModelFamily", "count_trainable"]
+__all__ = ["TOTAL_LOSS", "ModelFamily", "checked_module", "count_trainable"]
 
 TOTAL_LOSS = "loss"  # the first of every family's loss_names: logged as val/loss, what is minimised
 
@@ -54,6 +54,18 @@ TOTAL_LOSS = "loss"  # the first of every family's loss_names: logged as val/los
 def count_trainable(module: nn.Module) -> int:
     """Trainable parameters of `module`."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+ModuleT = TypeVar("ModuleT", bound=pl.LightningModule)
+
+
+def checked_module(module: pl.LightningModule, expected: type[ModuleT]) -> ModuleT:
+    """`module` as the module class a family's methods expect (its own, a student's being a subclass); a
+    TypeError naming both classes when it is another's (a bug: each family is given its own modules)."""
+    if not isinstance(module, expected):
+        msg = f"expected a {expected.__name__} (or a subclass), got a {type(module).__name__}"
+        raise TypeError(msg)
+    return module
 
 
 class ModelFamily(ABC):

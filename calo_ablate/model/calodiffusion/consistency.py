@@ -25,6 +25,7 @@ import copy
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 
 from calo_ablate.errors import ConfigError, TrainingError
@@ -132,7 +133,7 @@ class ConsistencyModule(CaloDiffusionModule):
     training continues them.
     """
 
-    def __init__(self, teacher: CaloDiffusionModule, config: CaloDiffusionConfig | dict[str, Any], dataset: str,
+    def __init__(self, teacher: pl.LightningModule, config: CaloDiffusionConfig | dict[str, Any], dataset: str,
                  lr: float, seed: int = 0) -> None:
         super().__init__(config, dataset, lr, seed=seed)
         if not self.config.consistency.enabled:
@@ -185,7 +186,8 @@ class ConsistencyModule(CaloDiffusionModule):
         super().on_train_batch_end(outputs, batch, batch_idx)
         c = self.config.consistency
         decay = target_decay(self.global_step, c.ema_start, c.ema_decay, c.ema_warmup)
-        target, online = list(self.net.parameters()), [p.detach() for p in self.online.parameters()]
+        target: list[torch.Tensor] = list(self.net.parameters())
+        online = [p.detach() for p in self.online.parameters()]
         if decay == 0.0:
             torch._foreach_copy_(target, online)
         else:

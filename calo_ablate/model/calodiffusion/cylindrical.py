@@ -19,7 +19,10 @@ Triple = tuple[int, int, int]
 
 
 def _triple(value: int | Triple) -> Triple:
-    return (value, value, value) if isinstance(value, int) else tuple(value)  # type: ignore[return-value]
+    if isinstance(value, int):
+        return value, value, value
+    a, b, c = value
+    return a, b, c
 
 
 def _pad_alpha(x: torch.Tensor, amount: int) -> torch.Tensor:

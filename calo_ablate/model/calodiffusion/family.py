@@ -19,13 +19,14 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 
+from calo_ablate.config import model_section
 from calo_ablate.data.preprocessing import Preprocessing
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.calodiffusion.config import CaloDiffusionConfig
 from calo_ablate.model.calodiffusion.consistency import ConsistencyModule, sample_consistency_model
 from calo_ablate.model.calodiffusion.module import CaloDiffusionModule
 from calo_ablate.model.calodiffusion.preprocess import CaloDiffusionPreprocessor
-from calo_ablate.model.interface import ModelFamily, count_trainable
+from calo_ablate.model.interface import ModelFamily, checked_module, count_trainable
 
 __all__ = ["CaloDiffusionFamily"]
 
@@ -59,8 +60,13 @@ class CaloDiffusionFamily(ModelFamily):
     section = CaloDiffusionConfig
     loss_names = ("loss",)
 
+    @property
+    def settings(self) -> CaloDiffusionConfig:
+        """This config's CaloDiffusion section (model.*)."""
+        return model_section(self.config, CaloDiffusionConfig)
+
     def preprocessing(self) -> Preprocessing:
-        dataset, section = self.config.data.dataset, self.config.model
+        dataset, section = self.config.data.dataset, self.settings
         pre = CaloDiffusionPreprocessor(dataset, section)
 
         def restore(arrays: Mapping[str, np.ndarray], source: str) -> _CaloDiffusionFeatures:
@@ -74,27 +80,28 @@ class CaloDiffusionFamily(ModelFamily):
 
     def module(self) -> CaloDiffusionModule:
         """A new module; a consistency config needs train.teacher (it is trained by derived_module only)."""
-        if self.config.model.consistency.enabled and self.config.train.teacher is None:
+        if self.settings.consistency.enabled and self.config.train.teacher is None:
             msg = "model.consistency.enabled is true but train.teacher is not set: a consistency model is " \
                   "distilled from a trained CaloDiffusion; give its registry entry a `from:`"
             raise ConfigError(msg)
-        return CaloDiffusionModule(self.config.model, self.config.data.dataset, self.config.train.lr,
+        return CaloDiffusionModule(self.settings, self.config.data.dataset, self.config.train.lr,
                                    seed=self.config.train.seed)
 
     def derived_module(self, teacher: pl.LightningModule) -> pl.LightningModule:
         """Consistency distillation of `teacher` when model.consistency.enabled, else fine-tuning."""
-        if not self.config.model.consistency.enabled:
+        if not self.settings.consistency.enabled:
             return super().derived_module(teacher)
-        return ConsistencyModule(teacher, self.config.model, self.config.data.dataset, self.config.train.lr,
+        return ConsistencyModule(teacher, self.settings, self.config.data.dataset, self.config.train.lr,
                                  seed=self.config.train.seed)
 
-    def sample(self, module: CaloDiffusionModule, cond: torch.Tensor, *, steps: int | None, batch_size: int,
+    def sample(self, module: pl.LightningModule, cond: torch.Tensor, *, steps: int | None, batch_size: int,
                seed: int, progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
         """(features,) from the final weights, or (layers, features) with LayerDiffusion; a consistency model
         makes `steps` (1 to 5) network evaluations. bf16-mixed autocasts the networks (the sampler's
         updates stay fp32)."""
+        module = checked_module(module, CaloDiffusionModule)
         steps = steps or self.config.sample.effective_steps
-        section = self.config.model
+        section = self.settings
         bf16 = (precision or self.config.sample.precision) == "bf16-mixed"
         with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=bf16):
             if section.consistency.enabled:
@@ -109,7 +116,8 @@ class CaloDiffusionFamily(ModelFamily):
                                    layers=layers)
             return layers, voxels.float()
 
-    def parameter_breakdown(self, module: CaloDiffusionModule) -> dict[str, int]:
+    def parameter_breakdown(self, module: pl.LightningModule) -> dict[str, int]:
+        module = checked_module(module, CaloDiffusionModule)
         glam = module.net.glam
         parts = {"unet": count_trainable(module.net.unet), "glam": count_trainable(glam) if glam is not None else 0}
         if module.layer_net is not None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from calo_ablate.config import canonical_dataset
 from calo_ablate.errors import TrainingError
@@ -98,7 +99,8 @@ class CaloDiffusionModule(pl.LightningModule):
         voxel = training_loss(self.config.objective, lambda x, sigma: self.net(x, sigma, condition), x0, t,
                               self.schedule, noise)
         t_layer, noise_layer = self._draw(layers, generator)
-        layer = training_loss(self.config.objective, lambda z, sigma: self.layer_net(z, sigma, energy), layers,
+        layer_net = self.layer_net
+        layer = training_loss(self.config.objective, lambda z, sigma: layer_net(z, sigma, energy), layers,
                               t_layer, self.schedule, noise_layer)
         return voxel, layer
 
@@ -142,7 +144,7 @@ class CaloDiffusionModule(pl.LightningModule):
         """What the optimizer updates: every trainable parameter of the module."""
         return (p for p in self.parameters() if p.requires_grad)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.Adam(list(self.trained_parameters()), lr=self.lr)
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, factor=self.config.lr_plateau_factor, patience=self.config.lr_plateau_patience)

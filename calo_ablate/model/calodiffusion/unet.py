@@ -14,7 +14,9 @@ a per-channel shift after its first Block. The coordinate channels are fixed inp
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import pairwise
+from typing import cast
 
 import torch
 from torch import nn
@@ -123,10 +125,13 @@ class CondUnet(nn.Module):
     n_cond: the width of the condition (energy (B,) or (B, n_cond)).
     """
 
+    coords: torch.Tensor  # a buffer, registered in __init__
+
     def __init__(self, config: CaloDiffusionConfig, coords: torch.Tensor, n_cond: int = 1) -> None:
         super().__init__()
         self.register_buffer("coords", coords.clone(), persistent=False)
-        shape: Shape = tuple(coords.shape[1:])  # type: ignore[assignment]
+        _, z, alpha, r = coords.shape
+        shape: Shape = (z, alpha, r)
         widths, groups, cyl = config.widths, config.norm_groups, config.cylindrical
         shapes = level_shapes(shape, len(widths) - 1)
         cond_dim = 2 * config.embed_dim
@@ -170,12 +175,12 @@ class CondUnet(nn.Module):
         cond = torch.cat([self.time_mlp(sigma.reshape(b, 1)), self.energy_mlp(energy.reshape(b, -1))], dim=1)
         h = self.init_conv(h)
         skips = []
-        for res1, res2, attn, downsample in self.down:
+        for res1, res2, attn, downsample in cast("Iterable[nn.ModuleList]", self.down):  # a ModuleList per level
             h = attn(res2(res1(h, cond), cond))
             skips.append(h)
             h = downsample(h)
         h = self.mid2(self.mid_attention(self.mid1(h, cond)), cond)
-        for res1, res2, attn, upsample in self.up:
+        for res1, res2, attn, upsample in cast("Iterable[nn.ModuleList]", self.up):
             h = torch.cat([h, skips.pop()], dim=1)
             h = upsample(attn(res2(res1(h, cond), cond)))
         return self.final_conv(self.final_block(h))

@@ -18,13 +18,13 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import torch
 
-from calo_ablate.config import Config
+from calo_ablate.config import Config, model_section
 from calo_ablate.data.preprocessing import Preprocessing
 from calo_ablate.model.caloflow.config import CaloFlowConfig, caloflow_dataset
 from calo_ablate.model.caloflow.module import LOSS_NAMES, CaloFlowModule
 from calo_ablate.model.caloflow.preprocess import caloflow_preprocessing
 from calo_ablate.model.caloflow.student import StudentModule, checked_teacher
-from calo_ablate.model.interface import ModelFamily, count_trainable
+from calo_ablate.model.interface import ModelFamily, checked_module, count_trainable
 
 __all__ = ["SAMPLE_CHUNK_SHOWERS", "CaloFlowFamily"]
 
@@ -49,7 +49,7 @@ class CaloFlowFamily(ModelFamily):
     @property
     def settings(self) -> CaloFlowConfig:
         """This config's CaloFlow section (model.*), not yet resolved for the particle."""
-        return self.config.model
+        return model_section(self.config, CaloFlowConfig)
 
     def preprocessing(self) -> Preprocessing:
         return caloflow_preprocessing(self.dataset, self.settings.resolved(self.dataset))
@@ -64,7 +64,7 @@ class CaloFlowFamily(ModelFamily):
             return super().derived_module(teacher)
         return StudentModule(self.settings, self.dataset, checked_teacher(teacher), seed=self.config.train.seed)
 
-    def sample(self, module: CaloFlowModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
+    def sample(self, module: pl.LightningModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
                progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
         """(flow-I sample, flow-II sample) in logit space for the incident energies cond (N, 1) in units.
 
@@ -74,7 +74,9 @@ class CaloFlowFamily(ModelFamily):
         most SAMPLE_CHUNK_SHOWERS showers at a time (their memory grows by about 1.7 MiB per shower for the
         teacher); the noise is drawn for the whole batch, so the showers do not depend on the chunking.
         """
+        module = checked_module(module, CaloFlowModule)
         return module.sample(cond, batch_size=min(batch_size, SAMPLE_CHUNK_SHOWERS), seed=seed)
 
-    def parameter_breakdown(self, module: CaloFlowModule) -> dict[str, int]:
+    def parameter_breakdown(self, module: pl.LightningModule) -> dict[str, int]:
+        module = checked_module(module, CaloFlowModule)
         return {"flow1": count_trainable(module.flow1), "flow2": count_trainable(module.flow2)}

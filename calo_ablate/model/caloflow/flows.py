@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,7 @@ from torch.distributions import Transform
 from zuko.flows import Flow, LazyInverse, MaskedAutoregressiveTransform, UnconditionalDistribution
 from zuko.transforms import MonotonicAffineTransform, MonotonicRQSTransform
 
-from calo_ablate.model.caloflow.config import CaloFlowConfig, FlowConfig
+from calo_ablate.model.caloflow.config import CaloFlowConfig, FlowConfig, StudentConfig
 
 __all__ = ["DropoutMADE", "FastKnotsRQS", "build_flow", "flow1_orders", "flow2_orders"]
 
@@ -34,6 +35,8 @@ __all__ = ["DropoutMADE", "FastKnotsRQS", "build_flow", "flow1_orders", "flow2_o
 class DropoutMADE(MaskedAutoregressiveTransform):
     """zuko's masked autoregressive transform with nn.Dropout(dropout) after every activation but the
     first, as the published MADE (nflows, use_residual_blocks=False) places it."""
+
+    hyper: nn.Sequential  # zuko's MaskedMLP (a Sequential), set by zuko's __init__
 
     def __init__(self, features: int, context: int, *, order: torch.Tensor, dropout: float,
                  univariate: Callable[..., Transform], shapes: tuple[tuple[int, ...], ...],
@@ -56,7 +59,7 @@ class FastKnotsRQS(MonotonicRQSTransform):
     exponential cannot overflow. tests/model/caloflow/test_flows.py checks the knots against zuko's."""
 
     def __init__(self, widths: torch.Tensor, heights: torch.Tensor, derivatives: torch.Tensor,
-                 bound: float = 5.0, slope: float = 1e-3, **kwargs: object) -> None:
+                 bound: float = 5.0, slope: float = 1e-3, **kwargs: Any) -> None:
         Transform.__init__(self, **kwargs)
         log_slope = math.log(slope)
         widths = _bin_fractions(widths / (1 + abs(2 * widths / log_slope)))
@@ -117,7 +120,7 @@ def _univariate(config: CaloFlowConfig) -> tuple[Callable[..., Transform], tuple
     return spline, ((k,), (k,), (k - 1,))
 
 
-def build_flow(n_features: int, n_context: int, flow: FlowConfig, config: CaloFlowConfig,
+def build_flow(n_features: int, n_context: int, flow: FlowConfig | StudentConfig, config: CaloFlowConfig,
                orders: list[torch.Tensor], inverse_autoregressive: bool = False) -> Flow:
     """A conditional MAF of `flow.blocks` DropoutMADE blocks with the given per-block orders and a
     standard-normal base. flow.hidden_features must be resolved (CaloFlowConfig.resolved).

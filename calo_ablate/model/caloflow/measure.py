@@ -127,7 +127,7 @@ def precision(dataset: str, steps: int, changes: list[str]) -> None:
             print(f"held-out NLL, trained {trained_in}, evaluated {evaluated_in}: loss {loss:.6f} "
                   f"flow1 {nll1:.6f} flow2 {nll2:.6f}")
     for dtype in ("float64", "float32"):
-        logit_error, relative = _round_trip(_as(trained["float64"], dtype), tuple(t[:8] for t in held_out))
+        logit_error, relative = _round_trip(_as(trained["float64"], dtype), (held_out[0][:8], held_out[1][:8]))
         print(f"flow-II forward+inverse in {dtype} (8 showers): max logit error {logit_error:.3g}, max relative "
               f"voxel error above 1 MeV {relative:.3g}")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from calo_ablate.errors import TrainingError
 from calo_ablate.geometry import load_geometry
@@ -140,7 +141,7 @@ class CaloFlowModule(pl.LightningModule):
         self.log(EPOCH_SECONDS, time.perf_counter() - self._epoch_start, on_step=False, on_epoch=True,
                  sync_dist=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         c = self.config
         optimizer = torch.optim.Adam([{"params": list(self.flow1.parameters()), "name": "flow1"},
                                       {"params": list(self.flow2.parameters()), "name": "flow2"}])

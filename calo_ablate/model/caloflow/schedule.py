@@ -93,7 +93,7 @@ class FlowSchedules(torch.optim.lr_scheduler.LRScheduler):
         step = min(self.last_epoch, self.total_steps - 1)
         return [schedule_value(step, self.total_steps, s) for s in self.schedules]
 
-    def get_lr(self) -> list[float]:  # type: ignore[override]
+    def get_lr(self) -> list[float | torch.Tensor]:  # torch's signature; the values here are floats
         values = self._values()
         for group, (_, beta1) in zip(self.optimizer.param_groups, values, strict=True):
             if beta1 is not None:

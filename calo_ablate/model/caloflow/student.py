@@ -20,6 +20,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.caloflow.config import CaloFlowConfig
@@ -51,6 +52,8 @@ def z_loss(teacher: Any, student: Any, z: torch.Tensor) -> tuple[torch.Tensor, t
 class StudentModule(CaloFlowModule):
     """The student of a student config (model.student.enabled), trained against the frozen `teacher`
     (a CaloFlowModule of the teacher's config, the same dataset and flow-I)."""
+
+    teacher: CaloFlowModule  # set in __init__, outside the children
 
     def __init__(self, config: CaloFlowConfig | dict[str, Any], dataset: str, teacher: CaloFlowModule,
                  seed: int = 0) -> None:
@@ -93,7 +96,7 @@ class StudentModule(CaloFlowModule):
         beta = c.student.beta
         return (1.0 - beta) * loss_z + beta * loss_x, flow1_nll.detach(), flow2_nll.detach()
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         optimizer = torch.optim.Adam([{"params": list(self.flow2.parameters()), "name": "student"}])
         total = max(1, int(self.trainer.estimated_stepping_batches))
         scheduler = FlowSchedules(optimizer, [self.config.student.schedule], total)

@@ -182,9 +182,8 @@ def sample_layers_then_voxels(
     condition. Returns (layer (B, L), voxel (B, V)) in preprocessed units; one batch, no splitting.
     """
     batch = cond.shape[0]
-    kw = {"dtype": cond.dtype, "device": cond.device, "generator": generator}
-    layer_init = torch.randn(batch, n_layers, **kw)
-    voxel_init = torch.randn(batch, n_voxels, **kw)
+    layer_init = torch.randn(batch, n_layers, dtype=cond.dtype, device=cond.device, generator=generator)
+    voxel_init = torch.randn(batch, n_voxels, dtype=cond.dtype, device=cond.device, generator=generator)
     layer = sampler(lambda x, t: layer_velocity(x, t, cond), layer_init, schedule, steps, progress)
     voxel = sampler(lambda x, t: voxel_velocity(x, t, layer, cond), voxel_init, schedule, steps, progress)
     return layer, voxel

@@ -16,8 +16,9 @@ from typing import Any
 
 import torch
 
-from calo_ablate.config import Config
+from calo_ablate.config import Config, model_section
 from calo_ablate.errors import ConfigError
+from calo_ablate.model.caloscore.config import CaloScoreConfig
 from calo_ablate.model.caloscore.diffusion import (
     CosineLogSNR,
     VelocityFn,
@@ -26,6 +27,7 @@ from calo_ablate.model.caloscore.diffusion import (
     velocity_target,
 )
 from calo_ablate.model.caloscore.module import CaloScoreModule
+from calo_ablate.model.caloscore.network import CaloScoreNetwork
 
 __all__ = ["DistillModule", "check_round", "distill_target", "distill_v_loss", "student_times"]
 
@@ -65,15 +67,17 @@ def distill_v_loss(student_fn: VelocityFn, teacher_fn: VelocityFn, x: torch.Tens
     return torch.mean((student_fn(z_u, u) - target) ** 2)
 
 
-def check_round(student: Config, teacher: Config) -> None:
-    """Raise a ConfigError unless `student` is one progressive-distillation round of `teacher`.
+def check_round(student: Config, teacher: Config) -> int:
+    """Raise a ConfigError unless `student` is one progressive-distillation round of `teacher`; return
+    the student's steps N.
 
     A student of N = model.diffusion.distill.steps steps halves its teacher's 2N: a distilled teacher must
     have learnt 2N steps (its distill.steps), a base teacher must sample in 2N (sample.steps x
     steps_factor); the student itself samples in N; both share the noise schedule (the target is computed
     in the student's schedule from the teacher's velocities).
     """
-    n = student.model.diffusion.distill.steps
+    student_model = model_section(student, CaloScoreConfig)
+    n = student_model.diffusion.distill.steps
     if n is None:
         msg = "model.diffusion.distill.steps is not set: the student's DDIM steps N are needed"
         raise ConfigError(msg)
@@ -81,8 +85,12 @@ def check_round(student: Config, teacher: Config) -> None:
         msg = f"train.teacher={student.train.teacher!r}: its model.family={teacher.model.family!r}, " \
               f"expected {student.model.family!r} to distil it"
         raise ConfigError(msg)
-    teacher_distill = teacher.model.diffusion.distill
+    teacher_model = model_section(teacher, CaloScoreConfig)
+    teacher_distill = teacher_model.diffusion.distill
     if teacher_distill.enabled:
+        if teacher_distill.steps is None:  # DistillConfig refuses enabled without steps: a bug if reached
+            msg = f"train.teacher={student.train.teacher!r}: model.diffusion.distill.enabled without steps"
+            raise ConfigError(msg)
         teacher_steps, key = teacher_distill.steps, "model.diffusion.distill.steps"
     else:
         teacher_steps, key = teacher.sample.effective_steps, "sample.steps x sample.steps_factor"
@@ -97,11 +105,12 @@ def check_round(student: Config, teacher: Config) -> None:
               "samples in the steps it learnt"
         raise ConfigError(msg)
     for field in ("logsnr_min", "logsnr_max", "noise_scale"):
-        mine, theirs = getattr(student.model.diffusion, field), getattr(teacher.model.diffusion, field)
+        mine, theirs = getattr(student_model.diffusion, field), getattr(teacher_model.diffusion, field)
         if mine != theirs:
             msg = f"model.diffusion.{field}={mine}, but train.teacher={student.train.teacher!r} has {theirs}: " \
                   "a student shares its teacher's noise schedule"
             raise ConfigError(msg)
+    return n
 
 
 class DistillModule(CaloScoreModule):
@@ -115,14 +124,15 @@ class DistillModule(CaloScoreModule):
     a fresh training); fresh: both keep CaloScoreModule's new weights.
     """
 
+    _teacher_net: CaloScoreNetwork  # the teacher's EMA net, set in __init__ outside the submodules
+
     def __init__(self, teacher: CaloScoreModule, config: Config | dict[str, Any], n_voxels: int,
                  n_layers: int) -> None:
         super().__init__(config, n_voxels, n_layers)
-        check_round(self.config, teacher.config)
-        self.student_steps: int = self.config.model.diffusion.distill.steps
+        self.student_steps: int = check_round(self.config, teacher.config)
         teacher_net = teacher.ema.net.eval().requires_grad_(False)
         object.__setattr__(self, "_teacher_net", teacher_net)  # not a submodule: not saved, not optimised
-        if self.config.model.diffusion.distill.student_init == "teacher":
+        if self.settings.diffusion.distill.student_init == "teacher":
             weights = teacher_net.state_dict()
             try:
                 self.net.load_state_dict(weights)

@@ -21,6 +21,8 @@ _TIME_SCALE = 1000.0  # t in [0, 1] is stretched to [0, 1000] before the sinusoi
 class TimeEmbedding(nn.Module):
     """t (B,) in [0, 1] -> (B, embed_dim): fixed sinusoidal features, then a two-layer swish MLP."""
 
+    frequencies: torch.Tensor  # (F,) a buffer, registered in __init__
+
     def __init__(self, num_frequencies: int, embed_dim: int) -> None:
         super().__init__()
         k = torch.arange(num_frequencies, dtype=torch.float32)
@@ -36,7 +38,7 @@ class TimeEmbedding(nn.Module):
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         angle = _TIME_SCALE * t.reshape(-1, 1).to(self.frequencies.dtype) * self.frequencies  # (B, F)
         features = torch.cat([torch.sin(angle), torch.cos(angle)], dim=1)  # (B, 2F)
-        return self.mlp(features.to(self.mlp[0].weight.dtype))
+        return self.mlp(features.to(next(self.mlp.parameters()).dtype))  # the first Linear's weight dtype
 
 
 class DenseSwish(nn.Sequential):

@@ -3,8 +3,10 @@ validation several times per epoch in short runs, DDIM sampling with the EMA wei
 
 from __future__ import annotations
 
+import lightning.pytorch as pl
 import torch
 
+from calo_ablate.config import model_section
 from calo_ablate.data.preprocessing import Preprocessing
 from calo_ablate.errors import ConfigError
 from calo_ablate.geometry import load_geometry
@@ -12,7 +14,7 @@ from calo_ablate.model.caloscore.config import CaloScoreConfig
 from calo_ablate.model.caloscore.distill import DistillModule
 from calo_ablate.model.caloscore.module import LOSS_NAMES, CaloScoreModule, validation_interval
 from calo_ablate.model.caloscore.preprocess import caloscore_preprocessing
-from calo_ablate.model.interface import ModelFamily
+from calo_ablate.model.interface import ModelFamily, checked_module
 
 __all__ = ["CaloScoreFamily"]
 
@@ -22,6 +24,11 @@ class CaloScoreFamily(ModelFamily):
     section = CaloScoreConfig
     loss_names = LOSS_NAMES
 
+    @property
+    def settings(self) -> CaloScoreConfig:
+        """This config's CaloScore section (model.*)."""
+        return model_section(self.config, CaloScoreConfig)
+
     def preprocessing(self) -> Preprocessing:
         return caloscore_preprocessing(self.config.data)
 
@@ -29,25 +36,27 @@ class CaloScoreFamily(ModelFamily):
         geometry = load_geometry(self.config.data.dataset)
         return CaloScoreModule(self.config, geometry.n_voxels, geometry.n_layers)
 
-    def derived_module(self, teacher: CaloScoreModule) -> CaloScoreModule:
-        """Progressive distillation of `teacher` when model.diffusion.distill.enabled, else fine-tuning."""
-        if not self.config.model.diffusion.distill.enabled:
+    def derived_module(self, teacher: pl.LightningModule) -> pl.LightningModule:
+        """Progressive distillation of `teacher` (a CaloScoreModule) when model.diffusion.distill.enabled,
+        else fine-tuning."""
+        if not self.settings.diffusion.distill.enabled:
             return super().derived_module(teacher)
         if self.config.train.teacher is None:
             msg = "model.diffusion.distill.enabled is true but train.teacher is not set: give the entry a `from:`"
             raise ConfigError(msg)
         geometry = load_geometry(self.config.data.dataset)
-        return DistillModule(teacher, self.config, geometry.n_voxels, geometry.n_layers)
+        return DistillModule(checked_module(teacher, CaloScoreModule), self.config, geometry.n_voxels, geometry.n_layers)
 
     def validation_interval(self, steps_per_epoch: int) -> int | float:
         """At least four validations per run (several per epoch in runs of fewer epochs)."""
         return validation_interval(steps_per_epoch, self.config.train.max_epochs)
 
-    def sample(self, module: CaloScoreModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
+    def sample(self, module: pl.LightningModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
                progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
         """(layer, voxel) with the EMA weights; precision: the run's sample.precision when None."""
-        return module.sample(cond, steps=steps, batch_size=batch_size, seed=seed, progress=progress,
-                             precision=precision)
+        return checked_module(module, CaloScoreModule).sample(cond, steps=steps, batch_size=batch_size, seed=seed,
+                                                             progress=progress, precision=precision)
 
-    def parameter_breakdown(self, module: CaloScoreModule) -> dict[str, int]:
-        return {k: v for k, v in module.net.parameter_breakdown().items() if k != "total"}
+    def parameter_breakdown(self, module: pl.LightningModule) -> dict[str, int]:
+        net = checked_module(module, CaloScoreModule).net
+        return {k: v for k, v in net.parameter_breakdown().items() if k != "total"}

@@ -31,10 +31,12 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from tqdm.auto import tqdm
 
-from calo_ablate.config import Config
+from calo_ablate.config import Config, model_section
 from calo_ablate.errors import TrainingError
+from calo_ablate.model.caloscore.config import CaloScoreConfig
 from calo_ablate.model.caloscore.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
 from calo_ablate.model.caloscore.network import CaloScoreNetwork
 from calo_ablate.model.curves import EPOCH_SECONDS, EpochLosses, StepCurve
@@ -108,12 +110,13 @@ class CaloScoreModule(pl.LightningModule):
         self.save_hyperparameters({"config": config.model_dump(mode="json"), "n_voxels": n_voxels,
                                    "n_layers": n_layers}, logger=False)
         self.config = config
-        self.net = CaloScoreNetwork(config.model, n_voxels, n_layers)
+        self.settings = model_section(config, CaloScoreConfig)  # config.model
+        self.net = CaloScoreNetwork(self.settings, n_voxels, n_layers)
         if config.train.ema_start == "published":  # a fresh net, as Keras's clone_model, plain decay
-            self.ema = EMA(CaloScoreNetwork(config.model, n_voxels, n_layers), config.train.ema_decay, warmup=False)
+            self.ema = EMA(CaloScoreNetwork(self.settings, n_voxels, n_layers), config.train.ema_decay, warmup=False)
         else:
             self.ema = EMA(self.net, config.train.ema_decay)
-        self.schedule = CosineLogSNR.from_config(config.model.diffusion)
+        self.schedule = CosineLogSNR.from_config(self.settings.diffusion)
         self.epoch_losses = EpochLosses(LOSS_NAMES)
         self.curve = StepCurve(LOSS_NAMES)
         self._epoch_start = 0.0
@@ -140,7 +143,7 @@ class CaloScoreModule(pl.LightningModule):
         return voxel_loss + layer_loss, voxel_loss, layer_loss
 
     # ---- training -------------------------------------------------------------------------------
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         losses = self.losses(batch, step_generator(self.config.train.seed, self.global_step, self.global_rank))
         if not bool(torch.isfinite(losses[0])):
             values = ", ".join(f"{n} {float(v)}" for n, v in zip(LOSS_NAMES, losses, strict=True))
@@ -179,7 +182,7 @@ class CaloScoreModule(pl.LightningModule):
         seconds = time.perf_counter() - self._epoch_start
         self.log(EPOCH_SECONDS, seconds, on_step=False, on_epoch=True, sync_dist=True)
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         lr = self.config.train.lr * self.trainer.world_size
         optimizer = torch.optim.Adamax([
             {"params": list(self.net.layer_parameters()), "name": "layer"},
@@ -190,7 +193,7 @@ class CaloScoreModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     # ---- validation -----------------------------------------------------------------------------
-    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         generator = validation_generator(batch_idx)
         self.epoch_losses.add("val", self.losses(batch, generator), batch[0].shape[0])
 

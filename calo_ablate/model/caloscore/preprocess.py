@@ -213,10 +213,11 @@ class CaloScorePreprocessor:
         self._layer_scaler, self._voxel_scaler = _fit_scalers(lambda: self._raw_chunks(energies_mev, showers_mev))
         return self
 
-    def transform(self, energies_mev: npt.ArrayLike, showers_mev: npt.ArrayLike, dtype: type = np.float32) -> Features:
+    def transform(self, energies_mev: npt.ArrayLike, showers_mev: npt.ArrayLike,
+                  dtype: npt.DTypeLike = np.float32) -> Features:
         """Showers (N, V) MeV with energies (N,) MeV -> Features; dtype float64 keeps the exact round trip."""
         layer_scaler, voxel_scaler = self._require_fitted()
-        n_events = len(showers_mev)
+        n_events = np.shape(showers_mev)[0]
         layer = np.empty((n_events, self.n_layers), dtype=dtype)
         voxel = np.empty((n_events, self.n_voxels), dtype=dtype)
         for part, (u, fractions) in zip(_chunks(n_events, self._chunk_events), self._raw_chunks(energies_mev, showers_mev)):

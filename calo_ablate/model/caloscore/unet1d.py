@@ -24,6 +24,9 @@ the projections need no transposed copies.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -134,7 +137,8 @@ class UNet1d(nn.Module):
 
         self.output = nn.Conv1d(channels, 1, 1)
         nn.init.zeros_(self.output.weight)
-        nn.init.zeros_(self.output.bias)
+        if self.output.bias is not None:  # always: a Conv1d has a bias unless bias=False
+            nn.init.zeros_(self.output.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         n_voxels = x.shape[1]
@@ -142,14 +146,14 @@ class UNet1d(nn.Module):
         h = conv_as_2d(self.lift, F.pad(x, (0, pad))[:, None, None, :])  # (B, lift, 1, V + pad)
         h = h.contiguous(memory_format=torch.channels_last)
         skips: list[torch.Tensor] = []
-        for stage in self.down:
+        for stage in cast("Iterable[nn.ModuleList]", self.down):  # each stage a ModuleList of blocks
             for blk in stage:
                 h = blk(h, cond)
                 skips.append(h)
             h = F.avg_pool2d(h, (1, 2))
         for blk in self.bottleneck:
             h = blk(h, cond)
-        for stage in self.up:
+        for stage in cast("Iterable[nn.ModuleList]", self.up):
             h = F.interpolate(h, scale_factor=(1, 2), mode="nearest")
             for blk in stage:
                 h = blk(torch.cat([h, skips.pop()], dim=1), cond)
