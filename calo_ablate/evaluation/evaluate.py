@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import torch
@@ -181,8 +182,8 @@ def evaluate_samples(
         dtype = torch.float32 if mode == "cls-resnet" else torch.float64  # float64 conv3d: ~10x slower on CPU
         mode_cls = cls.model_copy(update={"standardise_inputs": True}) if mode == STANDARDISED_MODE else cls
         name = mode if mode == STANDARDISED_MODE else mode + suffix
-        groups.run(name, lambda inputs=inputs, build=build, dtype=dtype, mode_cls=mode_cls: classifier_scores(
-            inputs[0], inputs[1], mode_cls, dataset, build=build, seed=seed, dtype=dtype, device=device))
+        groups.run(name, partial(classifier_scores, inputs[0], inputs[1], mode_cls, dataset, build=build, seed=seed,
+                                 dtype=dtype, device=device))
 
     metrics = groups.metrics
     metrics.update({alias: metrics[key] for alias, key in ALIASES.items() if key in metrics})

@@ -115,6 +115,6 @@ def compute_features(
             energy = np.asarray(showers_mev[rows, layer.voxel_slice], dtype=np.float64)
             energy = np.where(energy < threshold_mev, 0.0, energy)
             _layer_features(layer, energy, out, rows)
-    out["e_tot"] = sum(out[f"e_layer_{layer.layer_id}"] for layer in geometry.layers)
+    out["e_tot"] = sum((out[f"e_layer_{layer.layer_id}"] for layer in geometry.layers), np.zeros(n))
     out["e_ratio"] = out["e_tot"] / energies
     return out

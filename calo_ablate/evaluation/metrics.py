@@ -256,7 +256,7 @@ def _weighted_self_sum(a: Draw, degree: int, chunk: int = 512) -> float:
     for i in range(0, len(a.rows), chunk):
         block = _kernel_block(a.rows[i:i + chunk], a.rows[i:], degree) @ a.counts[i:]  # (chunk,)
         diagonal = _kernel_block(a.rows[i:i + chunk], a.rows[i:i + chunk], degree) @ a.counts[i:i + chunk]
-        total += a.counts[i:i + chunk] @ (2.0 * block - diagonal)
+        total += float(a.counts[i:i + chunk] @ (2.0 * block - diagonal))
     return float(total)
 
 

@@ -271,8 +271,8 @@ def loss_at_fractions(table: StudyTable, row: Row) -> list[float] | None:
 def stability_lines(table: StudyTable) -> list[str]:
     """The Stability section: change vs base at FRACTIONS of training and the rank correlation 50 % vs 100 %."""
     base = _base(table)
-    losses = {r.name: loss_at_fractions(table, r) for r in table.rows if r.comparable}
-    losses = {k: v for k, v in losses.items() if v is not None}
+    at_fractions = {r.name: loss_at_fractions(table, r) for r in table.rows if r.comparable}
+    losses = {k: v for k, v in at_fractions.items() if v is not None}
     if base is None or base.name not in losses:
         return []
     header = [f"{round(100 * f)} %" for f in FRACTIONS]

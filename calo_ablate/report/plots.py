@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.artist import Artist
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from calo_ablate.evaluation.plots import plot_histogram_grid, save_figure
@@ -65,9 +67,10 @@ def mean_band(runs: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarr
 
 def _panels(table: StudyTable) -> list[tuple[str | None, str]]:
     """(family, loss name) of every panel column; the family is None when the study has only one."""
-    families = table.family_losses or {None: [m[len(record.VAL_PREFIX):] for m, _ in table.losses]}
-    single = len(families) == 1
-    return [(None if single else family, name) for family, names in families.items() for name in names]
+    if not table.family_losses:
+        return [(None, m[len(record.VAL_PREFIX):]) for m, _ in table.losses]
+    single = len(table.family_losses) == 1
+    return [(None if single else family, name) for family, names in table.family_losses.items() for name in names]
 
 
 def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path | None:
@@ -108,7 +111,7 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
             ax.set_xlabel("optimizer step")
             ax.set_ylabel(f"{label} (mean ± std over seeds)")
             ax.grid(alpha=0.3)
-    legend: dict[str, object] = {}
+    legend: dict[str, Artist] = {}
     for ax in axes.flat:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             legend.setdefault(label, handle)
@@ -152,8 +155,10 @@ def _floor(table: StudyTable, metric: str) -> tuple[float, float, str] | None:
 
 def _published(ax: plt.Axes, table: StudyTable, metric: str) -> None:
     points = published_points(table.header.get(record.TAG_DATASET, ""), metric) or []
-    for device, attr, style in (("GPU", "gpu_ms_b100", {"marker": "D", "color": "0.45"}),
-                                ("CPU", "cpu_ms_b100", {"marker": "s", "facecolor": "none", "edgecolor": "0.45"})):
+    styles: tuple[tuple[str, str, dict[str, Any]], ...] = (
+        ("GPU", "gpu_ms_b100", {"marker": "D", "color": "0.45"}),
+        ("CPU", "cpu_ms_b100", {"marker": "s", "facecolor": "none", "edgecolor": "0.45"}))
+    for device, attr, style in styles:
         timed = [(p, v) for p, v in points if getattr(p, attr) is not None]
         ax.scatter([getattr(p, attr) for p, _ in timed], [v for _, v in timed], s=22, zorder=2,
                    label=f"published, {device} batch {TIME_BATCH} ({HARDWARE})", **style)
@@ -206,8 +211,8 @@ def plot_pareto(table: StudyTable, path: Path) -> Path | None:
     ax.xaxis.set_minor_formatter(ticks)
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel(f"generation time, ms per shower at batch {TIME_BATCH} (mean ± std over seeds)")
-    spread = "classifier trainings" if metric == MULTICLASS else "seeds"
-    ax.set_ylabel(f"{axis.label}\n(mean ± std over {spread}; {'lower' if axis.lower_is_better else 'higher'} "
+    spread_over = "classifier trainings" if metric == MULTICLASS else "seeds"
+    ax.set_ylabel(f"{axis.label}\n(mean ± std over {spread_over}; {'lower' if axis.lower_is_better else 'higher'} "
                   "is better)", fontsize=9)
     source = "synthetic stand-in" if table.header.get(record.TAG_DATA_SOURCE) == "synthetic" else "real data"
     ax.set_title(f"{table.study} ({source}, profile {table.header.get(record.TAG_PROFILE, '?')}): {axis.short} "

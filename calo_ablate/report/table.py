@@ -318,7 +318,7 @@ def note_text(table: StudyTable, row: Row) -> str:
         own = ", ".join(table.family_losses.get(family, [])) or "loss"
         notes.append(f"model family {family}: its own losses ({own}) are in table.csv; compare sample quality "
                      "and speed")
-    shared = {c.tags.get(record.TAG_SHARES_TRAINING_OF) for c in row.cells if c.tags.get(record.TAG_SHARES_TRAINING_OF)}
+    shared = {c.tags[record.TAG_SHARES_TRAINING_OF] for c in row.cells if c.tags.get(record.TAG_SHARES_TRAINING_OF)}
     for owner in sorted(shared):
         title = next((r.title for r in table.rows if r.name == owner), owner)
         notes.append("shares the base's training" if owner == BASE else f"shares the training of '{title}'")

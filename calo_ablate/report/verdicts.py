@@ -57,16 +57,17 @@ class Verdict:
 
     def interval_text(self) -> str:
         """'-1.2 % [-2.0, -0.4], paired p = 0.012' (in % of the base's mean where it is not zero)."""
-        d = self.difference
-        if d is None:
+        decision = self.decision
+        if decision is None or decision.difference is None:
             return self.reason or "no test"
+        d = decision.difference
         kind = "paired" if d.paired else "Welch"
         if self.base_mean:
             scale = 100 / abs(self.base_mean)
             text = f"{d.mean * scale:+.2g} % [{d.low * scale:+.2g}, {d.high * scale:+.2g}]"
         else:
             text = f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}]"
-        look = f" at {self.decision.look} seeds" if self.decision.look is not None and self.decision.level < stats.ALPHA \
+        look = f" at {decision.look} seeds" if decision.look is not None and decision.level < stats.ALPHA \
             else ""
         return f"{text}, {kind} p = {d.p:.2g}{look}"
 

@@ -18,7 +18,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +158,7 @@ class RunLogger(MLFlowLogger):
         return self._steps
 
     @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         logged = self._logged_steps()
         at = step or 0  # as MLFlowLogger logs it
         metrics = {k: v for k, v in metrics.items() if at not in logged.get(k, set())}
