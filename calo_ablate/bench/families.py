@@ -32,7 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from zuko.flows import LazyInverse, MaskedAutoregressiveTransform
 
-from calo_ablate.bench.profile import flop_counter
+from calo_ablate.bench.profile import flop_counter, training_loss
 from calo_ablate.config import Config, resolve_config
 from calo_ablate.model.families import load_family
 from calo_ablate.model.interface import ModelFamily
@@ -131,7 +131,7 @@ def train_flops_per_shower(family: ModelFamily, module: pl.LightningModule, batc
     counter = flop_counter()
     with counter, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # self.log outside a Trainer
-        module.training_step(inputs, 0).backward()
+        training_loss(module, inputs).backward()
     return counter.get_total_flops() / batch
 
 
@@ -226,7 +226,7 @@ def network_evaluations(family: ModelFamily, steps: int) -> int:
     return steps - min(offset, steps - 1)
 
 
-def sampling_plan(family: ModelFamily, module: nn.Module, batch_size: int, timed_evaluations: int,
+def sampling_plan(family: ModelFamily, module: pl.LightningModule, batch_size: int, timed_evaluations: int,
                   precision: str | None = None,
                   ) -> tuple[SamplingPlan, Callable[[int], None], Callable[[torch.Tensor, int], None]]:
     """(plan, run(units) at `batch_size` with the benchmark condition, sample(cond, units) for FLOP counts);

@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -33,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from calo_ablate.model.interface import ModelFamily
 
 __all__ = ["CATEGORIES", "StepProfile", "flop_counter", "format_profile", "operator_category",
-           "profile_sampling_step", "profile_step", "profile_training_step"]
+           "profile_sampling_step", "profile_step", "profile_training_step", "training_loss"]
 
 CONVOLUTION, ATTENTION, DENSE, ELEMENTWISE = "convolution", "attention", "dense (linear)", "elementwise, data movement"
 CLIPPING, OPTIMIZER, EMA_PHASE, OUTSIDE = ("clipping", "optimizer", "after-step hooks (EMA)",
@@ -138,6 +139,31 @@ def profile_step(title: str, showers: int, step: Callable[[], None], top: int = 
     return StepProfile(title, showers, wall, cpu, _categorised_seconds(prof, wall), flops, _top_operators(prof, top))
 
 
+def training_loss(module: pl.LightningModule, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """The loss tensor of module.training_step(batch, 0); a TypeError when the step returns anything else
+    (every family returns its loss)."""
+    loss = module.training_step(batch, 0)
+    if not isinstance(loss, torch.Tensor):
+        msg = f"{type(module).__name__}.training_step returned {type(loss).__name__}, expected the loss tensor"
+        raise TypeError(msg)
+    return loss
+
+
+def _optimizer_and_step_scheduler(module: pl.LightningModule) -> tuple[torch.optim.Optimizer, Any]:
+    """(the optimizer, its scheduler when it steps after every optimizer step, else None) of the module's
+    configure_optimizers: one optimizer, or a dict of it and an optional lr_scheduler dict."""
+    setup = module.configure_optimizers()
+    optimizer, scheduler = setup, None
+    if isinstance(setup, dict):
+        optimizer, scheduler_setup = setup["optimizer"], setup.get("lr_scheduler")
+        if isinstance(scheduler_setup, dict) and scheduler_setup.get("interval") == "step":
+            scheduler = scheduler_setup["scheduler"]
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        msg = f"{type(module).__name__}.configure_optimizers: one optimizer expected, got {type(optimizer).__name__}"
+        raise TypeError(msg)
+    return optimizer, scheduler
+
+
 def profile_training_step(family: ModelFamily, module: pl.LightningModule | None = None,
                           top: int = 12) -> StepProfile:
     """Profile one training step of `module` (default family.module()) at train.batch_size on the CPU (after
@@ -145,27 +171,25 @@ def profile_training_step(family: ModelFamily, module: pl.LightningModule | None
     config = family.config
     module = (module or family.module()).train()
     # configure_optimizers and the after-step hooks read only these of the trainer: a one-process stand-in
+    # (the ignores here: deliberate stand-ins, not what the attributes' types say)
     module.trainer = SimpleNamespace(world_size=1, global_rank=0, estimated_stepping_batches=1000, global_step=0,  # type: ignore[assignment]
                                      logger=None, loggers=[])
     # logging needs a real Trainer, and is no part of the model's cost: a family that logs in training_step
     # (CaloDiffusion) logs nowhere here
-    module.log = module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign]
-    setup = module.configure_optimizers()
-    optimizer = setup["optimizer"] if isinstance(setup, dict) else setup
-    scheduler_setup = setup.get("lr_scheduler") if isinstance(setup, dict) else None
-    per_step = scheduler_setup is not None and scheduler_setup.get("interval") == "step"
+    module.log = module.log_dict = lambda *args, **kwargs: None  # type: ignore[method-assign,assignment]
+    optimizer, scheduler = _optimizer_and_step_scheduler(module)
     batch = family.benchmark_batch(config.train.batch_size)
 
     def step() -> None:
-        loss = module.training_step(batch, 0)
+        loss = training_loss(module, batch)
         loss.backward()
         with record_function(CLIPPING):
             module.on_before_optimizer_step(optimizer)
         with record_function(OPTIMIZER):
             optimizer.step()
             optimizer.zero_grad()
-            if per_step:
-                scheduler_setup["scheduler"].step()
+            if scheduler is not None:
+                scheduler.step()
         with record_function(EMA_PHASE):
             module.on_train_batch_end(loss, batch, 0)
 

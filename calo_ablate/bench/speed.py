@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -173,7 +174,7 @@ def print_profiles(case: BenchCase, dataset: str, extra: Sequence[str], matmul: 
         part = min(plan.timed)
         what = "whole sampling" if plan.unit == "whole" else f"{part} of {plan.full} {plan.unit}"
         title = f"sampling ({case.title}, batch {batch}, {what}, fp32, {torch.get_num_threads()} thread(s))"
-        print(format_profile(profile_step(title, batch, lambda run=run, part=part: run(part)), matmul,
+        print(format_profile(profile_step(title, batch, partial(run, part)), matmul,
                              cpu_time=cpu_time))
 
 

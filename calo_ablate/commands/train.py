@@ -34,7 +34,9 @@ def train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     result = run_training(config, files=files, run_dir=run_dir, tracking_uri=tracking_uri,
                           experiment_name=experiment, run_name=f"{dataset}-{args.profile}-seed{config.train.seed}")
-    if rank_zero_only.rank != 0:  # the other processes of a multi-process run report nothing
+    # The other processes of a multi-process run report nothing. (The ignore: lightning_utilities sets
+    # rank_zero_only.rank at run time, and its type does not declare it.)
+    if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
         return 0
     record.close_run(tracking_uri, result.run_id)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())

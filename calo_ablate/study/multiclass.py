@@ -71,9 +71,9 @@ def multiclass_pool(table: StudyTable, folder: Path) -> tuple[dict[str, list[Pat
     have: dict[str, set[int]] = {}
     left_out = {}
     for row in table.rows:
-        seeds = {c.seed for c in row.finished() if record.sample_path(folder, row.name, c.seed).is_file()}
-        if seeds:
-            have[row.name] = seeds
+        cached = {c.seed for c in row.finished() if record.sample_path(folder, row.name, c.seed).is_file()}
+        if cached:
+            have[row.name] = cached
         else:
             left_out[row.name] = "no finished cell with a cached sample on this machine"
     common = set.intersection(*have.values()) if have else set()

@@ -88,7 +88,7 @@ def open_storage(url: str) -> BaseStorage:
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(rdb_url(url), engine_kwargs={"pool_pre_ping": True},
                                   heartbeat_interval=HEARTBEAT_S, grace_period=int(HEARTBEAT_GRACE_S),
-                                  heartbeat_stale_trial_callback=requeue_unfinished)
+                                  heartbeat_stale_trial_callback=_requeue_stale)
         except ModuleNotFoundError as err:
             msg = f"storage {url}: its database driver is not installed ({err}); for PostgreSQL: " \
                   "pip install 'calo-ablate[postgres]'"
@@ -116,6 +116,11 @@ def requeue_unfinished(study: optuna.Study, trial: FrozenTrial) -> list[str]:
     if pending:
         study.enqueue_trial({}, user_attrs={"unit": trial.user_attrs["unit"], "cells": pending})
     return pending
+
+
+def _requeue_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+    """requeue_unfinished as Optuna's stale-trial callback, which returns nothing."""
+    requeue_unfinished(study, trial)
 
 
 def interrupted(trial: FrozenTrial) -> bool:

@@ -112,7 +112,7 @@ def run_search_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Ce
     while len(_counted(study, finished)) < search.trials:
         _run_trial(ctx, queue, claim, cell, study, cell_run_id)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete or not any(math.isfinite(t.value) for t in complete):
+    if not complete or not any(t.value is not None and math.isfinite(t.value) for t in complete):
         msg = f"search of {cell.name}: no trial finished with a finite {MONITOR}"
         raise TrainingError(msg)
     best = study.best_trial

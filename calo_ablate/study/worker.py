@@ -39,6 +39,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -196,7 +197,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
                 continue
             ctx.log(f"cell {cell.name}: {cell.ablation.title} (train key {cell.train_key})")
             if training is None:
-                wait_for_teacher(ctx, queue, claim, cell, lambda where=f"{cell.name} waiting": stop.check(where))
+                wait_for_teacher(ctx, queue, claim, cell, partial(stop.check, f"{cell.name} waiting"))
                 training, train_seconds = train_cell(ctx, queue, claim, cell,
                                                      extra_callbacks=[StopBetweenEpochs(stop)])
             metrics = training_metrics(training, train_seconds if training.run_id == run_id else 0.0)
@@ -302,12 +303,13 @@ def _work(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_prog
             hand_back(queue, claim)
             continue
         except (WorkerStopped, KeyboardInterrupt) as err:
-            if not stop:  # a Ctrl-C: the claim is reaped (its pid is gone)
+            signal_name = stop.signal_name
+            if signal_name is None:  # no stop request, so a Ctrl-C: the claim is reaped (its pid is gone)
                 raise
             cells = hand_back(queue, claim)
-            ctx.log(f"stopped by {err if isinstance(err, WorkerStopped) else stop.signal_name + ' mid-epoch'}: "
+            ctx.log(f"stopped by {err if isinstance(err, WorkerStopped) else signal_name + ' mid-epoch'}: "
                     f"{', '.join(cells) or 'nothing'} handed back to the queue (resumes from its checkpoint)")
-            raise WorkerStopped(f"{stop.signal_name}: unit {claim.unit} handed back") from None
+            raise WorkerStopped(f"{signal_name}: unit {claim.unit} handed back") from None
         queue.finish(claim, outcome.value)
         if show_progress:
             ctx.log(format_progress(queue.progress(plan_cells)))
