@@ -66,10 +66,11 @@ bench: $(STAMP)  ## speed, memory and profile figures of every family (prints, a
 ui: $(STAMP)  ## MLflow UI on 127.0.0.1:5000 for the study store (STUDY=name, default the newest)
 	$(VENV)/bin/calo-ablate ui $(if $(STUDY),--study $(STUDY))
 
-lint: $(STAMP)  ## ruff, import-linter's layer contracts (pyproject.toml), dead code (vulture; vulture_whitelist.py)
+lint: $(STAMP)  ## ruff, import-linter's layer contracts (pyproject.toml), dead code (vulture; vulture_whitelist.py), mypy
 	$(VENV)/bin/ruff check calo_ablate tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/vulture calo_ablate vulture_whitelist.py --min-confidence 60
+	$(VENV)/bin/mypy calo_ablate
 
 docs: $(STAMP)  ## the documentation site (mkdocs.yml, docs/) into site/; --strict: a broken link or nav entry fails
 	$(VENV)/bin/mkdocs build --strict
