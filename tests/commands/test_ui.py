@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from argparse import Namespace
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -18,8 +15,8 @@ from mlflow.tracking import MlflowClient
 from calo_ablate.commands import ui as ui_command
 from calo_ablate.runs import record
 from calo_ablate.runs.record import ensure_experiment
+from tests.study.servers import free_port, wait_healthy
 
-START_TIMEOUT_S = 240.0
 STOP_TIMEOUT_S = 60.0
 
 
@@ -59,34 +56,15 @@ def test_the_cells_filter_selects_the_cells_and_not_the_parent(tmp_path: Path) -
     assert [r.info.run_name for r in runs] == ["Base s0", "Base s1"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_until_serving(port: int, process: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"calo-ablate ui exited early: {process.stdout.read() if process.stdout else ''}"
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow ui did not answer on port {port} within {START_TIMEOUT_S} s")
-
-
 def test_sigterm_to_ui_stops_every_process_it_started(tmp_path: Path) -> None:
     _store_with_a_parent_and_two_cells(tmp_path)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "calo_ablate.cli", "ui", "--study", "mystudy", "--port", str(port),
-         "--results-dir", str(tmp_path / "results")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    port, log = free_port(), tmp_path / "ui.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "calo_ablate.cli", "ui", "--study", "mystudy", "--port", str(port),
+             "--results-dir", str(tmp_path / "results")], stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_until_serving(port, process)
+        wait_healthy(f"http://127.0.0.1:{port}", process, log)
         started = ui_command.descendants(process.pid)
         assert started, "mlflow ui runs as a child of calo-ablate ui"
         process.send_signal(signal.SIGTERM)

@@ -72,7 +72,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+def wait_healthy(url: str, proc: subprocess.Popen, log: Path) -> None:
+    """Return once `url`/health answers 200; fail the test with the log's tail if `proc` exits or time runs out."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -98,7 +99,7 @@ def _serve_mlflow(root: Path, store_args: list[str]) -> Iterator[str]:
         proc = subprocess.Popen(command, cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, proc, log)
+        wait_healthy(url, proc, log)
         yield url
     finally:
         for sig in (signal.SIGTERM, signal.SIGKILL):
