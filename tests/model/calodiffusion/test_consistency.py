@@ -30,10 +30,8 @@ from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
 
-from .conftest import published_config
+from .conftest import TINY, published_config
 
-TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
-        "diffusion_steps": 20, "sample_offset": 1}
 TINY_SET = ["model.family=calodiffusion", "model.widths=[8,8,8]", "model.embed_hidden=8", "model.embed_dim=8",
             "model.attention_head_dim=8", "model.norm_groups=4", "model.diffusion_steps=20"]
 CONSISTENCY = {"enabled": True, "teacher_steps": 10, "ema_start": 2}

@@ -24,10 +24,8 @@ from calo_ablate.model.calodiffusion.preprocess import (
 )
 from calo_ablate.model.interface import count_trainable
 
-from .conftest import published_config
+from .conftest import TINY, published_config
 
-TINY = {"widths": [8, 8, 8], "embed_hidden": 8, "embed_dim": 8, "attention_head_dim": 8, "norm_groups": 4,
-        "diffusion_steps": 20, "sample_offset": 1}
 TINY_LAYERS = {"enabled": True, "hidden": 16, "blocks": 1}
 # The paper model's losses and sample on this tiny config, computed with the code of c847989 (before
 # LayerDiffusion existed): seed 0, three Adam steps at 1e-3 on a fixed batch, then 4 sampling steps.
