@@ -32,6 +32,7 @@ from calo_ablate.geometry import Geometry, load_geometry
 
 __all__ = [
     "ENERGIES",
+    "READ_BUDGET_BYTES",
     "SHOWERS",
     "FileSummary",
     "Inspection",
@@ -47,7 +48,7 @@ __all__ = [
     "write_showers",
 ]
 
-_READ_BUDGET_BYTES = 32 * 2**20    # at most this many bytes of float32 showers per chunk in memory
+READ_BUDGET_BYTES = 32 * 2**20     # at most this many bytes of float32 showers per chunk in memory
 _RULES_VERSION = 1                 # bump when validation rules change: cached verdicts are then redone
 
 
@@ -166,8 +167,8 @@ def _open(path: Path) -> h5py.File:
         raise DataError(msg) from err
 
 
-def _chunk_events(n_voxels: int, cap: int | None = None) -> int:
-    rows = max(1, _READ_BUDGET_BYTES // (4 * n_voxels))
+def _chunk_events(n_voxels: int, cap: int | None = None, budget_bytes: int = READ_BUDGET_BYTES) -> int:
+    rows = max(1, budget_bytes // (4 * n_voxels))
     return min(rows, cap) if cap else rows
 
 
@@ -243,9 +244,10 @@ def count_events(path: str | Path) -> int:
 
 # ---- whole-file inspection ------------------------------------------------------------------
 
-def inspect_file(path: str | Path, dataset: str) -> Inspection:
+def inspect_file(path: str | Path, dataset: str, *, read_budget_bytes: int = READ_BUDGET_BYTES) -> Inspection:
     """Check a whole file against the official layout and the dataset's geometry and energy range,
-    streaming in bounded chunks; never raises DataError, returns every problem found."""
+    streaming in chunks of at most read_budget_bytes of float32 showers; never raises DataError, returns every
+    problem found."""
     path, geometry = Path(path), load_geometry(dataset)
     problems: list[str] = []
     try:
@@ -255,7 +257,7 @@ def inspect_file(path: str | Path, dataset: str) -> Inspection:
                 return Inspection(path, geometry.name, problems, None)
             n_events, n_voxels = min(f[ENERGIES].shape[0], f[SHOWERS].shape[0]), f[SHOWERS].shape[1]
             content = ContentCheck(path, geometry, energy_range_mev(dataset), n_voxels == geometry.n_voxels)
-            for _ in _stream(f, path, content, n_events, _chunk_events(n_voxels)):
+            for _ in _stream(f, path, content, n_events, _chunk_events(n_voxels, budget_bytes=read_budget_bytes)):
                 pass
             dtype = str(f[SHOWERS].dtype)
     except DataError as err:

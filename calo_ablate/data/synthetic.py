@@ -42,10 +42,12 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.geometry import Geometry, load_geometry
 
 __all__ = [
+    "CHUNK_BYTES",
     "DS1_ENERGIES_MEV",
     "DS1_PHOTON_COUNTS",
     "DS1_PION_COUNTS",
     "SPECS",
+    "WORK_ARRAYS",
     "DatasetSpec",
     "EMCalorimeter",
     "PionCalorimeter",
@@ -272,8 +274,8 @@ SPECS: dict[str, DatasetSpec] = {
 }
 
 _DATASET_CODES = {"1-photons": 1, "1-pions": 2, "2": 3, "3": 4}
-_CHUNK_BYTES = 256 * 2**20   # bound on one chunk's float64 working arrays
-_WORK_ARRAYS = 6             # (N, V) float64 arrays alive at once in a chunk
+CHUNK_BYTES = 256 * 2**20   # bound on one chunk's float64 working arrays
+WORK_ARRAYS = 6             # (N, V) float64 arrays alive at once in a chunk
 
 
 def incident_energies(dataset: str, n_events: int, rng: np.random.Generator) -> np.ndarray:
@@ -297,10 +299,11 @@ def simulate(dataset: str, energies_mev: np.ndarray, rng: np.random.Generator) -
     return calorimeter.sampling.deposit(mu, rng)
 
 
-def _write_file(dataset: str, path: Path, n_events: int, seed: np.random.SeedSequence, bar: tqdm) -> None:
+def _write_file(dataset: str, path: Path, n_events: int, seed: np.random.SeedSequence, bar: tqdm,
+                chunk_bytes: int) -> None:
     rng = np.random.default_rng(seed)
     n_voxels = load_geometry(dataset).n_voxels
-    chunk = max(1, min(10_000, _CHUNK_BYTES // (8 * _WORK_ARRAYS * n_voxels)))
+    chunk = max(1, min(10_000, chunk_bytes // (8 * WORK_ARRAYS * n_voxels)))
     energies = incident_energies(dataset, n_events, rng)
     with ShowerWriter(path, n_voxels) as writer:
         for start in range(0, n_events, chunk):
@@ -311,13 +314,14 @@ def _write_file(dataset: str, path: Path, n_events: int, seed: np.random.SeedSeq
 
 def synthesise(
     dataset: str, out_dir: str | Path, *, events: int | None = None, seed: int = 0, progress: bool = True,
+    chunk_bytes: int = CHUNK_BYTES,
 ) -> list[Path]:
     """Write the synthetic train and evaluation files of `dataset` into out_dir under the official names.
 
     events: showers per file (None: the official count, 121,000 / 120,230 / 100,000 / 50,000); seed: the
     files are a deterministic function of (dataset, seed, events), each file from its own spawned seed.
-    Each file is written under a temporary name and renamed when complete. Returns the paths, training
-    files first.
+    Each file is written under a temporary name and renamed when complete, simulated in chunks whose float64
+    working arrays take at most chunk_bytes. Returns the paths, training files first.
     """
     dataset = canonical_dataset(dataset)
     spec = SPECS[dataset]
@@ -332,5 +336,5 @@ def synthesise(
     show = progress and sys.stderr.isatty()
     with tqdm(total=n_events * len(paths), desc=f"synthesising {dataset}", unit="shower", disable=not show) as bar:
         for path, file_seed in zip(paths, seeds, strict=True):
-            _write_file(dataset, path, n_events, file_seed, bar)
+            _write_file(dataset, path, n_events, file_seed, bar, chunk_bytes)
     return paths

@@ -80,14 +80,15 @@ def rdb_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str) -> BaseStorage:
-    """An RDB storage (with Optuna heartbeats) for a URL with '://', else a journal file at that path."""
+def open_storage(url: str, heartbeat_grace_s: float = HEARTBEAT_GRACE_S) -> BaseStorage:
+    """An RDB storage (with Optuna heartbeats, stale after heartbeat_grace_s whole seconds) for a URL with '://',
+    else a journal file at that path."""
     if "://" in url:
         try:
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna since 2.9
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return RDBStorage(rdb_url(url), engine_kwargs={"pool_pre_ping": True},
-                                  heartbeat_interval=HEARTBEAT_S, grace_period=int(HEARTBEAT_GRACE_S),
+                                  heartbeat_interval=HEARTBEAT_S, grace_period=int(heartbeat_grace_s),
                                   heartbeat_stale_trial_callback=_requeue_stale)
         except ModuleNotFoundError as err:
             msg = f"storage {url}: its database driver is not installed ({err}); for PostgreSQL: " \
@@ -151,11 +152,13 @@ class StudyQueue:
     """The queue of one study in one storage."""
 
     def __init__(self, storage_url: str, study_name: str, *, create: bool,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        """clock: seconds on a monotonic clock, by which dead workers are judged (a test passes its own)."""
+                 clock: Callable[[], float] = time.monotonic, heartbeat_grace_s: float = HEARTBEAT_GRACE_S) -> None:
+        """clock: seconds on a monotonic clock, by which dead workers are judged (a test passes its own);
+        heartbeat_grace_s: seconds a worker's beat may stay unchanged before it counts as gone."""
         self.storage_url = storage_url
         self._clock = clock
-        self.storage = open_storage(storage_url)
+        self.heartbeat_grace_s = heartbeat_grace_s
+        self.storage = open_storage(storage_url, heartbeat_grace_s)
         try:
             if create:
                 self.study = optuna.create_study(storage=self.storage, study_name=study_name,
@@ -240,7 +243,7 @@ class StudyQueue:
             return not pid_alive(int(owner["pid"]))
         if isinstance(self.storage, RDBStorage):
             return False  # Optuna's heartbeat judges it (fail_stale_trials in reap)
-        return self._unchanged_for(trial, trial.user_attrs.get("beat")) > HEARTBEAT_GRACE_S
+        return self._unchanged_for(trial, trial.user_attrs.get("beat")) > self.heartbeat_grace_s
 
     def reap(self) -> list[str]:
         """Fail the RUNNING trials of dead workers ('interrupted') and enqueue their unfinished cells

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 
 from calo_ablate.cli import main
-from calo_ablate.data import calochallenge
 from calo_ablate.data.calochallenge import (
     ShowerWriter,
     file_md5,
@@ -200,13 +199,12 @@ def test_summary_numbers(tmp_path: Path) -> None:
     assert summary.md5 == hashlib.md5(path.read_bytes()).hexdigest()
 
 
-def test_validation_streams_with_bounded_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_validation_streams_with_bounded_memory(tmp_path: Path) -> None:
     e, s = sample(n=5000)
     path = write_raw(tmp_path / "big.hdf5", e[:, None], s)      # float64: 14.7 MB of showers
-    monkeypatch.setattr(calochallenge, "_READ_BUDGET_BYTES", 100 * 368 * 4)   # 100 events per chunk
     tracemalloc.start()
     try:
-        problems = inspect_file(path, "1").problems
+        problems = inspect_file(path, "1", read_budget_bytes=100 * 368 * 4).problems   # 100 events per chunk
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -90,7 +90,6 @@ def test_train_and_eval_files_are_independent(photon_dir):
 
 
 def test_written_in_chunks_and_atomically(tmp_path, monkeypatch):
-    monkeypatch.setattr(synthetic, "_CHUNK_BYTES", 8 * synthetic._WORK_ARRAYS * 6480 * 7)  # 7 events / chunk
     sizes = []
     real_simulate = synthetic.simulate
 
@@ -99,7 +98,8 @@ def test_written_in_chunks_and_atomically(tmp_path, monkeypatch):
         return real_simulate(dataset, energies, rng)
 
     monkeypatch.setattr(synthetic, "simulate", spy)
-    paths = synthesise("2", tmp_path, events=20, seed=0, progress=False)
+    seven_events = 8 * synthetic.WORK_ARRAYS * 6480 * 7  # bytes of seven showers' working arrays, dataset 2
+    paths = synthesise("2", tmp_path, events=20, seed=0, progress=False, chunk_bytes=seven_events)
     assert sizes == [7, 7, 6] * 2
     assert _read(paths[1])[1].shape == (20, 6480)
 

@@ -68,7 +68,7 @@ def test_a_worker_elsewhere_is_judged_by_its_beat_changing_not_by_clocks(tmp_pat
     # as if stamped on another machine (another pid namespace) whose clock is a day off: no time is compared
     queue.storage.set_trial_user_attr(claim.trial_id, "worker", {"host": "far", "pid": 1, "ns": "other/1"})
     queue.storage.set_trial_user_attr(claim.trial_id, "beat", 7)
-    grace = queue_module.HEARTBEAT_GRACE_S
+    grace = queue.heartbeat_grace_s
     assert queue.reap() == []  # first observation
     clock.now += 0.6 * grace
     queue.storage.set_trial_user_attr(claim.trial_id, "beat", 8)  # it is alive: its beat moved
@@ -253,12 +253,10 @@ def test_a_killed_search_trial_is_replaced_and_its_run_closed(tmp_path: Path) ->
     assert client.get_run(run_id).info.status == "KILLED"
 
 
-def test_on_rdb_storage_optunas_heartbeat_reaps_a_worker_elsewhere(tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_on_rdb_storage_optunas_heartbeat_reaps_a_worker_elsewhere(tmp_path: Path) -> None:
     # Optuna's grace period, whole seconds, on the database's clock: long enough that a loaded slow machine
     # makes its first look well inside it
-    monkeypatch.setattr(queue_module, "HEARTBEAT_GRACE_S", 3.0)
-    queue = StudyQueue(f"sqlite:///{tmp_path / 'optuna.db'}", "q", create=True)
+    queue = StudyQueue(f"sqlite:///{tmp_path / 'optuna.db'}", "q", create=True, heartbeat_grace_s=3.0)
     queue.sync([("a", ["a/s0"])])
     claim = queue.take()
     assert claim is not None

@@ -65,17 +65,18 @@ class CaloFlowFamily(ModelFamily):
         return StudentModule(self.settings, self.dataset, checked_teacher(teacher), seed=self.config.train.seed)
 
     def sample(self, module: pl.LightningModule, cond: torch.Tensor, *, steps: int | None, batch_size: int, seed: int,
-               progress: bool, precision: str | None = None) -> tuple[torch.Tensor, ...]:
+               progress: bool, precision: str | None = None,
+               chunk_showers: int = SAMPLE_CHUNK_SHOWERS) -> tuple[torch.Tensor, ...]:
         """(flow-I sample, flow-II sample) in logit space for the incident energies cond (N, 1) in units.
 
         steps is None (sampling_steps(): a flow has no steps) and ignored; precision is ignored too (the flows sample in
         caloflow.dtype); progress is not shown. Costs one network pass per feature per block: a MAF's
         inverse is sequential (368 x 8 passes for photons, 533 x 8 for pions, per batch). The flows run on at
-        most SAMPLE_CHUNK_SHOWERS showers at a time (their memory grows by about 1.7 MiB per shower for the
+        most chunk_showers showers at a time (their memory grows by about 1.7 MiB per shower for the
         teacher); the noise is drawn for the whole batch, so the showers do not depend on the chunking.
         """
         module = checked_module(module, CaloFlowModule)
-        return module.sample(cond, batch_size=min(batch_size, SAMPLE_CHUNK_SHOWERS), seed=seed)
+        return module.sample(cond, batch_size=min(batch_size, chunk_showers), seed=seed)
 
     def parameter_breakdown(self, module: pl.LightningModule) -> dict[str, int]:
         module = checked_module(module, CaloFlowModule)
