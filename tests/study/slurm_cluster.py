@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.study.servers import free_port
+
 PROGRAMS = ("slurmctld", "slurmd", "slurmdbd", "munged", "mariadbd", "mariadb-install-db", "sinfo", "sbatch",
             "sacct", "sacctmgr", "scancel", "scontrol")
 START_TIMEOUT_S = 120.0
@@ -39,12 +41,6 @@ def missing_programs() -> list[str]:
 
 def _program(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _node_line(name: str) -> str:
@@ -99,7 +95,7 @@ class SlurmCluster:
         subprocess.run([_program("mariadb-install-db"), "--no-defaults", f"--datadir={data}", "--user=root",
                         "--auth-root-authentication-method=normal", "--skip-test-db"],
                        check=True, capture_output=True, text=True)
-        port = _free_port()
+        port = free_port()
         with (self.root / "mariadb.log").open("w") as log:
             proc = subprocess.Popen([_program("mariadbd"), "--no-defaults", f"--datadir={data}", "--user=root",
                                      f"--socket={sock}", f"--port={port}", "--bind-address=127.0.0.1",
@@ -128,7 +124,7 @@ class SlurmCluster:
     def _write_configs(self, db_port: int) -> None:
         root, host = self.root, socket.gethostname()
         auth = f"AuthType=auth/munge\nAuthInfo=socket={root / 'munge.sock'}\n"
-        dbd_port = _free_port()
+        dbd_port = free_port()
         dbd = self.root / "slurmdbd.conf"
         dbd.write_text(
             f"{auth}DbdHost={host}\nDbdAddr=127.0.0.1\nDbdPort={dbd_port}\nSlurmUser=root\n"
@@ -141,8 +137,8 @@ class SlurmCluster:
         self.conf.write_text(f"""\
 ClusterName={CLUSTER_NAME}
 SlurmctldHost={host}(127.0.0.1)
-SlurmctldPort={_free_port()}
-SlurmdPort={_free_port()}
+SlurmctldPort={free_port()}
+SlurmdPort={free_port()}
 {auth}CredType=cred/munge
 SlurmUser=root
 SlurmdUser=root
