@@ -137,6 +137,7 @@ class StudyTable:
     design: Design | None = None  # `--seeds auto`'s looks; None: a fixed number of seeds
     reference_std: dict[str, float] = field(default_factory=dict)  # the noise floor's spread over its draws
     quality_metric: str | None = None  # the Pareto plot's quality axis (report/pareto.py); None: its default
+    written: datetime = field(default_factory=lambda: datetime.now(UTC))  # the header's "Written:" time
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -355,7 +356,7 @@ def _header_lines(table: StudyTable) -> list[str]:
     budget = ", ".join(f"{label} {'none' if params[key] == 'null' else params[key]}"
                        for key, label in BUDGET if key in params)
     rule = ", ".join(f"{label} {_rule_value(params[key])}" for key, label in UPDATE_RULE if key in params)
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    now = table.written.strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"# Ablation study `{table.study}`",
         "",
