@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
+
 from calo_ablate.report.findings import (
     UNDERTRAINED,
     compare,
+    expectation_lines,
     expectation_marks,
     findings_lines,
+    loss_at_fractions,
     quality,
     sections,
     stability_lines,
+    timing_metric,
 )
+from calo_ablate.report.stats import detectable_difference, seeds_to_decide
 from calo_ablate.report.table import CellResult, Row, StudyTable
+from calo_ablate.report.verdicts import NOT_COMPARABLE, margins_of
 
 HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "quick", "machine": "test cpu",
           "data_checksums": "{}", "git_revision": "abc", "workers": "1"}
@@ -46,20 +53,26 @@ def test_loss_lower_higher_equivalent_undecided_and_not_comparable() -> None:
             _row("unsure", 1.01, wobble=(0.05, -0.05, 0.0)),
             Row("noise", "Noise", [_cell(s, 2.4, loss_comparable="false") for s in range(3)])]
     table = _table(rows)
-    assert compare(table, rows[1], "val/loss").direction == "lower"
-    assert compare(table, rows[2], "val/loss").direction == "higher"
+    lower = compare(table, rows[1], "val/loss")
+    assert lower.direction == "lower" and lower.ratio == pytest.approx(0.8)
+    assert lower.verdict.difference is not None and lower.verdict.difference.paired
+    assert lower.verdict.difference.high < 0 and lower.p < 0.05
+    higher = compare(table, rows[2], "val/loss")
+    assert higher.direction == "higher" and higher.ratio == pytest.approx(1.3)
     same = compare(table, rows[3], "val/loss")
     assert same.direction == "same" and same.p > 0.05 and same.verdict.word == "equivalent"
-    assert compare(table, rows[4], "val/loss").direction == "undecided"
-    assert compare(table, rows[5], "val/loss").direction == "undecided"
-    lines = {line.split("**")[1]: line for line in findings_lines(table) if line.startswith("- **")}
-    assert "loss lower (-20 % [-20, -20], paired p = " in lines["Lower"]
-    assert "loss higher (+30 %" in lines["Higher"]
-    assert "loss equivalent within ±1% of the base (+0.1 % [" in lines["Same"]
-    assert "loss undecided (+1 % [" in lines["Unsure"]
-    assert "detectable at 80 % power with 3 seeds: " in lines["Unsure"]
-    assert "seeds would decide it at the observed difference" in lines["Unsure"]
-    assert "loss not comparable (the row changes a loss-defining field)" in lines["Noise"]
+    d = same.verdict.difference
+    assert d is not None and -0.01 < d.low < d.high < 0.01  # inside the default margin, 1 % of the base's loss
+    unsure = compare(table, rows[4], "val/loss")
+    d = unsure.verdict.difference
+    assert unsure.direction == "undecided" and d is not None and d.low < 0 < d.high and d.n == 3
+    assert detectable_difference(d) > abs(d.mean)  # too few seeds to see a difference this small...
+    needed = seeds_to_decide(d)
+    assert needed is None or needed > 3  # ...and more would be needed to decide it
+    noise = compare(table, rows[5], "val/loss")
+    assert noise.direction == "undecided" and noise.reason == NOT_COMPARABLE
+    assert [line.split("**")[1] for line in findings_lines(table) if line.startswith("- **")] == [
+        "Lower", "Higher", "Same", "Unsure", "Noise"]  # one Findings line per row but the base
 
 
 def test_holm_across_rows_is_stricter_than_one_test() -> None:
@@ -107,10 +120,13 @@ def test_quality_better_worse_and_equivalent_near_the_reference() -> None:
 
 def test_speed_and_parameters_as_ratios() -> None:
     table = _table([_row("base", 1.0), _row("small", 1.0, seconds=0.5, params=250)])
-    line = next(line for line in findings_lines(table) if "**Small**" in line)
-    assert "training 0.25x the base's time per epoch (lower, -75 % [" in line
-    assert "generation 0.25x (batch 100" in line
-    assert "parameters 0.25x" in line
+    small = table.rows[1]
+    train = compare(table, small, "seconds_per_epoch")
+    assert train.ratio == pytest.approx(0.25, rel=0.02) and train.direction == "lower"
+    assert timing_metric(table) == "gen_ms_per_shower_b100"  # the largest timed batch
+    assert compare(table, small, "gen_ms_per_shower_b100").ratio == pytest.approx(0.25, rel=0.02)
+    params = compare(table, small, "n_params")
+    assert params.ratio == 0.25 and params.direction == "lower" and params.reason == "exact"
 
 
 def test_expectations_held_failed_and_undecided() -> None:
@@ -125,7 +141,9 @@ def test_expectations_held_failed_and_undecided() -> None:
                      "quality": "undecided",   # both far from the reference
                      "layer_loss": "failed"}   # lower (0.4 against 0.5 on every seed), expected higher
     assert expectation_marks(table, rows[2])[0][2] == "undecided"  # a loss that is not comparable
-    assert "## Expectations (the registry's `expect:`)" in sections(table)
+    expectations, report = expectation_lines(table), sections(table)
+    start = report.index(expectations[0])
+    assert report[start:start + len(expectations)] == expectations  # the report holds the Expectations section
 
 
 def _history(losses: list[float]) -> list[tuple[int, float]]:
@@ -137,9 +155,10 @@ def test_stability_changes_at_fractions_and_rank_correlation() -> None:
     settled = {"base": [2.0, 1.8, 1.6, 1.5], "a": [1.0, 0.9, 0.8, 0.75], "b": [3.0, 2.7, 2.4, 2.25],
                "c": [2.2, 2.0, 1.8, 1.6]}
     table = _table(rows, {n: {"val/loss": [_history(v)] * 2} for n, v in settled.items()})
-    lines = stability_lines(table)
-    assert "| A | -50.0 % | -50.0 % | -50.0 % | -50.0 % |" in lines
-    assert "Spearman rank correlation 1.00, the same ordering" in lines[-1]
+    assert loss_at_fractions(table, table.rows[0]) == settled["base"]  # at 25, 50, 75 and 100 % of the steps
+    assert loss_at_fractions(table, table.rows[1]) == settled["a"]  # -50 % against the base throughout
+    # the rank correlation exists only as the section's sentence
+    assert "Spearman rank correlation 1.00, the same ordering" in stability_lines(table)[-1]
     changing = {**settled, "c": [2.2, 2.0, 1.4, 1.2]}  # c overtakes the base in the second half
     table = _table(rows, {n: {"val/loss": [_history(v)]} for n, v in changing.items()})
     last = stability_lines(table)[-1]
@@ -152,4 +171,4 @@ def test_registry_margins_set_the_equivalence() -> None:
     assert compare(table, rows[1], "val/loss").verdict.word == "equivalent"  # default: 1 % of the base's loss
     table.margins = {"loss": "0.05%"}
     assert compare(table, rows[1], "val/loss").verdict.word == "undecided"
-    assert "loss 0.05%" in findings_lines(table)[-1]
+    assert margins_of(table)["loss"] == "0.05%" and margins_of(table)["s_per_epoch"] == "5%"  # the rest: defaults

@@ -46,7 +46,7 @@ def test_summaries_have_a_spread_only_with_two_values_of_a_noisy_metric() -> Non
     assert exact is not None and math.isnan(exact.std)
 
 
-def test_display_rows_deltas_marks_and_notes() -> None:
+def test_rows_carry_their_verdicts_intervals_and_notes() -> None:
     rows = [
         Row("base", "Base", [_cell(0, 1.00), _cell(1, 1.01), _cell(2, 0.99)]),
         Row("lr", "Increased learning rate", [_cell(0, 0.80), _cell(1, 0.81), _cell(2, 0.79)]),
@@ -58,23 +58,25 @@ def test_display_rows_deltas_marks_and_notes() -> None:
     ]
     table = _table(rows, [("n_params", "Parameters"), ("auc_low", "AUC low")])
     marks = table_marks(table)
-    shown = display_rows(table, marks)
-    assert list(shown[0]) == ["Ablation", "Loss", "Voxel Loss", "Layer Loss", "Change vs base [95 % CI]",
-                              "Loss: power", "Parameters", "AUC low", "Note"]
-    ref, base, lr, noise, steps, bad = shown
-    assert ref["Ablation"] == "reference vs reference" and ref["AUC low"] == "0.510"
-    assert base["Loss"] == "1.0000 ± 0.0100" and base["Parameters"] == "1,000"  # parameters without a spread
-    assert lr["Loss"] == "0.8000 ± 0.0100 ↓" and lr["Change vs base [95 % CI]"].startswith("-20.0 % [-")
-    assert noise["Change vs base [95 % CI]"] == "not comparable"
-    assert noise["Loss"] == "2.4000 ± 0.0000"  # no verdict symbol: no test on an incomparable loss
-    assert steps["Loss"] == "1.0000 ± 0.0100 ≈"  # the base's very values: the same training
-    assert "shares the base's training" in steps["Note"]
-    assert "s0 failed: TrainingError: nan" in bad["Note"] and "s1 not run" in bad["Note"]
+    assert marks["lr", "val/loss"].verdict == "lower" and marks["lr", "val/loss"].high < 0  # the interval excludes 0
+    assert marks["lr", "val/loss"].low == pytest.approx(-0.2, abs=0.05)
+    assert marks["noise", "val/loss"].verdict == "undecided" and math.isnan(marks["noise", "val/loss"].p)  # no test
+    assert marks["steps", "val/loss"].verdict == "equivalent"  # the base's very values: the same training
     data = frame(table, marks).set_index("row")
+    assert list(data.index) == ["reference", "base", "lr", "noise", "steps", "bad"]  # the noise floor first
+    assert data.loc["reference", "auc_low_mean"] == 0.51
+    assert (data.loc["base", "val/loss_mean"], data.loc["base", "val/loss_std"]) == (pytest.approx(1.0),
+                                                                                     pytest.approx(0.01))
+    assert data.loc["base", "n_params_mean"] == 1000 and math.isnan(data.loc["base", "n_params_std"])  # exact
     assert data.loc["lr", "val/loss_mean"] == pytest.approx(0.80)
     assert data.loc["lr", "val/loss_verdict"] == "lower" and data.loc["lr", "val/loss_diff_high"] < 0
+    assert not data.loc["noise", "loss_comparable"] and data.loc["noise", "change_vs_base"] == "not comparable"
     assert data.loc["steps", "val/loss_verdict"] == "equivalent"
-    assert data.loc["bad", "failed"] == 1 and data.loc["base", "finished"] == 3
+    assert "shares the base's training" in data.loc["steps", "note"]
+    assert data.loc["bad", "failed"] == 1 and data.loc["bad", "finished"] == 0 and data.loc["base", "finished"] == 3
+    assert "s0 failed: TrainingError: nan" in data.loc["bad", "note"] and "s1 not run" in data.loc["bad", "note"]
+    assert [r["Ablation"] for r in display_rows(table, marks)] == [  # table.md shows the same rows in this order
+        "reference vs reference", "Base", "Increased learning rate", "Decrease noise", "Fewer time steps", "Broken"]
     assert not any("spread over seeds" in line for line in not_measured(table))  # three seeds were run
 
 
