@@ -1,12 +1,15 @@
 """What the study tests share: a registry, tiny-model overrides, the `ablate` arguments, readers of a
-study folder (its MLflow cell runs, table rows, Optuna trials and finished trainings)."""
+study folder (its MLflow cell runs, the report's table as data, Optuna trials and finished trainings)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from calo_ablate.report.table import StudyTable, build_table
+from calo_ablate.runs import record
 from calo_ablate.study.queue import StudyQueue
 
 REGISTRY = """\
@@ -42,9 +45,24 @@ def child_runs(study_dir: Path) -> list:
     return client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'cell'")
 
 
-def table_rows(study_dir: Path) -> list[str]:
-    table = (study_dir / "table.md").read_text().split("\n## ")[0]  # the sections after it have tables too
-    return [line for line in table.splitlines() if line.startswith("| ")][1:]
+def report_rows(study_dir: Path) -> pd.DataFrame:
+    """The report's table.csv indexed by row name (the noise floor, where evaluated, first as 'reference'); an
+    empty change_vs_base or note reads as ''."""
+    return pd.read_csv(study_dir / "table.csv", index_col="row").fillna({"change_vs_base": "", "note": ""})
+
+
+def all_finished(rows: pd.DataFrame, seeds: int) -> bool:
+    """Whether every cell of every row in report_rows finished (the noise floor aside)."""
+    cells = rows.drop(index=record.REFERENCE, errors="ignore")
+    return bool((cells["finished"] == seeds).all() and (cells["failed"] == 0).all())
+
+
+def study_table(study_dir: Path) -> StudyTable:
+    """The report's StudyTable, rebuilt from the study folder's MLflow store."""
+    uri = f"sqlite:///{study_dir / 'mlflow.db'}"
+    parent = record.find_parent(uri, study_dir.name)
+    assert parent is not None, f"no study {study_dir.name} in {uri}"
+    return build_table(uri, parent)
 
 
 def trials(study_dir: Path) -> list:

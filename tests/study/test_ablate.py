@@ -12,12 +12,14 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
 from calo_ablate.report.table import run_description
-from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, stamps, table_rows, trials
+from calo_ablate.runs import record
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, report_rows, stamps, trials
 
 
 @pytest.fixture(scope="module")
@@ -33,28 +35,29 @@ def study(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> dict:
 
 def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> None:
     assert study["code"] == 1  # one cell failed
-    rows = table_rows(study["dir"])
-    assert [r.split(" | ")[0] for r in rows] == [
-        "| reference vs reference", "| Base", "| Broken on purpose", "| Fewer time steps", "| Decrease noise"]
-    header = (study["dir"] / "table.md").read_text()
-    for column in ("| Loss | Voxel Loss | Layer Loss | Change vs base [95 % CI] | Loss: power |", "Parameters", "s / epoch",
-                   "Gen. ms / shower (batch 10)", "Sep. E_tot/E_inc", "Mean sep.", "AUC low", "AUC high", "FPD"):
-        assert column in header
-    assert "synthetic stand-in" in header and "smoke" in header
-    assert "s0 failed: TrainingError: non-finite training loss" in rows[2]
-    assert "shares the base's training" in rows[3] and "+0.0 %" in rows[3]
-    assert "not comparable" in rows[4]
-    base, fewer = rows[1].split(" | "), rows[3].split(" | ")
-    assert [c.split()[0] for c in base[1:4]] == [c.split()[0] for c in fewer[1:4]]  # the same training, losses
-    assert all(c.endswith(" ≈") for c in fewer[1:4])  # equivalent: the base's very values
-    for name in ("loss_curves.png", "histograms.png", "table.csv"):
+    rows = report_rows(study["dir"])
+    assert list(rows.index) == [record.REFERENCE, "base", "broken", "fewer_steps", "less_noise"]
+    assert list(rows["title"]) == ["reference vs reference", "Base", "Broken on purpose", "Fewer time steps",
+                                   "Decrease noise"]
+    losses = ["val/loss", "val/voxel_loss", "val/layer_loss"]
+    for metric in [*losses, "n_params", "seconds_per_epoch", "gen_ms_per_shower_b10", "sep_e_ratio", "sep_mean",
+                   "auc_low", "auc_high", "fpd"]:
+        assert pd.notna(rows.loc["base", f"{metric}_mean"]), metric  # trained, timed and evaluated
+    assert rows.loc["broken", "failed"] == 1
+    assert "s0 failed: TrainingError: non-finite training loss" in rows.loc["broken", "note"]
+    assert "shares the base's training" in rows.loc["fewer_steps", "note"]
+    for metric in losses:  # the same training: the base's very losses, equivalent
+        assert rows.loc["fewer_steps", f"{metric}_mean"] == rows.loc["base", f"{metric}_mean"]
+        assert rows.loc["fewer_steps", f"{metric}_verdict"] == "equivalent"
+    assert not rows.loc["less_noise", "loss_comparable"] and rows.loc["less_noise", "val/loss_verdict"] == "undecided"
+    for name in ("loss_curves.png", "histograms.png", "table.md"):
         assert (study["dir"] / name).is_file()
-    assert "## Findings" in header and "- **Decrease noise**: loss not comparable" in header
     client = MlflowClient(f"sqlite:///{study['dir'] / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("smoke")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
     parent = client.search_runs([experiment.experiment_id], filter_string="tags.`calo_ablate.role` = 'study'")[0]
-    assert parent.data.tags["mlflow.note.content"] == run_description(header)
+    assert parent.data.tags[record.TAG_DATA_SOURCE] == "synthetic" and parent.data.tags[record.TAG_PROFILE] == "smoke"
+    assert parent.data.tags["mlflow.note.content"] == run_description((study["dir"] / "table.md").read_text())
 
 
 def test_two_workers_ran_every_cell_once(study: dict) -> None:
@@ -75,7 +78,7 @@ def test_report_rebuilds_from_mlflow_alone(study: dict, tmp_path: Path) -> None:
     elsewhere.mkdir(parents=True)
     shutil.copy(study["dir"] / "mlflow.db", elsewhere / "mlflow.db")
     assert main(["report", "--study", "smoke", "--results-dir", str(tmp_path / "results")]) == 0
-    assert table_rows(elsewhere) == table_rows(study["dir"])
+    pd.testing.assert_frame_equal(report_rows(elsewhere), report_rows(study["dir"]))
     assert (elsewhere / "loss_curves.png").is_file()
     assert not (elsewhere / "histograms.png").exists()  # needs the cached samples, which stayed behind
 
@@ -98,7 +101,7 @@ def test_rerun_retries_the_failed_cell_and_retrains_nothing_else(study: dict,
     assert stamps(study["dir"]) == before
     assert len(trials(study["dir"])) == n_trials + 1
     assert {r.data.tags["calo_ablate.cell"]: r.info.run_id for r in child_runs(study["dir"])} == study["runs"]
-    assert "Broken" not in (study["dir"] / "table.md").read_text()
+    assert "broken" not in report_rows(study["dir"]).index
 
 
 def test_fail_fast_stops_at_the_first_failure(study: dict, capsys: pytest.CaptureFixture[str]) -> None:
@@ -106,11 +109,12 @@ def test_fail_fast_stops_at_the_first_failure(study: dict, capsys: pytest.Captur
     assert main(args) == 1
     captured = capsys.readouterr()
     assert "study stopped: --fail-fast: broken/s0 failed" in captured.out
-    rows = table_rows(study["tmp"] / "results" / "failfast")
-    assert [r.split(" | ")[0] for r in rows] == ["| Base", "| Broken on purpose", "| Increased learning rate"]
-    assert "s0 failed" in rows[1] and "s0 not run" in rows[2]
-    text = (study["tmp"] / "results" / "failfast" / "table.md").read_text()
-    assert "AUC" not in text and "Sep." not in text and "Gen. ms" not in text  # no evaluation, no such columns
+    rows = report_rows(study["tmp"] / "results" / "failfast")
+    assert list(rows.index) == ["base", "broken", "higher_lr"]
+    assert "s0 failed" in rows.loc["broken", "note"] and "s0 not run" in rows.loc["higher_lr", "note"]
+    assert rows.loc["higher_lr", "finished"] == 0
+    evaluated = [c for c in rows.columns if c.startswith(("auc", "sep_", record.GEN_MS_PREFIX))]
+    assert evaluated == []  # no evaluation, no such metrics
 
 
 def test_kill_9_of_the_process_group_then_resume_into_the_same_runs(study: dict) -> None:
@@ -145,14 +149,13 @@ def test_search_reports_its_best_trial(study: dict) -> None:
     args = ablate_args(study["tmp"], study["data"], "search", "lr_search", sets=NO_EVAL)
     assert main(args) == 0
     study_dir = study["tmp"] / "results" / "search"
-    row = table_rows(study_dir)[1]
-    assert row.startswith("| Learning-rate search") and "best of 2 trials" in row and "train.lr = " in row
+    row = report_rows(study_dir).loc["lr_search"]
+    assert row["search_trials_mean"] == 2  # the trials its search ran
+    assert "best of 2 trials" in row["note"] and "train.lr = " in row["note"]
     client = MlflowClient(f"sqlite:///{study_dir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("search")
     nested = client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'search_trial'")
     assert len(nested) == 2
-    frame = (study_dir / "table.csv").read_text()
-    assert "search_trials_mean" in frame
 
 
 KILL_IN_EVALUATION = """

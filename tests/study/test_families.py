@@ -10,6 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
+from calo_ablate.report.table import other_family
+from calo_ablate.runs import record
+from tests.study.helpers import report_rows, study_table
 
 USER_FAMILY = "tests.study.user_family:GaussianFamily"
 MIXED = f"""\
@@ -48,12 +51,6 @@ def run_study(tmp: Path, data: Path, name: str, registry: str) -> tuple[int, Pat
     return main(args), tmp / "results" / name
 
 
-def rows(study_dir: Path) -> list[list[str]]:
-    table = (study_dir / "table.md").read_text().split("\n## ")[0]  # the sections after it have tables too
-    lines = [line for line in table.splitlines() if line.startswith("| ")]
-    return [[cell.strip() for cell in line.strip("| ").split(" | ")] for line in lines]
-
-
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> Path:
     code, study_dir = run_study(tmp_path_factory.mktemp("families"), photon_dir, "mixed", MIXED)
@@ -62,20 +59,17 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> Path:
 
 
 def test_a_mixed_study_reports_every_family_by_sample_quality(mixed: Path) -> None:
-    header, reference, base, half, caloscore, user, caloflow = rows(mixed)
-    assert header[:3] == ["Ablation", "Loss", "Change vs base [95 % CI]"]  # CaloDiffusion logs one loss
-    assert reference[0] == "reference vs reference"
-    assert [r[0] for r in (base, half, caloscore, user, caloflow)] == ["CaloDiffusion", "Half the steps",
-                                                                       "CaloScore v2", "User family", "CaloFlow"]
-    assert half[1] == base[1] + " ≈" and "shares the base's training" in half[-1]  # equivalent: its values
-    for row, family in ((caloscore, "caloscore_v2"), (user, USER_FAMILY), (caloflow, "caloflow")):
-        assert row[2] == "not comparable" and f"model family {family}" in row[-1]
-    auc = header.index("AUC low")
-    assert all(0.0 <= float(r[auc].split()[0]) <= 1.0 for r in (base, half, caloscore, user, caloflow))
-    gen = header.index("Gen. ms / shower (batch 10)")
-    assert all(float(r[gen].split()[0].replace(",", "")) > 0 for r in (base, caloscore, user, caloflow))
-    assert "compare by parameters, s / epoch, generation time and sample quality only" in \
-        (mixed / "table.md").read_text()
+    table, rows = study_table(mixed), report_rows(mixed)
+    assert table.losses == [("val/loss", "Loss")]  # the base's family, CaloDiffusion, logs one loss
+    assert list(rows.index) == [record.REFERENCE, "base", "half_steps", "caloscore", "user", "caloflow"]
+    assert rows.loc["half_steps", "val/loss_mean"] == rows.loc["base", "val/loss_mean"]  # the base's training
+    assert rows.loc["half_steps", "val/loss_verdict"] == "equivalent"
+    assert "shares the base's training" in rows.loc["half_steps", "note"]
+    for name, family in (("caloscore", "caloscore_v2"), ("user", USER_FAMILY), ("caloflow", "caloflow")):
+        assert other_family(table, table.row(name)) == family  # compared by sample quality and speed only
+        assert not rows.loc[name, "loss_comparable"] and f"model family {family}" in rows.loc[name, "note"]
+    assert rows.drop(index=record.REFERENCE)["auc_low_mean"].between(0.0, 1.0).all()
+    assert (rows.loc[["base", "caloscore", "user", "caloflow"], "gen_ms_per_shower_b10_mean"] > 0).all()
 
 
 def test_cell_runs_record_their_family_and_losses(mixed: Path) -> None:
@@ -99,8 +93,7 @@ def test_cell_runs_record_their_family_and_losses(mixed: Path) -> None:
 def test_a_user_family_as_the_base_sets_the_loss_columns(tmp_path: Path, photon_dir: Path) -> None:
     code, study_dir = run_study(tmp_path, photon_dir, "user", USER_BASE)
     assert code == 0
-    header, _, base, wider = rows(study_dir)
-    assert header[:4] == ["Ablation", "Loss", "Mse", "Change vs base [95 % CI]"]
-    assert wider[3].endswith("%")  # same family, same loss: compared with the base
-    params = header.index("Parameters")
-    assert int(base[params].replace(",", "")) == (1 + 1) * 16 + (16 + 1) * 2 * 368  # hidden 16, 368 voxels
+    table, rows = study_table(study_dir), report_rows(study_dir)
+    assert table.losses == [("val/loss", "Loss"), ("val/mse", "Mse")]
+    assert rows.loc["wider", "loss_comparable"] and other_family(table, table.row("wider")) is None  # compared
+    assert rows.loc["base", "n_params_mean"] == (1 + 1) * 16 + (16 + 1) * 2 * 368  # hidden 16, 368 voxels

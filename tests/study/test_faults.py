@@ -18,13 +18,14 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from calo_ablate.runs import record
 from calo_ablate.runs.faults import POINTS
 from calo_ablate.runs.resume import EpochClock, RunLogger, read_json_or_discard, resume_checkpoint
 from calo_ablate.study import queue as queue_module
 from calo_ablate.study.queue import StudyQueue
 from calo_ablate.study.search import _counted, _open_search, search_study_name
 from calo_ablate.study.wallclock import InvocationClock
-from tests.study.helpers import REGISTRY, ablate_args, child_runs, stamps, table_rows, trials
+from tests.study.helpers import REGISTRY, ablate_args, all_finished, child_runs, report_rows, stamps, trials
 
 CLAIM_AND_TAKE = "from calo_ablate.study.queue import StudyQueue; StudyQueue({path!r}, 'q', create=False).take()"
 
@@ -221,8 +222,8 @@ def check_numbers(study: dict) -> None:
             assert metrics["train_seconds"] >= 0.99 * metrics["seconds_per_epoch"] * metrics["epochs"]
     done = [c for t in trials(study_dir) for c in t.user_attrs.get("cells_done", [])]
     assert sorted(done) == sorted(["reference", *CELLS])  # no unit completed twice
-    rows = table_rows(study_dir)
-    assert len(rows) == 4 and all("not run" not in r and "failed" not in r for r in rows)
+    rows = report_rows(study_dir)
+    assert list(rows.index) == [record.REFERENCE, "base", "fewer_steps", "less_noise"] and all_finished(rows, seeds=1)
     parent = client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'study'")[0]
     calls = client.get_metric_history(parent.info.run_id, "invocation_seconds")
     assert len(calls) == study["calls"] and all(m.value > 0 for m in calls)  # killed calls counted too

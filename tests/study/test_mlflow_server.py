@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
-from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, table_rows
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, report_rows
 
 
 def test_two_workers_log_to_an_mlflow_server_and_the_report_is_rebuilt_from_it(
@@ -34,5 +35,5 @@ def test_two_workers_log_to_an_mlflow_server_and_the_report_is_rebuilt_from_it(
     elsewhere = tmp_path / "elsewhere"
     assert main(["report", "--study", "served", "--tracking-uri", mlflow_server,
                  "--results-dir", str(elsewhere)]) == 0
-    assert table_rows(elsewhere / "served") == table_rows(study_dir)
+    pd.testing.assert_frame_equal(report_rows(elsewhere / "served"), report_rows(study_dir))
     assert (elsewhere / "served" / "loss_curves.png").is_file()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from calo_ablate.study.queue import StudyQueue
-from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, table_rows
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, all_finished, report_rows
 
 CLI = [sys.executable, "-m", "calo_ablate.cli"]
 
@@ -42,9 +42,8 @@ def test_ablate_and_a_worker_command_share_a_postgresql_study(tmp_path: Path, ph
                                   for seed in range(3))  # each cell once
     pids = {t.user_attrs["pid"] for t in trials if t.user_attrs.get("cells_done")}
     assert len(pids) == 2 and ablate.pid in pids  # the worker command took units too
-    rows = table_rows(tmp_path / "results" / "pg")
-    assert [r.split(" | ")[0] for r in rows] == ["| Base", "| Increased learning rate", "| Decrease noise"]
-    assert all("not run" not in r and "failed" not in r for r in rows)
+    rows = report_rows(tmp_path / "results" / "pg")
+    assert list(rows.index) == ["base", "higher_lr", "less_noise"] and all_finished(rows, seeds=3)
 
 
 def test_a_worker_of_another_config_is_refused(tmp_path: Path, photon_dir: Path, postgres_url: str) -> None:

@@ -10,8 +10,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
+from calo_ablate.report.stats import Design
 from calo_ablate.study import runner
-from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, stamps
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, report_rows, stamps, study_table
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +49,17 @@ def test_seeds_are_added_to_undecided_rows_until_the_cap_and_a_higher_cap_contin
     tags = _parent_tags(study_dir)
     assert json.loads(tags["seeds_by_row"]) == {"base": 4, "fewer_steps": 3, "higher_lr": 4}
     assert json.loads(tags["seed_design"]) == {"first": 3, "cap": 4}
-    table = (study_dir / "table.md").read_text()
-    assert "looks at 3..4 seeds" in table and "Loss: power" in table
-    assert "s3 not run" not in table  # a row decided at 3 seeds is not missing its later seeds
+    assert study_table(study_dir).design == Design(3, 4)  # the report's rules: looks at 3..4 seeds
+    rows = report_rows(study_dir)
+    assert rows["finished"].to_dict() == {"base": 4, "fewer_steps": 3, "higher_lr": 4} and not rows["failed"].any()
+    assert "not run" not in rows.loc["fewer_steps", "note"]  # decided at 3 seeds: not missing its later seeds
 
     before = stamps(study_dir)
     assert main(_auto_args(tmp_path, photon_dir, "--max-seeds", "5")) == 0
     assert _cells(study_dir) == {"base": [0, 1, 2, 3, 4], "fewer_steps": [0, 1, 2], "higher_lr": [0, 1, 2, 3, 4]}
     after = stamps(study_dir)
     assert all(after[p] == t for p, t in before.items())  # nothing trained again
-    assert "looks at 3..5 seeds" in (study_dir / "table.md").read_text()
+    assert study_table(study_dir).design == Design(3, 5)
 
 
 def test_the_budget_stops_before_a_round_that_would_not_fit(tmp_path: Path, photon_dir: Path,

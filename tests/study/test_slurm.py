@@ -14,7 +14,7 @@ import pytest
 from calo_ablate.cli import main
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.launch import parse_sbatch_options, sacct_states
-from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, table_rows, trials
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, all_finished, report_rows, trials
 
 FAKE_SBATCH = """#!/bin/sh
 # records its arguments and the submission script, answers like sbatch
@@ -35,7 +35,7 @@ def test_local_submitit_jobs_run_the_study(tmp_path: Path, photon_dir: Path,
     study_dir = tmp_path / "results" / "jobs"
     done = [c for t in trials(study_dir) for c in t.user_attrs.get("cells_done", [])]
     assert sorted(done) == ["base/s0", "less_noise/s0"]
-    assert all("not run" not in r for r in table_rows(study_dir))
+    assert all_finished(report_rows(study_dir), seeds=1)
     logs = list((study_dir / "jobs").glob("*/*_log.out"))
     assert len(logs) == 2  # one log per job
 

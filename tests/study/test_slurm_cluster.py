@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -21,7 +22,7 @@ from calo_ablate.cli import main
 from calo_ablate.runs import record
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
 from calo_ablate.study.queue import StudyQueue
-from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, table_rows, trials
+from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, all_finished, report_rows, trials
 from tests.study.servers import ClusterTracking
 from tests.study.slurm_cluster import SlurmCluster
 
@@ -158,8 +159,8 @@ def test_a_study_runs_as_a_job_array_with_an_mlflow_server_on_postgresql(
 
     elsewhere = tmp_path / "elsewhere"  # the report from the server alone
     assert main(["report", "--study", "array", "--tracking-uri", tracking, "--results-dir", str(elsewhere)]) == 0
-    assert table_rows(elsewhere / "array") == table_rows(study_dir)
-    assert all("not run" not in r and "failed" not in r for r in table_rows(study_dir))
+    pd.testing.assert_frame_equal(report_rows(elsewhere / "array"), report_rows(study_dir))
+    assert all_finished(report_rows(study_dir), seeds=1)
     capsys.readouterr()
 
 
