@@ -6,9 +6,11 @@ Everything here is computed from the StudyTable's numbers (nothing is written by
   equivalence test per row, Holm across rows, the seed design of `--seeds auto`);
 - sample quality: the comparisons of QUALITY_METRICS (lower is better for each) combined, and
   replaced by "undertrained" when both the row and the base are FAR from the reference (FAR_MARGIN);
+- a row with a `compare:` against the row it names (report/paired.py): one line per pair;
 - expectations (the registry's `expect:`): held, failed or undecided (EXPECTATION RULES below);
 - stability: each row's loss change against the base at 25, 50, 75, 100 % of its training, and the
-  Spearman rank correlation of the rows' losses at 50 % with those at 100 %.
+  Spearman rank correlation of the rows' losses at 50 % with those at 100 % ("could not be measured"
+  where it is undefined: all losses equal at one of the two).
 """
 
 from __future__ import annotations

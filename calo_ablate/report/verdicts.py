@@ -11,6 +11,10 @@ on every seed (a shared training) and an exact metric (the parameter count) comp
 
 Margins: DEFAULT_MARGINS, overridden per aspect by the registry's `margins:` (parent tag `margins`);
 "1%" is a fraction of the base's mean, a number is in the metric's own unit.
+
+A row with a `compare:` is also tested against the row it names (pair_verdicts): the same tests with
+that row in the base's place (its mean scales a "1%" margin), Holm across the study's pairs on each
+metric, once on all seeds at ALPHA.
 """
 
 from __future__ import annotations
