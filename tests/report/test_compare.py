@@ -10,7 +10,7 @@ from calo_ablate.report.findings import findings_lines, ordering_line, sections
 from calo_ablate.report.multiclass import TAG, MulticlassSummary
 from calo_ablate.report.paired import MULTICLASS_NO_TEST, paired_lines
 from calo_ablate.report.table import CellResult, Row, StudyTable, build_table, frame, markdown
-from calo_ablate.report.verdicts import pair_verdicts
+from calo_ablate.report.verdicts import NOT_COMPARABLE, pair_verdicts
 from calo_ablate.runs import record
 
 HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "quick", "machine": "test cpu",
@@ -22,11 +22,12 @@ JITTER = (-0.02, 0.01, -0.005, 0.015)  # per seed (mean 0), shared by every row 
 
 
 def _row(name: str, auc: float, gen_ms: float = 50.0, compare: str | None = None,
-         wobble: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0), comparable: str = "true") -> Row:
+         wobble: tuple[float, ...] = (0.0, 0.0, 0.0, 0.0), comparable: str = "true",
+         family: str = "caloscore_v2") -> Row:
     cells = [CellResult(s, "FINISHED",
                         {"val/loss": 1.0 + JITTER[s] + wobble[s], "gen_ms_per_shower_b100": gen_ms * (1 + JITTER[s]),
                          "sep_mean": auc / 4 + JITTER[s] / 10, "auc_low": auc + JITTER[s] + wobble[s]},
-                        {"loss_comparable": comparable}, f"{name}{s}")
+                        {"loss_comparable": comparable, "model_family": family}, f"{name}{s}")
              for s in range(len(JITTER))]
     return Row(name, name.replace("_", " ").title(), cells, {}, compare)
 
@@ -69,6 +70,16 @@ def test_identical_values_are_equivalent_and_the_loss_is_left_out_where_not_comp
     assert not any("| Loss |" in line for line in lines)
     assert "generation 1.00x (batch 100, equivalent, identical values on every seed)" in \
         _line(findings_lines(table), "- **Distilled 8 vs Naive 8**")
+
+
+def test_a_pair_across_model_families_is_unpaired_and_leaves_the_loss_out() -> None:
+    table = _table([_row("base", 0.6), _row("flow", 0.65, compare="base", family="caloflow")])
+    auc = pair_verdicts(table, "auc_low")["flow"]
+    assert auc.difference is not None and not auc.difference.paired
+    assert pair_verdicts(table, "val/loss")["flow"].reason == NOT_COMPARABLE
+    lines = paired_lines(table)
+    assert "(Welch p = " in _line(lines, "| Flow | Base | AUC low |")
+    assert not any("| Loss |" in line for line in lines)
 
 
 def test_a_compare_naming_no_row_is_reported_not_measured() -> None:
