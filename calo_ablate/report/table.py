@@ -70,6 +70,7 @@ class Row:
     title: str
     cells: list[CellResult] = field(default_factory=list)
     expect: dict[str, str] = field(default_factory=dict)  # the registry's `expect:` (aspect -> direction)
+    compare: str | None = None  # the registry's `compare:`: the row this one is also tested against
 
     def finished(self) -> list[CellResult]:
         return [c for c in self.cells if c.status == "FINISHED"]
@@ -185,7 +186,8 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
         found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
         row_seeds = int(seeds_by_row.get(entry["name"], seeds))
         row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(row_seeds)]
-        rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {})))
+        rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {}),
+                        entry.get("compare")))
     reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
                  if k.startswith(record.REFERENCE_PREFIX)}
     reference_std = {k[len(record.REFERENCE_STD_PREFIX):]: v for k, v in parent.data.metrics.items()
@@ -278,6 +280,11 @@ def _fmt_number(metric: str, value: float) -> str:
     if metric == record.N_PARAMS or abs(value) >= 1000:  # no exponents for large numbers
         return f"{round(value):,}"
     return format(value, LOSS_FORMAT if metric.startswith(record.VAL_PREFIX) else FORMATS.get(metric, ".3g"))
+
+
+def stat_text(row: Row, metric: str) -> str:
+    """The row's mean ± std of `metric` over its seeds as the table shows it; empty without values."""
+    return _fmt_stat(metric, summarise(row.values(metric), exact=metric in EXACT))
 
 
 def _fmt_stat(metric: str, stat: Stat | None, mark: Mark | None = None) -> str:
