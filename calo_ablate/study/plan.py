@@ -2,8 +2,8 @@
 
 A cell's config comes from the dataset file, the profile file, the ablation's override set and the
 command line's `--set` options, in that order, resolved once per entry by `load_registry`, and the
-cell's seed set on a copy (`make_plan`). Workers receive the plan serialised with the study (`Plan.to_json`/`from_json`),
-never YAML files or option strings to resolve again. Cells with equal train keys share one training
+cell's seed set on a copy (`make_plan`). Workers receive the plan serialised with the study
+(`Plan.to_json`/`from_json`), never YAML files or option strings to resolve again. Cells with equal train keys share one training
 (a train unit): "fewer time steps" changes only sampling, so it reuses the base's model of the same
 seed. A cell of an ablation with a `search:` block is its own unit (its trainings depend on the
 sampled values).
