@@ -47,6 +47,8 @@ def list_ablations(args: Namespace) -> int:
             print(f"  why: {ablation.why}")
         if ablation.expect:
             print(f"  expect: {', '.join(f'{k} {v}' for k, v in ablation.expect.items())}")
+        if ablation.compare is not None:
+            print(f"  compare: {ablation.compare} (seed by seed, in the report)")
         if ablation.name == BASE:
             own = ", ".join(f"{k}={v!r}" for k, v in ablation.overrides.items())
             print(f"  the reference row{'; sets ' + own if own else ''}")
