@@ -6,6 +6,7 @@ import os
 import sys
 from argparse import Namespace
 
+from calo_ablate.commands.estimate import with_estimate
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.estimate import parse_budget_seconds
@@ -81,6 +82,7 @@ def ablate(args: Namespace) -> int:
         resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus,
                                signal_s=args.slurm_signal, requeues=args.slurm_requeues,
                                options=parse_sbatch_options(args.slurm_option)))
+    request = with_estimate(request, log=lambda s: print(s, flush=True))
     outcome = run_study(request, log=lambda s: print(s, flush=True))
     if outcome.report is None:
         print(f"not waiting: when the jobs ended, `calo-ablate report --study {outcome.study}"

@@ -27,7 +27,7 @@ from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
-from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
+from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.multiclass import add_multiclass
 from calo_ablate.study.plan import make_plan, resolve_cells
@@ -81,6 +81,8 @@ class StudyRequest:
     auto_seeds: bool = False  # --seeds auto: add seeds to the undecided rows (report/stats.Design)
     max_seeds: int = DEFAULT_MAX_SEEDS  # --max-seeds: the cap of --seeds auto
     budget_s: float | None = None  # --budget: no round of --seeds auto starts that would end past it
+    estimate_s: float | None = None  # the wall time estimated from this machine's rates before the start
+    estimate_basis: str = ""  # the rates it came from (study/estimate.py estimate_tags)
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,7 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
         record.TAG_EVALUATE: str(base_config.evaluate.enabled).lower(),
         record.TAG_MARGINS: json.dumps(registry.margins),
         record.TAG_SEED_DESIGN: json.dumps(design) if design else "",
+        **estimate_tags(request.estimate_s, request.estimate_basis),
     }
     shared = _Study(request, study, folder, registry, files, tracking_uri, exp_id, storage, queue, parent_tags, log)
     seeds = {a.name: first for a in registry.ablations}
