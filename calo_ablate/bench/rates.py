@@ -72,6 +72,9 @@ def plan_rates(plan: Plan, threads: int, cache: RatesCache, log: Callable[[str],
         f"{threads} thread{'s' if threads > 1 else ''}; about half a minute per family on a quiet machine), cached in {cache.path}")
     for family in missing:
         measured, matmul = measure_family(family, plan.dataset, threads)
+        log(f"  {family}: {1 / measured.train_seconds_per_shower:.1f} training showers/s, "
+            f"{1000 * measured.gen_seconds_per_shower_step:.3g} ms per shower and sampling step at batch {GEN_BATCH}; "
+            f"matmul {matmul:.0f} GFLOP/s")
         if rates is None:
             rates = MachineRates(key, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
                                  "cpu" if threads == 1 else "wall", matmul)

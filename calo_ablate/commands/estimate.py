@@ -11,7 +11,7 @@ from calo_ablate.config import canonical_dataset
 from calo_ablate.errors import ConfigError
 from calo_ablate.runs.rates import MachineRates, RatesCache, RowFlops
 from calo_ablate.study.context import Log, threads_per_worker
-from calo_ablate.study.estimate import plan_estimate_seconds, promise_warning, sizes_that_fit
+from calo_ablate.study.estimate import minutes_text, plan_estimate_seconds, promise_warning, sizes_that_fit
 from calo_ablate.study.plan import Plan, make_plan, resolve_cells
 from calo_ablate.study.registry import load_registry
 from calo_ablate.study.runner import AUTO_FIRST_SEEDS, StudyRequest
@@ -66,12 +66,12 @@ def with_estimate(request: StudyRequest, log: Log = print) -> StudyRequest:
     if seconds is None:
         return request
     basis = rates.describe()
-    log(f"estimated wall time: {seconds / 60:.0f} min on this machine ({basis})")
+    log(f"estimated wall time: {minutes_text(seconds)} on this machine ({basis})")
     promise = plan.base_cell(0).config.study.promise_minutes
     if promise is not None and seconds > 60 * promise:
         log(promise_warning(seconds, request.profile, promise, _fits(request, plan, rates, flops, cache, 60 * promise)))
     if request.budget_s is not None and seconds > request.budget_s:
-        log(f"warning: the first round ({plan.seeds} seeds) is estimated at {seconds / 60:.0f} min, past --budget "
-            f"{request.budget_s / 60:.0f} min; it runs whole and no further round starts")
+        log(f"warning: the first round ({plan.seeds} seeds) is estimated at {minutes_text(seconds)}, past --budget "
+            f"{minutes_text(request.budget_s)}; it runs whole and no further round starts")
     cache.write()
     return dataclasses.replace(request, estimate_s=seconds, estimate_basis=basis)

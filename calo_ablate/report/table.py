@@ -349,7 +349,7 @@ def _estimate_text(header: dict[str, str]) -> str:
     seconds = header.get(record.TAG_ESTIMATED_SECONDS)
     if not seconds:
         return ""
-    return f"; estimated before the start: {float(seconds) / 60:.0f} min from {header.get(record.TAG_ESTIMATE_BASIS, '?')}"
+    return f"; estimated before the start: {float(seconds) / 60:.1f} min from {header.get(record.TAG_ESTIMATE_BASIS, '?')}"
 
 
 def _header_lines(table: StudyTable) -> list[str]:

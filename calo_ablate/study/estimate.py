@@ -37,7 +37,7 @@ from calo_ablate.runs.rates import FamilyRates, MachineRates, RowFlops, family_e
 from calo_ablate.study.context import threads_per_worker
 from calo_ablate.study.plan import Cell, Plan
 
-__all__ = ["classifier_seconds", "estimate_seconds", "estimate_tags", "measured_cell_seconds", "parse_budget_seconds",
+__all__ = ["classifier_seconds", "estimate_seconds", "estimate_tags", "measured_cell_seconds", "minutes_text", "parse_budget_seconds",
            "plan_estimate_seconds", "promise_warning", "rated_cell_seconds", "sizes_that_fit"]
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
@@ -161,26 +161,33 @@ def sizes_that_fit(plan: Plan, rates: MachineRates, flops: Mapping[str, RowFlops
     for seeds in range(plan.seeds - 1, 0, -1):
         seconds = plan_estimate_seconds(_with_seeds(plan, seeds), rates, flops, workers)
         if seconds is not None and seconds <= limit_s:
-            fits.append(f"--seeds {seeds} ({seconds / 60:.0f} min)")
+            fits.append(f"--seeds {seeds} ({minutes_text(seconds)})")
             break
     for more in range(workers + 1, (os.cpu_count() or 1) // rates.key.threads + 1):
         if threads_per_worker(more) != rates.key.threads:  # the runner would split the cores otherwise
             continue
         seconds = plan_estimate_seconds(plan, rates, flops, more)
         if seconds is not None and seconds <= limit_s:
-            fits.append(f"--workers {more} ({seconds / 60:.0f} min)")
+            fits.append(f"--workers {more} ({minutes_text(seconds)})")
             break
     for name, (other, other_flops) in (others or {}).items():
         seconds = plan_estimate_seconds(other, rates, other_flops, workers)
         if seconds is not None and seconds <= limit_s:
-            fits.append(f"{name} ({seconds / 60:.0f} min)")
+            fits.append(f"{name} ({minutes_text(seconds)})")
     return fits
+
+
+def minutes_text(seconds: float) -> str:
+    """'21 min', '4.5 min' below 10 minutes, '40 s' below 2 minutes."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
 
 
 def promise_warning(estimate_s: float, profile: str, promise_minutes: float, fits: list[str]) -> str:
     """The warning `ablate` prints when its estimate exceeds the profile's promise, naming what would fit."""
     fit = f"; within it: {', '.join(fits)}" if fits else "; no smaller size of this study fits it on this machine"
-    return (f"warning: estimated {estimate_s / 60:.0f} min exceeds profile {profile}'s promise of "
+    return (f"warning: estimated {minutes_text(estimate_s)} exceeds profile {profile}'s promise of "
             f"{promise_minutes:g} min (study.promise_minutes){fit}")
 
 

@@ -29,7 +29,7 @@ def test_the_header_shows_the_estimate_beside_the_wall_time(tmp_path: Path) -> N
     basis = "AMD EPYC, 2 cores, 1 thread per worker, 82 GFLOP/s matmul; rates cached 2026-12-07"
     line = _wall_line(tmp_path, {record.TAG_ESTIMATED_SECONDS: "1260", record.TAG_ESTIMATE_BASIS: basis})
     assert line == (f"- Total wall time: 17.3 min (all `ablate` calls of this study; estimated before the start: "
-                    f"21 min from {basis})")
+                    f"21.0 min from {basis})")
 
 
 def test_a_study_without_an_estimate_shows_the_wall_time_alone(tmp_path: Path) -> None:

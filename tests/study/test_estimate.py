@@ -14,6 +14,7 @@ from calo_ablate.study.context import THREADS_ENV
 from calo_ablate.study.estimate import (
     classifier_seconds,
     estimate_tags,
+    minutes_text,
     plan_estimate_seconds,
     promise_warning,
     rated_cell_seconds,
@@ -108,7 +109,7 @@ def test_the_warning_names_the_seeds_and_workers_that_fit(tmp_path: Path, monkey
     assert one_seed is not None and four is not None
     limit = one_seed * 1.01
     fits = sizes_that_fit(plan, rates, FLOPS, workers=1, limit_s=limit)
-    assert fits[0] == f"--seeds 1 ({one_seed / 60:.0f} min)"
+    assert fits[0] == f"--seeds 1 ({minutes_text(one_seed)})"
     assert any(f.startswith("--workers ") for f in fits)  # the reference and 4 seeds of cells over up to 4 workers
     text = promise_warning(four, "quick", limit / 60, fits)
     assert "exceeds profile quick's promise" in text and "--seeds 1" in text
@@ -129,10 +130,14 @@ def test_another_profile_that_fits_is_named(tmp_path: Path) -> None:
     seconds = plan_estimate_seconds(small, _rates(), FLOPS, workers=2)
     assert seconds is not None
     fits = sizes_that_fit(plan, _rates(), FLOPS, workers=2, limit_s=seconds, others={"--profile smoke": (small, FLOPS)})
-    assert f"--profile smoke ({seconds / 60:.0f} min)" in fits
+    assert f"--profile smoke ({minutes_text(seconds)})" in fits
 
 
 def test_the_estimate_tags_of_the_parent_run() -> None:
     assert estimate_tags(None, "x") == {}
     assert estimate_tags(1260.4, "Test CPU") == {record.TAG_ESTIMATED_SECONDS: "1260",
                                                  record.TAG_ESTIMATE_BASIS: "Test CPU"}
+
+
+def test_minutes_text() -> None:
+    assert (minutes_text(40), minutes_text(270), minutes_text(1260)) == ("40 s", "4.5 min", "21 min")
