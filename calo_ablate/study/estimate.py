@@ -37,12 +37,12 @@ from calo_ablate.runs.rates import FamilyRates, MachineRates, RowFlops, family_e
 from calo_ablate.study.context import threads_per_worker
 from calo_ablate.study.plan import Cell, Plan
 
-__all__ = ["classifier_seconds", "estimate_seconds", "estimate_tags", "measured_cell_seconds", "minutes_text", "parse_budget_seconds",
-           "plan_estimate_seconds", "promise_warning", "rated_cell_seconds", "sizes_that_fit"]
+__all__ = ["classifier_seconds", "estimate_seconds", "estimate_tags", "measured_cell_seconds", "minutes_text",
+           "parse_budget_seconds", "plan_estimate_seconds", "promise_warning", "rated_cell_seconds", "sizes_that_fit"]
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "": 60.0}
-VALIDATION_COST = 1 / 3  # a validation shower: the forward pass of a training step's forward and backward
+VALIDATION_COST = 1 / 3  # a validation shower: the forward pass alone, a third of a training step's work
 # float64 MLP trainings of the metrics (batches of 100 to 1,000): 8-11 GFLOP/s of a 90 GFLOP/s fp32 matmul rate
 # (the example quick study's reference noise floor, table.csv seconds/cls-*, full epochs)
 CLASSIFIER_MATMUL_FRACTION = 0.1
@@ -60,9 +60,9 @@ def measured_cell_seconds(table: StudyTable) -> dict[str, list[float]]:
 
 
 def estimate_seconds(measured: dict[str, list[float]], cells: dict[str, int], workers: int) -> float | None:
-    """Wall time of running `cells` (row -> number of new cells) on `workers`: each row's mean measured cell
-    time (the study-wide mean for a row not measured yet), summed and shared by the workers; None when
-    nothing was measured."""
+    """Wall time of running `cells` (row -> number of new cells) on `workers`: each row's mean cell time
+    (measured_cell_seconds, or rated_cell_seconds before any cell ran; the study-wide mean for a row without
+    one), summed and shared by the workers; None when there is no cell time at all."""
     every = [s for times in measured.values() for s in times]
     if not every:
         return None
