@@ -70,17 +70,15 @@ def plan_rates(plan: Plan, threads: int, cache: RatesCache, log: Callable[[str],
         return rates
     log(f"estimate: measuring this machine's rates once ({', '.join(missing)} on dataset {plan.dataset}, "
         f"{threads} thread{'s' if threads > 1 else ''}; about half a minute per family on a quiet machine), cached in {cache.path}")
-    for family in missing:
-        measured, matmul = measure_family(family, plan.dataset, threads)
-        log(f"  {family}: {1 / measured.train_seconds_per_shower:.1f} training showers/s, "
-            f"{1000 * measured.gen_seconds_per_shower_step:.3g} ms per shower and sampling step at batch {GEN_BATCH}; "
+    measured = {family: measure_family(family, plan.dataset, threads) for family in missing}
+    for family, (own, matmul) in measured.items():
+        log(f"  {family}: {1 / own.train_seconds_per_shower:.1f} training showers/s, "
+            f"{1000 * own.gen_seconds_per_shower_step:.3g} ms per shower and sampling step at batch {GEN_BATCH}; "
             f"matmul {matmul:.0f} GFLOP/s")
-        if rates is None:
-            rates = MachineRates(key, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-                                 "cpu" if threads == 1 else "wall", matmul)
-        rates.families[family_entry(family, plan.dataset)] = measured
-    if rates is None:  # every family measured above, so a rates entry exists
-        raise RuntimeError("no family was measured")
+    if rates is None:
+        rates = MachineRates(key, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpu" if threads == 1 else "wall",
+                             measured[missing[0]][1])
+    rates.families.update({family_entry(f, plan.dataset): own for f, (own, _) in measured.items()})
     cache.put(rates)
     cache.write()
     return rates

@@ -42,10 +42,15 @@ def _open_cache(log: Log) -> RatesCache:
 
 def _fits(request: StudyRequest, plan: Plan, rates: MachineRates, flops: dict[str, RowFlops],
           cache: RatesCache, limit_s: float) -> list[str]:
+    """The sizes within `limit_s` (sizes_that_fit), the smoke profile among them where the study can run it."""
     others = {}
     if request.profile != SMOKE:
-        smoke = _plan(request, SMOKE)
-        others[f"--profile {SMOKE}"] = (smoke, plan_flops(smoke, cache))
+        try:
+            smoke = _plan(request, SMOKE)
+        except ConfigError:  # the registry or a --set does not fit the smoke profile: not offered
+            pass
+        else:
+            others[f"--profile {SMOKE}"] = (smoke, plan_flops(smoke, cache))
     return sizes_that_fit(plan, rates, flops, request.workers, limit_s, others)
 
 
@@ -55,6 +60,8 @@ def with_estimate(request: StudyRequest, log: Log = print) -> StudyRequest:
     the request with the estimate (unchanged where no estimate is made: jobs of a scheduler, a user's family)."""
     if request.launcher != "process":
         log(f"estimate: not made, the cells run as {request.launcher} jobs elsewhere")
+        return request
+    if request.workers < 1:  # run_study refuses it, saying why
         return request
     plan = _plan(request, request.profile)
     cache = _open_cache(log)
