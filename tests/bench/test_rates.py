@@ -17,10 +17,12 @@ from calo_ablate.runs.rates import FamilyRates, MachineKey, RatesCache, RowFlops
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
 from calo_ablate.study.runner import StudyRequest
+from tests.study.helpers import TINY
 
 FAMILY = FamilyRates(train_seconds_per_shower=0.03, train_gflop_per_shower=1.7, gen_seconds_per_shower=4.5,
                      gen_gflop_per_shower=275.0, sampling_steps=512)
 REGISTRY = "ablations:\n  base: {title: Base}\n  higher_lr: {title: Higher LR, set: {train.lr: 1.0e-3}}\n"
+DEEPER = "  deeper: {title: Deeper layer net, set: {model.layer.num_layer: 6}}\n"
 
 
 @pytest.fixture
@@ -37,11 +39,11 @@ def measured(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[tuple[str,
     return calls
 
 
-def _plan(tmp_path: Path):
+def _plan(tmp_path: Path, text: str = REGISTRY, cli_set: list[str] = ()):
     path = tmp_path / "ablations.yaml"
-    path.write_text(REGISTRY)
+    path.write_text(text)
     registry = load_registry(str(path), dataset="1-photons", profile="smoke")
-    return make_plan(registry, dataset="1-photons", profile="smoke", seeds=1, checksums={})
+    return make_plan(registry, dataset="1-photons", profile="smoke", seeds=1, checksums={}, cli_set=cli_set)
 
 
 def test_rates_are_measured_once_per_cpu_and_thread_count(measured, tmp_path: Path,
@@ -92,3 +94,14 @@ def test_no_estimate_for_jobs_run_elsewhere(measured, tmp_path: Path, capsys: py
     request = StudyRequest(dataset="1", profile="smoke", seeds=1, workers=1, cli_set=[], launcher="slurm")
     assert command.with_estimate(request, log=print) == request
     assert "not made" in capsys.readouterr().out and not measured
+
+
+def test_flops_are_counted_once_per_architecture(tmp_path: Path) -> None:
+    plan = _plan(tmp_path, REGISTRY + DEEPER, cli_set=TINY)
+    cache = RatesCache(tmp_path / "rates.json", read=False)
+    flops = bench_rates.plan_flops(plan, cache)
+    assert flops["higher_lr"] == flops["base"]  # another learning rate, the same network
+    assert flops["deeper"].train_gflop_per_shower > flops["base"].train_gflop_per_shower > 0
+    assert len(cache.flops) == 2
+    cache.flops = {key: RowFlops(1.0, 2.0) for key in cache.flops}  # counted before: read, not counted again
+    assert bench_rates.plan_flops(plan, cache)["deeper"] == RowFlops(1.0, 2.0)
