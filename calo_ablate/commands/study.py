@@ -7,6 +7,7 @@ import os
 import sys
 from argparse import ArgumentParser, Namespace
 
+from calo_ablate.commands.estimate import with_estimate
 from calo_ablate.commands.options import (
     Subcommands,
     add_dataset,
@@ -93,6 +94,7 @@ def ablate(args: Namespace) -> int:
         resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus,
                                signal_s=args.slurm_signal, requeues=args.slurm_requeues,
                                options=parse_sbatch_options(args.slurm_option)))
+    request = with_estimate(request, log=lambda s: print(s, flush=True))
     outcome = run_study(request, log=lambda s: print(s, flush=True))
     if outcome.report is None:
         print(f"not waiting: when the jobs ended, `calo-ablate report --study {outcome.study}"

@@ -351,6 +351,14 @@ def _rule_value(value: str) -> str:
     return f"{int(value):,}" if value.isdigit() else value
 
 
+def _estimate_text(header: dict[str, str]) -> str:
+    """'; estimated before the start: 21 min from <the rates>' where the parent run holds an estimate."""
+    seconds = header.get(record.TAG_ESTIMATED_SECONDS)
+    if not seconds:
+        return ""
+    return f"; estimated before the start: {float(seconds) / 60:.1f} min from {header.get(record.TAG_ESTIMATE_BASIS, '?')}"
+
+
 def _header_lines(table: StudyTable) -> list[str]:
     h = table.header
     source = h.get(record.TAG_DATA_SOURCE, "?")
@@ -373,7 +381,8 @@ def _header_lines(table: StudyTable) -> list[str]:
         f"- Start and update rule (base): {rule or 'unknown'}"
         + ("; the EMA weights generate the samples" if "train.ema_start" in params else ""),
         f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
-        f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
+        f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study"
+        + f"{_estimate_text(h)})",
         f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
     ]
 

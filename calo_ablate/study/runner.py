@@ -29,7 +29,7 @@ from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
-from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
+from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.multiclass import add_multiclass
 from calo_ablate.study.plan import Plan, make_plan
@@ -83,6 +83,8 @@ class StudyRequest:
     auto_seeds: bool = False  # --seeds auto: add seeds to the undecided rows (report/stats.Design)
     max_seeds: int = DEFAULT_MAX_SEEDS  # --max-seeds: the cap of --seeds auto
     budget_s: float | None = None  # --budget: no round of --seeds auto starts that would end past it
+    estimate_s: float | None = None  # the wall time estimated from this machine's rates before the start
+    estimate_basis: str = ""  # the rates it came from (study/estimate.py estimate_tags)
 
 
 @dataclass(frozen=True)
@@ -291,6 +293,7 @@ def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: D
         record.TAG_EVALUATE: str(registry.configs[BASE].evaluate.enabled).lower(),
         record.TAG_MARGINS: json.dumps(registry.margins),
         record.TAG_SEED_DESIGN: json.dumps(design) if design else "",
+        **estimate_tags(request.estimate_s, request.estimate_basis),
     }
 
 
