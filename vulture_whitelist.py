@@ -37,6 +37,10 @@ _._consistent
 _._cyclic_peak
 _._same_length
 _._steps_when_enabled
+# ... and those of the registry's entries (study/registry.py)
+_._ordered_range
+_._dotted_keys
+_._derived_trains_once
 
 # dataclass fields read by name, through dataclasses.asdict: bench/worker.py's result of GenerationCost
 # (printed by bench/speed.py), study/context.py's StudySettings (to_json, the worker's code check)

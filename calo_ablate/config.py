@@ -5,7 +5,7 @@ ablation's `set:` block, command-line `--set key=value`. Every field belongs to 
 - data: which file and how it is read and preprocessed,
 - train: anything that changes the trained weights (model, train, data),
 - evaluate: sampling and evaluation settings,
-- runtime: where it runs (trainer), which changes no result.
+- runtime: where it runs (trainer) and what the profile promises (study), which change no result.
 
 `model` is the section of the selected model family, a union on `model.family`: each family's section
 (a ModelSection) is registered by the family list, calo_ablate/model/families.py (this module is below
@@ -139,7 +139,15 @@ class TrainerConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads, None = torch's default")
 
 
-SHARED_SECTIONS = ("data", "train", "sample", "evaluate", "trainer")
+class StudyConfig(_Section):
+    promise_minutes: float | None = Field(
+        None, gt=0.0, description="the profile's promise: the shipped 7-row study with 2 seeds and 2 workers in at "
+                                  "most this many minutes of wall time on 2 CPU cores; `ablate` warns when this "
+                                  "machine's estimate of the study asked for exceeds it (None: no promise; "
+                                  "runtime: in no key)")
+
+
+SHARED_SECTIONS = ("data", "train", "sample", "evaluate", "trainer", "study")
 # Shared keys a family may or may not read (its section's `reads` says which): they enter its keys and may
 # be set for it only when it reads them. Every other shared key is read for every family.
 FAMILY_READ_KEYS = frozenset({
@@ -224,6 +232,7 @@ class Config(_Section):
     sample: SampleConfig = Field(default_factory=SampleConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    study: StudyConfig = Field(default_factory=StudyConfig)
 
     @field_validator("model", mode="before")
     @classmethod
@@ -266,6 +275,7 @@ STAGE_OF_SECTION = {
     "sample": "evaluate",
     "evaluate": "evaluate",
     "trainer": "runtime",
+    "study": "runtime",
 }
 
 

@@ -38,7 +38,8 @@ from calo_ablate.model.families import load_family
 from calo_ablate.model.interface import ModelFamily
 from calo_ablate.runs.train import quiet_lightning
 
-__all__ = ["CASES", "BenchCase", "SamplingPlan", "bench_config", "generation_cost", "matmul_flops", "peak_memory_mib", "sampling_plan",
+__all__ = ["CASES", "BenchCase", "SamplingPlan", "bench_config", "generation_cost", "generation_flops_per_shower",
+           "matmul_flops", "network_evaluations", "peak_memory_mib", "sampling_plan",
            "train_flops_per_shower", "training_module", "training_throughput"]
 
 Clock = Callable[[], float]  # seconds: time.perf_counter (wall) or time.process_time (CPU time of the process)
@@ -265,20 +266,29 @@ class GenerationCost:
     peak_rss_mib: float
 
 
-def generation_cost(family: ModelFamily, batch_size: int, timed_evaluations: int, clock: Clock,
-                    precision: str | None = None, flop_batch: int = 4) -> GenerationCost:
-    """Time and count the FLOPs of `family`'s sampling at `batch_size` (see SamplingPlan); one untimed
-    warm-up of the smallest part below 1,000 showers (oneDNN primitive creation, the allocator)."""
-    device = _device()
-    module = family.module().to(device).eval()
-    plan, run, sample = sampling_plan(family, module, batch_size, timed_evaluations, precision)
-    small = family.benchmark_batch(flop_batch)[0].to(device)
+def generation_flops_per_shower(family: ModelFamily, module: pl.LightningModule, timed_evaluations: int = 1,
+                                precision: str | None = None, flop_batch: int = 4) -> float:
+    """Model FLOPs per shower of `module`'s whole sampling: the SamplingPlan's parts counted at `flop_batch`
+    showers and scaled to the configured sampling."""
+    plan, _, sample = sampling_plan(family, module, flop_batch, timed_evaluations, precision)
+    small = family.benchmark_batch(flop_batch)[0].to(module.device)
     flops = []
     for units in plan.timed:
         counter = flop_counter()
         with counter:
             sample(small, units)
         flops.append(counter.get_total_flops() / flop_batch)
+    return plan.scale(flops)
+
+
+def generation_cost(family: ModelFamily, batch_size: int, timed_evaluations: int, clock: Clock,
+                    precision: str | None = None, flop_batch: int = 4) -> GenerationCost:
+    """Time and count the FLOPs of `family`'s sampling at `batch_size` (see SamplingPlan); one untimed
+    warm-up of the smallest part below 1,000 showers (oneDNN primitive creation, the allocator)."""
+    device = _device()
+    module = family.module().to(device).eval()
+    plan, run, _ = sampling_plan(family, module, batch_size, timed_evaluations, precision)
+    flops = generation_flops_per_shower(family, module, timed_evaluations, precision, flop_batch)
     before = peak_memory_mib()
     if batch_size < 1000:
         run(min(plan.timed))
@@ -289,5 +299,5 @@ def generation_cost(family: ModelFamily, batch_size: int, timed_evaluations: int
         run(units)
         _sync(device)
         seconds.append(clock() - start)
-    return GenerationCost(batch_size, 1000 * plan.scale(seconds) / batch_size, plan.scale(flops) / 1e6,
+    return GenerationCost(batch_size, 1000 * plan.scale(seconds) / batch_size, flops / 1e6,
                           plan.describe(), before, peak_memory_mib())

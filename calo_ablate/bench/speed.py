@@ -15,7 +15,7 @@ so that the peak resident memory printed (VmHWM, the high-water mark of the proc
   scaled to the whole (families.SamplingPlan: a few network evaluations of a diffusion family, 1 and 4
   passes per flow-II block of a MAF teacher, the whole of a one-pass sampler), its FLOP rate as a fraction
   of the matmul rate, the process's resident memory before sampling and at its peak, and the published
-  CPU time per shower at that batch size where the CaloChallenge released one (bench/published.py).
+  CPU time per shower at that batch size where the CaloChallenge released one (report/published.py, via bench/published.py).
   Batches run in ascending order; a worker whose resident memory exceeds MEMORY_GUARD of the memory
   available at its start is stopped, and the line says so (a large batch of an unchunked sampler);
 - the profile of one training step and one sampling step at batch 1 and 100 by operator category
@@ -56,7 +56,7 @@ from calo_ablate.bench.families import (
 )
 from calo_ablate.bench.overhead import measure
 from calo_ablate.bench.profile import format_profile, profile_step, profile_training_step
-from calo_ablate.bench.published import PUBLISHED_SOURCE, published_cpu_ms
+from calo_ablate.bench.published import PUBLISHED_SOURCE, published_case_ms
 from calo_ablate.bench.worker import RESULT_PREFIX
 from calo_ablate.config import canonical_dataset
 from calo_ablate.errors import ConfigError
@@ -155,7 +155,7 @@ def _print_generation(case: BenchCase, spec: dict[str, Any], batch: int, label: 
     except RuntimeError as err:
         print(f"  batch {batch:>6} {label}: not measured ({err})")
         return None
-    published = published_cpu_ms(case.name, spec["dataset"], batch)
+    published = published_case_ms(case.name, spec["dataset"], batch)
     beside = f"published CPU {_ms(published.mean_ms)} +- {_ms(published.std_ms)}" if published else "no published time"
     rate = r["mflop_per_shower"] * 1e6 / (r["ms_per_shower"] / 1000)
     print(f"  batch {batch:>6} {label}: {r['ms_per_shower']:11,.1f} ms/shower; {_fraction(rate, r['matmul_flops'])} "

@@ -1,5 +1,6 @@
-"""`calo-ablate data validate | download | synth | prepare` (each takes the argparse Namespace and returns
-the exit code; CaloAblateError is turned into a message by the CLI)."""
+"""`calo-ablate data validate | download | synth | prepare`: their options (`register`) and what each does
+(takes the argparse Namespace and returns the exit code; CaloAblateError is turned into a message by the
+CLI)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from calo_ablate.commands.options import Subcommands, add_dataset
 from calo_ablate.config import canonical_dataset
 from calo_ablate.data.calochallenge import count_events, inspect_file, validate_file
 from calo_ablate.data.download import download_dataset
 from calo_ablate.data.source import SYNTHETIC_DIR, ensure_data
 from calo_ablate.data.synthetic import synthesise
 
-__all__ = ["download", "prepare", "synth", "validate"]
+__all__ = ["download", "prepare", "register", "synth", "validate"]
 
 
 def validate(args: argparse.Namespace) -> int:
@@ -54,3 +56,30 @@ def prepare(args: argparse.Namespace) -> int:
     print(f"dataset {canonical_dataset(args.dataset)} ready ({files.source}): "
           f"{len(files.train)} training and {len(files.eval)} evaluation file(s)")
     return 0
+
+
+def register(commands: Subcommands) -> None:
+    """`data` and its four actions."""
+    data = commands.add_parser("data", help="CaloChallenge files: validate, download, synthesise, prepare")
+    actions = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = actions.add_parser("validate", help="check a file against the official layout and print a summary")
+    p.add_argument("file", help="HDF5 file in the CaloChallenge layout")
+    add_dataset(p, required=True)
+    p.set_defaults(run=validate)
+    p = actions.add_parser("download", help="fetch the real files from Zenodo with MD5 check and resume")
+    add_dataset(p, required=True)
+    p.add_argument("--data-dir", default="data", help="where the files go (default: data)")
+    p.add_argument("--role", choices=["train", "eval", "all"], default="all", help="which files")
+    p.add_argument("--base-url", default=None, help="mirror to download from instead of Zenodo")
+    p.set_defaults(run=download)
+    p = actions.add_parser("synth", help="write the synthetic stand-in (train and evaluation files)")
+    add_dataset(p, required=True)
+    p.add_argument("--data-dir", default="data", help="files go to DATA_DIR/synthetic (default: data)")
+    p.add_argument("--events", type=int, default=None, help="showers per file (default: as the real files)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="base seed; the train and eval files use independent seeds spawned from it")
+    p.set_defaults(run=synth)
+    p = actions.add_parser("prepare", help="real files from the data folder if present, else the stand-in")
+    add_dataset(p, required=True)
+    p.add_argument("--data-dir", default="data", help="data folder (default: data)")
+    p.set_defaults(run=prepare)

@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 
 from calo_ablate.atomic import atomic_write
+from calo_ablate.commands.options import Subcommands, add_dataset, add_profile
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.data.calochallenge import read_showers
 from calo_ablate.evaluation.evaluate import (
@@ -31,7 +32,7 @@ from calo_ablate.evaluation.evaluate import (
 from calo_ablate.evaluation.plots import plot_histogram_grid
 from calo_ablate.evaluation.resnet import RESNET_SHAPES
 
-__all__ = ["format_group", "main", "metrics_document"]
+__all__ = ["format_group", "main", "metrics_document", "register"]
 
 
 def _number(value: float) -> str:
@@ -98,3 +99,13 @@ def main(args: argparse.Namespace) -> int:
                             out / "histograms.png", threshold_mev=settings.threshold_mev)
         print(f"wrote {out / 'metrics.json'} and {out / 'histograms.png'}")
     return 0
+
+
+def register(commands: Subcommands) -> None:
+    p = commands.add_parser("evaluate", help="CaloChallenge metrics of a generated file against a reference")
+    p.add_argument("--reference", required=True, help="reference HDF5 file (e.g. the evaluation file)")
+    p.add_argument("--generated", required=True, help="generated HDF5 file")
+    add_dataset(p, required=True)
+    p.add_argument("--out", default=None, help="folder for metrics.json and the histogram grid")
+    add_profile(p, "classifier settings (full = the official network)")
+    p.set_defaults(run=main)

@@ -1,11 +1,22 @@
-"""`calo-ablate list`, `ablate`, `worker` and `report`: the study's commands (parsing and printing)."""
+"""`calo-ablate list`, `ablate`, `worker` and `report`: the study's commands (parsing and printing; their
+options: `register`)."""
 
 from __future__ import annotations
 
 import os
 import sys
-from argparse import Namespace
+from argparse import ArgumentParser, Namespace
 
+from calo_ablate.commands.estimate import with_estimate
+from calo_ablate.commands.options import (
+    Subcommands,
+    add_dataset,
+    add_profile,
+    add_registry,
+    add_results_dir,
+    add_run_options,
+    add_tracking_uri,
+)
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.estimate import parse_budget_seconds
@@ -21,7 +32,7 @@ from calo_ablate.study.runner import (
 )
 from calo_ablate.study.worker import EXIT_STOPPED, WorkerStopped
 
-__all__ = ["ablate", "list_ablations", "report", "worker"]
+__all__ = ["ablate", "list_ablations", "register", "report", "worker"]
 
 
 def list_ablations(args: Namespace) -> int:
@@ -37,6 +48,8 @@ def list_ablations(args: Namespace) -> int:
             print(f"  why: {ablation.why}")
         if ablation.expect:
             print(f"  expect: {', '.join(f'{k} {v}' for k, v in ablation.expect.items())}")
+        if ablation.compare is not None:
+            print(f"  compare: {ablation.compare} (seed by seed, in the report)")
         if ablation.name == BASE:
             own = ", ".join(f"{k}={v!r}" for k, v in ablation.overrides.items())
             print(f"  the reference row{'; sets ' + own if own else ''}")
@@ -81,6 +94,7 @@ def ablate(args: Namespace) -> int:
         resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus,
                                signal_s=args.slurm_signal, requeues=args.slurm_requeues,
                                options=parse_sbatch_options(args.slurm_option)))
+    request = with_estimate(request, log=lambda s: print(s, flush=True))
     outcome = run_study(request, log=lambda s: print(s, flush=True))
     if outcome.report is None:
         print(f"not waiting: when the jobs ended, `calo-ablate report --study {outcome.study}"
@@ -118,3 +132,81 @@ def report(args: Namespace) -> int:
     """`calo-ablate report --study S`: rebuild table and plots from the MLflow store alone."""
     print(f"report: {rebuild_report(args.study, args.results_dir, args.tracking_uri, args.quality_metric)}")
     return 0
+
+
+def register(commands: Subcommands) -> None:
+    """`list`, `ablate`, `worker` and `report`."""
+    p = commands.add_parser("list", help="the ablations of the registry and their difference from the base")
+    add_dataset(p)
+    add_profile(p, help_text=None)
+    add_registry(p)
+    p.set_defaults(run=list_ablations)
+
+    _register_ablate(commands)
+
+    p = commands.add_parser("worker", help="join a running study (from this or another machine)")
+    p.add_argument("--study", required=True, help="study name")
+    p.add_argument("--storage", required=True, help="Optuna storage URL of the study")
+    add_results_dir(p)
+    p.add_argument("--wait-for-study", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for `ablate` to plan the study (a job started alongside it)")
+    p.set_defaults(run=worker)
+
+    p = commands.add_parser("report", help="rebuild a study's report from MLflow alone")
+    p.add_argument("--study", required=True, help="study name")
+    add_tracking_uri(p, "MLflow tracking URI (default: the study's store)")
+    add_results_dir(p)
+    p.add_argument("--quality-metric", default=None, metavar="METRIC",
+                   help="quality axis of pareto.png and the table's front: auc_low (default), auc_high, auc_high_z, "
+                        "fpd, kpd, sep_mean, sep_e_ratio or multiclass")
+    p.set_defaults(run=report)
+
+
+def _register_ablate(commands: Subcommands) -> None:
+    p = commands.add_parser("ablate", help="run the ablation study: every (ablation, seed) cell, then the report")
+    add_run_options(p)
+    _add_seed_options(p)
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--only", default=None, help="comma-separated ablation names (base is always kept)")
+    p.add_argument("--study", default=None, help="study name (default: <dataset>-<profile>)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default: a file in the study folder)")
+    add_registry(p)
+    add_results_dir(p)
+    _add_failure_options(p)
+    _add_launcher_options(p)
+    p.set_defaults(run=ablate)
+
+
+def _add_seed_options(p: ArgumentParser) -> None:
+    """How many seeds per ablation: a number, or 'auto' within --max-seeds and --budget."""
+    p.add_argument("--seeds", default="2", help="seeds per ablation (default 2), or 'auto': start with 3 and add one "
+                   "seed at a time to the rows still undecided, up to --max-seeds or --budget")
+    p.add_argument("--max-seeds", type=int, default=None, help="the cap of --seeds auto (default 8)")
+    p.add_argument("--budget", default=None, help="wall time for --seeds auto, e.g. 30m, 2h, 90s: no round starts "
+                   "that the study's measured cell times say would end past it")
+
+
+def _add_failure_options(p: ArgumentParser) -> None:
+    """What a failed cell does to the study."""
+    p.add_argument("--fail-fast", action="store_true", help="stop the study at the first failed cell")
+    p.add_argument("--retries", type=int, default=2, help="a cell that failed this many times is not run "
+                   "again until --retry-failed (default 2)")
+    p.add_argument("--retry-failed", action="store_true", help="run given-up cells again (counts restart)")
+
+
+def _add_launcher_options(p: ArgumentParser) -> None:
+    """How the workers start, and the SLURM jobs' resources."""
+    p.add_argument("--launcher", choices=["process", "slurm", "local"], default="process",
+                   help="how --workers start: processes here (default), SLURM jobs or local submitit jobs")
+    p.add_argument("--slurm-partition", default=None, help="SLURM partition of the worker jobs")
+    p.add_argument("--slurm-time", type=int, default=240, help="time limit per worker job, minutes (default 240)")
+    p.add_argument("--slurm-cpus", type=int, default=4, help="CPUs per worker job (default 4)")
+    p.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per worker job (default 0)")
+    p.add_argument("--slurm-signal", type=int, default=300, metavar="SECONDS", help="SIGUSR2 this long before "
+                   "a job's time limit: the worker stops after its epoch and the job requeues (default 300)")
+    p.add_argument("--slurm-requeues", type=int, default=3, help="how often a job that reached its time "
+                   "limit requeues itself (default 3)")
+    p.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="another sbatch option for the worker jobs, e.g. account=hep, qos=long (repeatable)")
+    p.add_argument("--no-wait", action="store_true", help="with a job launcher: submit and return "
+                   "(then `calo-ablate report --study S` when the jobs ended)")

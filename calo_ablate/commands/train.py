@@ -1,4 +1,5 @@
-"""`calo-ablate train`, `params` and `generate`: one model, its size, its showers."""
+"""`calo-ablate train`, `params` and `generate`: one model, its size, its showers (their options:
+`register`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,13 @@ from pathlib import Path
 
 from lightning.pytorch.utilities import rank_zero_only
 
+from calo_ablate.commands.options import (
+    Subcommands,
+    add_dataset,
+    add_overrides,
+    add_run_options,
+    add_tracking_uri,
+)
 from calo_ablate.config import canonical_dataset, resolve_config, train_key
 from calo_ablate.data.calochallenge import write_showers
 from calo_ablate.data.datamodule import CaloDataModule
@@ -19,7 +27,7 @@ from calo_ablate.runs import record
 from calo_ablate.runs.generate import generate_showers, load_run
 from calo_ablate.runs.train import run_training
 
-__all__ = ["generate", "params", "train"]
+__all__ = ["generate", "params", "register", "train"]
 
 
 def train(args: argparse.Namespace) -> int:
@@ -87,3 +95,24 @@ def generate(args: argparse.Namespace) -> int:
     print(f"{args.events} showers of run {args.run_id} ({trained.family.title}"
           f"{f', {steps} sampling steps' if steps is not None else ''}) -> {out}")
     return 0
+
+
+def register(commands: Subcommands) -> None:
+    """`params`, `train` and `generate`."""
+    p = commands.add_parser("params", help="trainable parameters of the model, per net and in total")
+    add_dataset(p)
+    add_overrides(p, help_text=None)
+    p.set_defaults(run=params)
+
+    p = commands.add_parser("train", help="train one model, logged to MLflow; resumes an interrupted run")
+    add_run_options(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the run (default 0)")
+    p.set_defaults(run=train)
+
+    p = commands.add_parser("generate", help="showers from a trained run's EMA weights, in the official layout")
+    p.add_argument("--run", required=True, dest="run_id", help="MLflow run id")
+    p.add_argument("--events", type=int, required=True, help="number of showers")
+    p.add_argument("--out", required=True, help="output HDF5 file")
+    add_tracking_uri(p, "MLflow tracking URI (default: results/mlflow.db)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler noise")
+    p.set_defaults(run=generate)

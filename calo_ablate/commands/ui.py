@@ -17,10 +17,12 @@ from argparse import Namespace
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
+from calo_ablate.commands.options import Subcommands, add_results_dir
 from calo_ablate.runs import record
 from calo_ablate.study.runner import find_store
 
-__all__ = ["CELLS_FILTER", "CELLS_ORDER_BY", "cells_view_url", "descendants", "is_running", "serve", "stop_tree", "ui"]
+__all__ = ["CELLS_FILTER", "CELLS_ORDER_BY", "cells_view_url", "descendants", "is_running", "register", "serve",
+           "stop_tree", "ui"]
 
 CELLS_FILTER = f"tags.`{record.TAG_ROLE}` = '{record.ROLE_CELL}'"
 # MLflow's UI nests child runs under their parent unless the view is filtered and sorted by something other
@@ -133,3 +135,11 @@ def ui(args: Namespace) -> int:
     code = serve(command)
     print("MLflow UI stopped", flush=True)
     return code
+
+
+def register(commands: Subcommands) -> None:
+    p = commands.add_parser("ui", help="serve the MLflow UI on 127.0.0.1 for a study's store")
+    p.add_argument("--study", default=None, help="study name (default: the newest study)")
+    p.add_argument("--port", type=int, default=5000)
+    add_results_dir(p)
+    p.set_defaults(run=ui)

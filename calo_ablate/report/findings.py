@@ -6,9 +6,11 @@ Everything here is computed from the StudyTable's numbers (nothing is written by
   equivalence test per row, Holm across rows, the seed design of `--seeds auto`);
 - sample quality: the comparisons of QUALITY_METRICS (lower is better for each) combined, and
   replaced by "undertrained" when both the row and the base are FAR from the reference (FAR_MARGIN);
+- a row with a `compare:` against the row it names (report/paired.py): one line per pair;
 - expectations (the registry's `expect:`): held, failed or undecided (EXPECTATION RULES below);
 - stability: each row's loss change against the base at 25, 50, 75, 100 % of its training, and the
-  Spearman rank correlation of the rows' losses at 50 % with those at 100 %.
+  Spearman rank correlation of the rows' losses at 50 % with those at 100 % ("could not be measured"
+  where it is undefined: all losses equal at one of the two).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from scipy import stats
 
 from calo_ablate.report import multiclass
 from calo_ablate.report import stats as verdict_stats
+from calo_ablate.report.paired import GEN_BATCH, MULTICLASS_NO_TEST, paired_lines, pairs
 from calo_ablate.report.pareto import pareto_lines
 from calo_ablate.report.table import Row, StudyTable
 from calo_ablate.report.verdicts import (
@@ -31,13 +34,14 @@ from calo_ablate.report.verdicts import (
     margin_key,
     margins_of,
     metric_verdicts,
+    pair_verdicts,
     power_text,
 )
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
-__all__ = ["Comparison", "compare", "expectation_marks", "far_from_reference", "findings_lines", "quality",
-           "sections", "stability_lines", "timing_metric"]
+__all__ = ["Comparison", "compare", "expectation_marks", "far_from_reference", "findings_lines", "pair_lines",
+           "quality", "sections", "stability_lines", "timing_metric"]
 
 QUALITY_METRICS = (("sep_mean", "mean separation power"), ("auc_low", "AUC low"), ("auc_high", "AUC high"))
 # the verdicts' AUC high where it was measured: the classifier on standardised high-level inputs (own
@@ -181,6 +185,7 @@ def findings_lines(table: StudyTable) -> list[str]:
         parts = [_loss_text(table, row), quality_text, _speed_text(table, row)]
         lines.append(f"- **{row.title}**: " + "; ".join(p for p in parts if p))
     lines += multiclass.findings_lines(table)
+    lines += pair_lines(table)
     design = table.design
     looks = (f"seeds added until decided: looks at {design.first}..{design.cap} seeds, the loss tested at each "
              f"look at its share of alpha = {verdict_stats.ALPHA} (Pocock-type alpha spending, Lan & DeMets 1983)"
@@ -203,6 +208,47 @@ def findings_lines(table: StudyTable) -> list[str]:
                       "cls-high-z, column \"AUC high (z)\"): this profile's small classifier barely learns from the "
                       "official unstandardised inputs (column \"AUC high\", kept with the official definition).")
     lines += ["", rules]
+    return lines
+
+
+def _pair_measure(table: StudyTable, row: Row, other: Row, metric: str, label: str) -> str:
+    """'AUC low 0.61 vs 0.72, lower, -15 % [-21, -9.7], paired p = 0.004' (in % of the other row's mean)."""
+    verdict = pair_verdicts(table, metric)[row.name]
+    if verdict.reason == "not measured":
+        return f"{label} not measured"
+    means = f"{np.mean(row.values(metric)):.3g} vs {np.mean(other.values(metric)):.3g}"
+    return f"{label} {means}, {verdict.word}, {verdict.interval_text()}"
+
+
+def _pair_line(table: StudyTable, row: Row, other: Row) -> str:
+    """Quality, loss, generation time and multiclass score of a row against the row its `compare:` names."""
+    present = quality_metrics(row)
+    parts = [f"quality ({'; '.join(_pair_measure(table, row, other, m, label) for m, label in present)})"
+             if present else ""]
+    loss = pair_verdicts(table, table.losses[0][0])[row.name]
+    parts.append("loss not comparable (a row changes the loss's definition, or the model families differ)"
+                 if loss.reason == NOT_COMPARABLE else f"loss {loss.word} ({loss.interval_text()})")
+    gen = pair_verdicts(table, f"{record.GEN_MS_PREFIX}{GEN_BATCH}").get(row.name)
+    if gen is not None and not math.isnan(gen.ratio):
+        parts.append(f"generation {gen.ratio:.2f}x (batch {GEN_BATCH}, {gen.word}, {gen.interval_text()})")
+    summary = multiclass.multiclass_of(table)
+    if summary is not None and row.name in summary.means and other.name in summary.means:
+        parts.append(f"multiclass log p {summary.score_text(row.name)} vs {summary.score_text(other.name)} "
+                     f"({MULTICLASS_NO_TEST})")
+    return f"- **{row.title} vs {other.title}**: " + "; ".join(p for p in parts if p)
+
+
+def pair_lines(table: StudyTable) -> list[str]:
+    """One Findings line per row with a `compare:` (report/paired.py): against the row it names, intervals in %
+    of that row's mean."""
+    found = {r.name: r for r in table.rows}
+    lines = []
+    for row in pairs(table):
+        other = found.get(row.compare or "")
+        if other is None:
+            lines.append(f"- **{row.title} vs {row.compare}**: not measured: no row '{row.compare}' in this study")
+        else:
+            lines.append(_pair_line(table, row, other))
     return lines
 
 
@@ -298,6 +344,10 @@ def ordering_line(losses: dict[str, list[float]]) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant inputs give nan with a warning
         rho = float(stats.spearmanr(half, end).statistic)
+    if math.isnan(rho):
+        return (f"Ordering of the {len(names)} comparable rows by validation loss at 50 % vs 100 % of training: "
+                "could not be measured (the rows' losses are all equal at 50 % or at 100 %, so no rank "
+                "correlation).")
     same = list(np.argsort(half, kind="stable")) == list(np.argsort(end, kind="stable"))
     verdict = "the same ordering: the answer had settled by half the budget" if same else \
         "a different ordering: the answer was still changing in the second half of the budget"
@@ -306,9 +356,10 @@ def ordering_line(losses: dict[str, list[float]]) -> str:
 
 
 def sections(table: StudyTable) -> list[str]:
-    """Findings, quality against generation time, Expectations and Stability, as markdown lines for table.md."""
+    """Findings, Paired with another row, quality against generation time, Expectations and Stability, as
+    markdown lines for table.md."""
     out = findings_lines(table)
-    for part in (pareto_lines(table), expectation_lines(table), stability_lines(table)):
+    for part in (paired_lines(table), pareto_lines(table), expectation_lines(table), stability_lines(table)):
         if part:
             out += ["", *part]
     return out

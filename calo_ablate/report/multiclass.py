@@ -53,6 +53,11 @@ class MulticlassSummary:
     def from_json(cls, text: str) -> MulticlassSummary:
         return cls(**json.loads(text))
 
+    def score_text(self, row: str) -> str:
+        """The row's score as the report shows it: '-4.200 ± 1.100' (mean ± std over trainings)."""
+        mean, std = self.means[row], self.stds[row]
+        return f"{mean:.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else "")
+
     def position(self, row: str) -> str:
         """'above', 'below' or 'at' the uniform guess (more than SPREAD_FACTOR stds away, or not)."""
         mean, std = self.means[row], self.stds[row]
@@ -75,10 +80,6 @@ def multiclass_of(table: StudyTable) -> MulticlassSummary | None:
         return None
 
 
-def _value(mean: float, std: float) -> str:
-    return f"{mean:.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else "")
-
-
 def multiclass_column(table: StudyTable) -> ExtraColumn | None:
     """The table's multiclass column (its uniform-guess value in the noise-floor row); None without a summary."""
     summary = multiclass_of(table)
@@ -88,7 +89,7 @@ def multiclass_column(table: StudyTable) -> ExtraColumn | None:
     data: dict[str, dict[str, Any]] = {record.REFERENCE: {"multiclass_uniform": summary.uniform}}
     for row in table.rows:
         if row.name in summary.means:
-            text[row.name] = _value(summary.means[row.name], summary.stds[row.name])
+            text[row.name] = summary.score_text(row.name)
             data[row.name] = {"multiclass_mean": summary.means[row.name], "multiclass_std": summary.stds[row.name],
                               "multiclass_n": summary.trainings, "multiclass_uniform": summary.uniform}
         elif row.name in summary.left_out:
@@ -105,7 +106,7 @@ def findings_lines(table: StudyTable) -> list[str]:
         return [f"- **Multiclass**: not computed: {skipped}"] if skipped else []
     titles = {r.name: r.title for r in table.rows}
     order = sorted(summary.means, key=lambda name: -summary.means[name])
-    values = "; ".join(f"{titles.get(n, n)} {_value(summary.means[n], summary.stds[n])} ({summary.position(n)})"
+    values = "; ".join(f"{titles.get(n, n)} {summary.score_text(n)} ({summary.position(n)})"
                        for n in order)
     left = "; ".join(f"{titles.get(n, n)}: {why}" for n, why in summary.left_out.items())
     seeds = ", ".join(str(s) for s in summary.seeds)

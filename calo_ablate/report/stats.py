@@ -151,14 +151,17 @@ class Decision:
 
 
 def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float], margins: Mapping[str, float],
-             design: Design, paired: Mapping[str, bool] | None = None) -> dict[str, Decision]:
+             design: Design, paired: Mapping[str, bool] | None = None,
+             bases: Mapping[str, Mapping[int, float]] | None = None) -> dict[str, Decision]:
     """Replay the design's looks on per-seed values (seed -> value): each row's decision.
 
     At the look with n seeds every row not yet decided is tested on its seeds below n (paired with
     the base's, or Welch where `paired[row]` is False); Holm across all rows (decided rows with p = 1)
     at the look's level decides differences and, separately, equivalences. A row lacking the seeds of
-    a look is not tested there. Undecided rows report the test on all their seeds."""
+    a look is not tested there. Undecided rows report the test on all their seeds. `bases[row]`, where
+    given, replaces `base` for that row (a row compared with another row than the base)."""
     paired = paired or {}
+    theirs = {name: (bases or {}).get(name, base) for name in rows}
     decided: dict[str, Decision] = {}
     last: dict[str, Difference | None] = {}
     looks = design.looks()
@@ -170,8 +173,8 @@ def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float],
                 continue
             if sum(1 for s in values if s < n) < n and n > design.first:
                 continue  # the row took no seed at this look (it failed, or was not extended)
-            diff = _compare({s: v for s, v in values.items() if s < n}, {s: v for s, v in base.items() if s < n},
-                            margins[name], paired.get(name, True))
+            diff = _compare({s: v for s, v in values.items() if s < n},
+                            {s: v for s, v in theirs[name].items() if s < n}, margins[name], paired.get(name, True))
             if diff is not None:
                 found[name] = diff
                 last[name] = diff
@@ -187,7 +190,7 @@ def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float],
         if name in decided:
             out[name] = decided[name]
             continue
-        diff = _compare(values, base, margins[name], paired.get(name, True))
+        diff = _compare(values, theirs[name], margins[name], paired.get(name, True))
         out[name] = Decision("undecided", diff if diff is not None else last.get(name), None,
                              design.level(looks[-1]))
     return out

@@ -70,6 +70,7 @@ class Row:
     title: str
     cells: list[CellResult] = field(default_factory=list)
     expect: dict[str, str] = field(default_factory=dict)  # the registry's `expect:` (aspect -> direction)
+    compare: str | None = None  # the registry's `compare:`: the row this one is also tested against
 
     def finished(self) -> list[CellResult]:
         return [c for c in self.cells if c.status == "FINISHED"]
@@ -186,7 +187,8 @@ def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
         found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
         row_seeds = int(seeds_by_row.get(entry["name"], seeds))
         row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(row_seeds)]
-        rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {})))
+        rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {}),
+                        entry.get("compare")))
     reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
                  if k.startswith(record.REFERENCE_PREFIX)}
     reference_std = {k[len(record.REFERENCE_STD_PREFIX):]: v for k, v in parent.data.metrics.items()
@@ -281,6 +283,11 @@ def _fmt_number(metric: str, value: float) -> str:
     return format(value, LOSS_FORMAT if metric.startswith(record.VAL_PREFIX) else FORMATS.get(metric, ".3g"))
 
 
+def stat_text(row: Row, metric: str) -> str:
+    """The row's mean ± std of `metric` over its seeds as the table shows it; empty without values."""
+    return _fmt_stat(metric, summarise(row.values(metric), exact=metric in EXACT))
+
+
 def _fmt_stat(metric: str, stat: Stat | None, mark: Mark | None = None) -> str:
     if stat is None:
         return ""
@@ -345,6 +352,14 @@ def _rule_value(value: str) -> str:
     return f"{int(value):,}" if value.isdigit() else value
 
 
+def _estimate_text(header: dict[str, str]) -> str:
+    """'; estimated before the start: 21 min from <the rates>' where the parent run holds an estimate."""
+    seconds = header.get(record.TAG_ESTIMATED_SECONDS)
+    if not seconds:
+        return ""
+    return f"; estimated before the start: {float(seconds) / 60:.1f} min from {header.get(record.TAG_ESTIMATE_BASIS, '?')}"
+
+
 def _header_lines(table: StudyTable) -> list[str]:
     h = table.header
     source = h.get(record.TAG_DATA_SOURCE, "?")
@@ -367,7 +382,8 @@ def _header_lines(table: StudyTable) -> list[str]:
         f"- Start and update rule (base): {rule or 'unknown'}"
         + ("; the EMA weights generate the samples" if "train.ema_start" in params else ""),
         f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
-        f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study)",
+        f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study"
+        + f"{_estimate_text(h)})",
         f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
     ]
 

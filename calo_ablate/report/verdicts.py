@@ -11,6 +11,10 @@ on every seed (a shared training) and an exact metric (the parameter count) comp
 
 Margins: DEFAULT_MARGINS, overridden per aspect by the registry's `margins:` (parent tag `margins`);
 "1%" is a fraction of the base's mean, a number is in the metric's own unit.
+
+A row with a `compare:` is also tested against the row it names (pair_verdicts): the same tests with
+that row in the base's place (its mean scales a "1%" margin), Holm across the study's pairs on each
+metric, once on all seeds at ALPHA.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from calo_ablate.report.table import EXACT, Mark, Marks, Row, StudyTable, other_
 from calo_ablate.runs import record
 from calo_ablate.runs.record import BASE
 
-__all__ = ["DEFAULT_MARGINS", "Verdict", "margin_key", "margins_of", "metric_verdicts", "parse_margin", "power_text",
-           "table_marks", "undecided_rows"]
+__all__ = ["DEFAULT_MARGINS", "Verdict", "margin_key", "margins_of", "metric_verdicts", "pair_verdicts", "parse_margin",
+           "power_text", "table_marks", "undecided_rows"]
 
 # equivalence margins: "x%" of the base's mean, or an absolute value in the metric's unit
 DEFAULT_MARGINS: dict[str, float | str] = {
@@ -116,42 +120,95 @@ def _design(table: StudyTable, metric: str) -> stats.Design:
     return stats.Design.fixed(max(2, table.seeds))
 
 
+def _mean(values: Mapping[int, float]) -> float:
+    return float(np.mean(list(values.values()))) if values else math.nan
+
+
+def _ratio(mine: Mapping[int, float], theirs: Mapping[int, float]) -> float:
+    theirs_mean = _mean(theirs)
+    return _mean(mine) / theirs_mean if theirs_mean else math.nan
+
+
+def _untested(metric: str, mine: Mapping[int, float], theirs: Mapping[int, float], comparable: bool) -> Verdict | None:
+    """The verdict of `mine` against `theirs` where it needs no test (not measured, a loss that is not
+    comparable, identical values, an exact metric); None: test it."""
+    if not mine or not theirs:
+        return Verdict("undecided", reason="not measured")
+    mean, theirs_mean, ratio = _mean(mine), _mean(theirs), _ratio(mine, theirs)
+    if metric.startswith(record.VAL_PREFIX) and not comparable:
+        return Verdict("undecided", ratio, reason=NOT_COMPARABLE, base_mean=theirs_mean)
+    if sorted(mine.values()) == sorted(theirs.values()):
+        return Verdict("equivalent", ratio, reason=IDENTICAL, base_mean=theirs_mean)
+    if metric in EXACT:
+        word = "equivalent" if mean == theirs_mean else "lower" if mean < theirs_mean else "higher"
+        return Verdict(word, ratio, reason="exact", base_mean=theirs_mean)
+    return None
+
+
+def _tested(decision: stats.Decision, mine: Mapping[int, float], theirs: Mapping[int, float]) -> Verdict:
+    reason = "" if decision.difference is not None else "one seed: no test"
+    return Verdict(decision.verdict, _ratio(mine, theirs), decision, reason, _mean(theirs))
+
+
 def metric_verdicts(table: StudyTable, metric: str) -> dict[str, Verdict]:
     """The verdict of every row but the base on `metric` (see the module docstring)."""
     base = next((r for r in table.rows if r.name == BASE), None)
     if base is None:
         return {r.name: Verdict("undecided", reason="no base row") for r in table.rows if r.name != BASE}
     theirs = base.values_by_seed(metric)
-    base_mean = float(np.mean(list(theirs.values()))) if theirs else math.nan
     out: dict[str, Verdict] = {}
     tested: dict[str, dict[int, float]] = {}
     for row in table.rows:
         if row.name == BASE:
             continue
         mine = row.values_by_seed(metric)
-        if not mine or not theirs:
-            out[row.name] = Verdict("undecided", reason="not measured")
-            continue
-        mean = float(np.mean(list(mine.values())))
-        ratio = mean / base_mean if base_mean else math.nan
-        if metric.startswith(record.VAL_PREFIX) and not row.comparable:
-            out[row.name] = Verdict("undecided", ratio, reason=NOT_COMPARABLE, base_mean=base_mean)
-        elif sorted(mine.values()) == sorted(theirs.values()):
-            out[row.name] = Verdict("equivalent", ratio, reason=IDENTICAL, base_mean=base_mean)
-        elif metric in EXACT:
-            word = "equivalent" if mean == base_mean else "lower" if mean < base_mean else "higher"
-            out[row.name] = Verdict(word, ratio, reason="exact", base_mean=base_mean)
-        else:
+        untested = _untested(metric, mine, theirs, row.comparable)
+        if untested is None:
             tested[row.name] = mine
-            out[row.name] = Verdict("undecided", ratio, base_mean=base_mean)
+        else:
+            out[row.name] = untested
     if tested:
-        margin = _margin(table, metric, base_mean)
+        margin = _margin(table, metric, _mean(theirs))
         paired = {name: _paired(table, table.row(name)) for name in tested}
         decided = stats.verdicts(tested, theirs, dict.fromkeys(tested, margin), _design(table, metric), paired)
-        for name, decision in decided.items():
-            reason = "" if decision.difference is not None else "one seed: no test"
-            out[name] = Verdict(decision.verdict, out[name].ratio, decision, reason, base_mean)
-    return out
+        out.update({name: _tested(decision, tested[name], theirs) for name, decision in decided.items()})
+    return {r.name: out[r.name] for r in table.rows if r.name in out}
+
+
+def pair_verdicts(table: StudyTable, metric: str) -> dict[str, Verdict]:
+    """The verdict of every row with a `compare:` against the row it names, on `metric`, by row name.
+
+    As against the base (paired on the seeds both have; Welch where either row is compared with the
+    base by Welch), with Holm across the study's pairs on this metric, once on all seeds at ALPHA; the
+    margin is the metric's, a percentage of the other row's mean. A loss is compared only where both
+    rows keep its definition and are of one model family; a `compare:` naming no row of the table is
+    not measured."""
+    out: dict[str, Verdict] = {}
+    tested: dict[str, dict[int, float]] = {}
+    others: dict[str, dict[int, float]] = {}
+    paired: dict[str, bool] = {}
+    names = {r.name for r in table.rows}
+    for row in table.rows:
+        if row.compare is None:
+            continue
+        if row.compare not in names:
+            out[row.name] = Verdict("undecided", reason=f"not measured: no row '{row.compare}' in this study")
+            continue
+        other = table.row(row.compare)
+        mine, theirs = row.values_by_seed(metric), other.values_by_seed(metric)
+        comparable = row.comparable and other.comparable and other_family(table, row) == other_family(table, other)
+        untested = _untested(metric, mine, theirs, comparable)
+        if untested is None:
+            tested[row.name], others[row.name] = mine, theirs
+            paired[row.name] = _paired(table, row) and _paired(table, other)
+        else:
+            out[row.name] = untested
+    if tested:
+        margins = {name: _margin(table, metric, _mean(others[name])) for name in tested}
+        design = stats.Design.fixed(max(2, table.seeds))
+        decided = stats.verdicts(tested, {}, margins, design, paired, bases=others)
+        out.update({name: _tested(decision, tested[name], others[name]) for name, decision in decided.items()})
+    return {r.name: out[r.name] for r in table.rows if r.name in out}
 
 
 def undecided_rows(table: StudyTable) -> list[str]:

@@ -89,6 +89,8 @@ TAG_EVALUATE = "evaluate"  # "true" / "false"
 TAG_SEEDS_BY_ROW = "seeds_by_row"  # JSON {ablation: seeds planned}; absent: every row has TAG_SEEDS
 TAG_SEED_DESIGN = "seed_design"  # JSON {"first": n, "cap": n} of `--seeds auto`; absent: a fixed number
 TAG_MARGINS = "margins"  # JSON {aspect: margin}: the registry's equivalence margins over the defaults
+TAG_ESTIMATED_SECONDS = "estimated_seconds"  # the study's wall time estimated from the rates before the start
+TAG_ESTIMATE_BASIS = "estimate_basis"  # the rates it came from: 'AMD EPYC, 2 cores, ..., 91 GFLOP/s matmul; ...'
 
 # ---- metrics ------------------------------------------------------------------------------------------
 # per epoch, from the module: train/<name> and val/<name> of every loss name of the run's family (tag

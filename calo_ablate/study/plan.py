@@ -1,9 +1,9 @@
 """The plan of a study: cells (ablation x seed), their resolved configs and keys, and the train units.
 
-A cell's config comes from the dataset file, the profile file, the ablation's override set, the
-command line's `--set` options and the seed, in that order, resolved once (`resolve_cells`) by the
-`ablate` command. Workers receive the plan serialised with the study (`Plan.to_json`/`from_json`),
-never YAML files or option strings to resolve again. Cells with equal train keys share one training
+A cell's config comes from the dataset file, the profile file, the ablation's override set and the
+command line's `--set` options, in that order, resolved once per entry by `load_registry`, and the
+cell's seed set on a copy (`make_plan`). Workers receive the plan serialised with the study
+(`Plan.to_json`/`from_json`), never YAML files or option strings to resolve again. Cells with equal train keys share one training
 (a train unit): "fewer time steps" changes only sampling, so it reuses the base's model of the same
 seed. A cell of an ablation with a `search:` block is its own unit (its trainings depend on the
 sampled values).
@@ -15,16 +15,15 @@ teacher's in the queue (a worker that claims it first waits for the teacher's re
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from calo_ablate.config import Config, diff_from, digest, eval_key, resolve_config, train_key
+from calo_ablate.config import Config, diff_from, digest, eval_key, train_key
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import family_class, load_family
-from calo_ablate.study.registry import BASE, TEACHER_KEY, Ablation, Registry, Search
+from calo_ablate.study.registry import BASE, TEACHER_KEY, Ablation, Registry
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,13 @@ class Unit:
 
 @dataclass(frozen=True)
 class Plan:
-    dataset: str
-    profile: str
-    seeds: int  # the most seeds of any row (rows of `--seeds auto` may have fewer)
-    cli_set: tuple[str, ...]
-    registry: Registry
+    registry: Registry  # its dataset, profile and --set options are the plan's
     cells: tuple[Cell, ...]  # registry order, then seed
+
+    @property
+    def seeds(self) -> int:
+        """The most seeds of any row (rows of `--seeds auto` may have fewer)."""
+        return max(cell.seed for cell in self.cells) + 1
 
     def units(self) -> list[Unit]:
         """Train units in order of their first cell, each derived unit after its teachers' units."""
@@ -112,10 +112,10 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         """The whole plan as JSON-able data: every cell's resolved config and keys."""
+        registry = self.registry
         return {
-            "dataset": self.dataset, "profile": self.profile, "seeds": self.seeds, "cli_set": list(self.cli_set),
-            "registry_path": str(self.registry.path),
-            "ablations": [dataclasses.asdict(a) for a in self.registry.ablations],
+            "dataset": registry.dataset, "profile": registry.profile, "cli_set": list(registry.cli_set),
+            "registry_path": str(registry.path), "ablations": [a.model_dump(mode="json") for a in registry.ablations],
             "cells": [{"ablation": c.ablation.name, "seed": c.seed, "config": c.config.model_dump(mode="json"),
                        "train_key": c.train_key, "eval_key": c.eval_key} for c in self.cells],
         }
@@ -123,12 +123,11 @@ class Plan:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Plan:
         """The plan as `to_json` wrote it (configs validated against this version's schema)."""
-        ablations = [Ablation(**{**a, "search": Search(**a["search"]) if a.get("search") else None})
-                     for a in data["ablations"]]
-        registry = Registry(Path(data["registry_path"]), ablations)
+        registry = Registry(Path(data["registry_path"]), [Ablation.model_validate(a) for a in data["ablations"]],
+                            data["dataset"], data["profile"], tuple(data["cli_set"]))
         cells = tuple(Cell(registry.get(c["ablation"]), c["seed"], Config.model_validate(c["config"]),
                            c["train_key"], c["eval_key"]) for c in data["cells"])
-        return cls(data["dataset"], data["profile"], data["seeds"], tuple(data["cli_set"]), registry, cells)
+        return cls(registry, cells)
 
 
 def seeds_of(seeds: int | Mapping[str, int], ablation: str) -> int:
@@ -136,50 +135,42 @@ def seeds_of(seeds: int | Mapping[str, int], ablation: str) -> int:
     return seeds if isinstance(seeds, int) else seeds.get(ablation, max(seeds.values()))
 
 
-def resolve_cells(registry: Registry, *, dataset: str, profile: str, seeds: int | Mapping[str, int],
-                  cli_set: list[str] | tuple[str, ...] = ()) -> list[tuple[Ablation, int, Config]]:
-    """Every (ablation, seed) and its config, in registry order then seed: the study's one resolution.
+def _with_seed(config: Config, seed: int) -> Config:
+    seeded = config.model_copy(deep=True)
+    seeded.train.seed = seed
+    return seeded
+
+
+def _seeded_configs(registry: Registry, seeds: int | Mapping[str, int]) -> list[tuple[Ablation, int, Config]]:
+    """Every (ablation, seed) and its config, in registry order then seed: the entry's config as
+    `load_registry` resolved it, with the seed set.
 
     seeds: the same number for every row, or a number per row (seeds 0..n-1 each). Every model family
-    named is built here on its config, so a wrong `model.family` or a dataset the family cannot model
-    stops the study before it starts."""
+    named is built here on its entry's config, so a wrong `model.family` or a dataset the family cannot
+    model stops the study before it starts."""
     counts = {a.name: seeds_of(seeds, a.name) for a in registry.ablations}
     if min(counts.values()) < 1:
         msg = f"--seeds must be at least 1, got {min(counts.values())}"
         raise ConfigError(msg)
-    resolved = [(ablation, seed, resolve_config(dataset, profile, ablation.overrides, list(cli_set), seed))
-                for ablation in registry.ablations for seed in range(counts[ablation.name])]
-    for ablation, _, config in resolved:
+    for ablation in registry.ablations:
         try:
-            load_family(config)
+            load_family(registry.configs[ablation.name])
         except ConfigError as err:
             msg = f"ablation {ablation.name!r}: {err}"
             raise ConfigError(msg) from err
-    return resolved
+    return [(ablation, seed, _with_seed(registry.configs[ablation.name], seed))
+            for ablation in registry.ablations for seed in range(counts[ablation.name])]
 
 
-def make_plan(
-    registry: Registry,
-    *,
-    dataset: str,
-    profile: str,
-    seeds: int | Mapping[str, int],
-    checksums: dict[str, str],
-    cli_set: list[str] | tuple[str, ...] = (),
-    resolved: list[tuple[Ablation, int, Config]] | None = None,
-) -> Plan:
-    """Every cell's config and keys; `checksums` are the data files' MD5s (file name -> md5).
-
-    resolved: the output of `resolve_cells` when the caller has it already (nothing is resolved twice).
-    """
-    if resolved is None:
-        resolved = resolve_cells(registry, dataset=dataset, profile=profile, seeds=seeds, cli_set=cli_set)
-    keys = chained_train_keys(resolved, checksums)
+def make_plan(registry: Registry, *, seeds: int | Mapping[str, int], checksums: dict[str, str]) -> Plan:
+    """Every cell's config and keys from the registry's resolved entries (`_seeded_configs`); `checksums`
+    are the data files' MD5s (file name -> md5)."""
+    seeded = _seeded_configs(registry, seeds)
+    keys = chained_train_keys(seeded, checksums)
     cells = tuple(Cell(ablation, seed, config, keys[(ablation.name, seed)],
                        _chained_eval_key(config, checksums, keys[(ablation.name, seed)]))
-                  for ablation, seed, config in resolved)
-    most = seeds if isinstance(seeds, int) else max(seeds.values())
-    return Plan(dataset, profile, most, tuple(cli_set), registry, cells)
+                  for ablation, seed, config in seeded)
+    return Plan(registry, cells)
 
 
 def _chained_eval_key(config: Config, checksums: dict[str, str], chained_train_key: str) -> str:

@@ -1,9 +1,11 @@
 """The `ablate` flow, a joining worker's flow and the report, for the commands to call.
 
-`run_study`, in order: validate the registry and every cell's config; resolve every cell once; find
-or make the data; plan (keys from the data checksums); create the MLflow store, the study's
-experiment and parent run, and the Optuna study (settings with the serialised plan); run the cells
-with `workers` processes (in-process for one); write the report. `join_study` is `calo-ablate worker`.
+`run_study`, in order: check the request; validate the registry and resolve every entry's config once
+(with the --set options); find or make the data; create the MLflow store, the study's experiment and
+the Optuna study (`_set_up`); per round (`_run_rounds`, one unless --seeds auto): plan the cells (the
+entries' configs with their seeds, keys from the data checksums), record the parent run and the settings
+with the serialised plan, run the pending cells with `workers` processes (in-process for one) or jobs;
+write the report. `join_study` is `calo-ablate worker`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from calo_ablate.config import canonical_dataset, resolve_config
+from calo_ablate.config import canonical_dataset
 from calo_ablate.data.source import DataFiles, ensure_data
 from calo_ablate.errors import ConfigError
 from calo_ablate.report.findings import sections
@@ -27,10 +29,10 @@ from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
-from calo_ablate.study.estimate import estimate_seconds, measured_cell_seconds
+from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.multiclass import add_multiclass
-from calo_ablate.study.plan import make_plan, resolve_cells
+from calo_ablate.study.plan import Plan, make_plan
 from calo_ablate.study.queue import Progress, StudyQueue, default_storage, pid_alive
 from calo_ablate.study.registry import BASE, Registry, load_registry
 from calo_ablate.study.wallclock import FOLDER as INVOCATIONS
@@ -81,6 +83,8 @@ class StudyRequest:
     auto_seeds: bool = False  # --seeds auto: add seeds to the undecided rows (report/stats.Design)
     max_seeds: int = DEFAULT_MAX_SEEDS  # --max-seeds: the cap of --seeds auto
     budget_s: float | None = None  # --budget: no round of --seeds auto starts that would end past it
+    estimate_s: float | None = None  # the wall time estimated from this machine's rates before the start
+    estimate_basis: str = ""  # the rates it came from (study/estimate.py estimate_tags)
 
 
 @dataclass(frozen=True)
@@ -136,7 +140,7 @@ class _Study:
     request: StudyRequest
     study: str
     folder: Path
-    registry: Registry
+    registry: Registry  # every entry resolved once, with the request's --set options
     files: DataFiles
     tracking_uri: str
     exp_id: str
@@ -146,64 +150,85 @@ class _Study:
     log: Log
 
 
-def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, bool]:
-    """Plan the cells of `seeds` (row -> seeds 0..n-1) and run every pending one: the outcome (no report yet),
-    the parent run id, and whether the cells ran (False: jobs submitted without waiting)."""
-    request, log, queue = s.request, s.log, s.queue
-    dataset = s.parent_tags[record.TAG_DATASET]
-    resolved = resolve_cells(s.registry, dataset=dataset, profile=request.profile, seeds=seeds,
-                             cli_set=request.cli_set)
-    base_config = resolved[0][2]  # the base of seed 0 (the registry starts with the base)
-    plan = make_plan(s.registry, dataset=dataset, profile=request.profile, seeds=seeds,
-                     checksums=dict(s.files.checksums), cli_set=request.cli_set, resolved=resolved)
+def _record_parent(s: _Study, plan: Plan, seeds: dict[str, int]) -> tuple[str, StudySettings]:
+    """The study's parent run (found or made, with this round's seeds) and the settings the workers read,
+    saved in the queue."""
     tags = {**s.parent_tags, record.TAG_SEEDS: str(plan.seeds), record.TAG_SEEDS_BY_ROW: json.dumps(seeds)}
     parent_run_id = record.find_or_create_parent(s.tracking_uri, s.exp_id, s.study, tags)
     settings = StudySettings(
         study=s.study, plan=plan.to_json(), checksums=dict(s.files.checksums), data_source=str(s.files.source),
-        data_dir=base_config.data.data_dir, tracking_uri=s.tracking_uri, experiment_id=s.exp_id,
-        parent_run_id=parent_run_id, fail_fast=request.fail_fast, code_version=record.code_digest(),
+        data_dir=s.registry.configs[BASE].data.data_dir, tracking_uri=s.tracking_uri, experiment_id=s.exp_id,
+        parent_run_id=parent_run_id, fail_fast=s.request.fail_fast, code_version=record.code_digest(),
         config_hash=plan.config_hash())
-    queue.save_settings(settings.to_json())
-    queue.clear_stop()
+    s.queue.save_settings(settings.to_json())
+    s.queue.clear_stop()
+    return parent_run_id, settings
 
-    units = [(record.REFERENCE, [record.REFERENCE])] if base_config.evaluate.enabled else []
+
+def _queue_units(s: _Study, plan: Plan) -> list[tuple[str, list[str]]]:
+    """The round's units (key, cell names) in the queue: the reference noise floor first (when the study
+    evaluates), then the plan's train units."""
+    units = [(record.REFERENCE, [record.REFERENCE])] if s.registry.configs[BASE].evaluate.enabled else []
     units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
+    s.queue.set_retries(s.request.retries, reset=s.request.retry_failed)
+    s.queue.sync(units)
+    return units
+
+
+def _pending_cells(s: _Study, parent_run_id: str, plan_cells: list[str]) -> list[str]:
+    """The cells neither done nor given up (those given up are marked on the parent run)."""
+    given_up = {c: n for c, n in s.queue.given_up().items() if c in plan_cells}
+    mark_given_up(s.tracking_uri, parent_run_id, given_up, s.log)
+    return [c for c in plan_cells if c not in s.queue.done_cells() and c not in given_up]
+
+
+def _run_workers(s: _Study, settings: StudySettings, plan: Plan, units: list[tuple[str, list[str]]],
+                 plan_cells: list[str], pending: list[str]) -> tuple[WorkerEnd, ...] | None:
+    """Run the pending cells: jobs of the request's launcher, this process (one worker) or worker
+    processes; how each worker ended, or None when jobs were submitted without waiting for them."""
+    request, log, queue = s.request, s.log, s.queue
+    workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
+    ends: list[WorkerEnd] = []
+    if request.launcher != "process":
+        resources = request.resources or JobResources(None, 240, 4, 0)
+        ends = run_jobs(request.launcher, workers, s.study, s.storage, s.folder.parent, resources, queue,
+                        plan_cells, log, wait=request.wait)
+        if not request.wait:
+            return None
+    elif workers == 1:
+        ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
+        try:
+            run_worker(ctx, queue, plan_cells)
+        except WorkerStopped as stop:
+            log(f"stopped: {stop}")
+    else:
+        procs = spawn_workers(workers, s.study, s.storage, s.folder.parent)
+        wait_for_workers(procs, queue, plan_cells, log)
+        ends = [describe_process_end(p) for p in procs]
+    wait_for_others(queue, plan_cells, log)
+    log(format_progress(queue.progress(plan_cells)))
+    return tuple(ends)
+
+
+def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, bool]:
+    """Plan the cells of `seeds` (row -> seeds 0..n-1) and run every pending one: the outcome (no report yet),
+    the parent run id, and whether the cells ran (False: jobs submitted without waiting)."""
+    plan = make_plan(s.registry, seeds=seeds, checksums=dict(s.files.checksums))
+    parent_run_id, settings = _record_parent(s, plan, seeds)
+    units = _queue_units(s, plan)
     plan_cells = [name for _, cells in units for name in cells]
-    queue.set_retries(request.retries, reset=request.retry_failed)
-    queue.sync(units)
-    given_up = {c: n for c, n in queue.given_up().items() if c in plan_cells}
-    mark_given_up(s.tracking_uri, parent_run_id, given_up, log)
-    pending = [c for c in plan_cells if c not in queue.done_cells() and c not in given_up]
+    pending = _pending_cells(s, parent_run_id, plan_cells)
     counts = sorted(set(seeds.values()))
     seeds_text = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    log(f"study '{s.study}': {len(plan.cells)} cells ({len(s.registry.ablations)} ablations x {seeds_text} seeds) "
-        f"in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
-    log(f"  state: {s.storage}\n  MLflow: {s.tracking_uri} (experiment '{s.study}', parent run {parent_run_id})")
-    ends: list[WorkerEnd] = []
-    if pending:
-        workers = min(request.workers, len({key for key, cells in units if set(cells) & set(pending)}))
-        if request.launcher != "process":
-            resources = request.resources or JobResources(None, 240, 4, 0)
-            ends = run_jobs(request.launcher, workers, s.study, s.storage, s.folder.parent, resources, queue,
-                            plan_cells, log, wait=request.wait)
-            if not request.wait:
-                return StudyOutcome(s.study, len(plan_cells), queue.progress(plan_cells), "", None, 0), \
-                    parent_run_id, False
-        elif workers == 1:
-            ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
-            try:
-                run_worker(ctx, queue, plan_cells)
-            except WorkerStopped as stop:
-                log(f"stopped: {stop}")
-        else:
-            procs = spawn_workers(workers, s.study, s.storage, s.folder.parent)
-            wait_for_workers(procs, queue, plan_cells, log)
-            ends = [describe_process_end(p) for p in procs]
-        wait_for_others(queue, plan_cells, log)
-        log(format_progress(queue.progress(plan_cells)))
-    progress = queue.progress(plan_cells)
+    s.log(f"study '{s.study}': {len(plan.cells)} cells ({len(s.registry.ablations)} ablations x {seeds_text} "
+          f"seeds) in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
+    s.log(f"  state: {s.storage}\n  MLflow: {s.tracking_uri} (experiment '{s.study}', parent run {parent_run_id})")
+    ends = _run_workers(s, settings, plan, units, plan_cells, pending) if pending else ()
+    if ends is None:
+        return StudyOutcome(s.study, len(plan_cells), s.queue.progress(plan_cells), "", None, 0), parent_run_id, False
+    progress = s.queue.progress(plan_cells)
     exit_code = 0 if progress.done == progress.total else 1  # a worker that died while others finished: 0
-    return StudyOutcome(s.study, len(plan_cells), progress, queue.stop_reason(), None, exit_code, tuple(ends)), \
+    return StudyOutcome(s.study, len(plan_cells), progress, s.queue.stop_reason(), None, exit_code, ends), \
         parent_run_id, True
 
 
@@ -234,9 +259,89 @@ def _next_seeds(s: _Study, parent_run_id: str, seeds: dict[str, int], clock: Inv
     return {**seeds, **{name: most + 1 for name in extended}}
 
 
+def _check_request(request: StudyRequest) -> None:
+    if request.workers < 1:
+        msg = f"--workers must be at least 1, got {request.workers}"
+        raise ConfigError(msg)
+    if request.auto_seeds and request.max_seeds < 2:
+        msg = f"--max-seeds must be at least 2 with --seeds auto, got {request.max_seeds}"
+        raise ConfigError(msg)
+
+
+def _rows_tag(registry: Registry) -> str:
+    """The parent run's rows: name, title, expectations and, where the compared row is in the study,
+    `compare` (the row the report compares with seed by seed)."""
+    rows = []
+    for a in registry.ablations:
+        row: dict[str, object] = {"name": a.name, "title": a.title, "expect": a.expect}
+        if a.compare is not None and a.compare in registry.names():
+            row["compare"] = a.compare
+        rows.append(row)
+    return json.dumps(rows)
+
+
+def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: DataFiles) -> dict[str, str]:
+    """The parent run's tags that every round keeps (a round adds its seeds)."""
+    design = {"first": _first_seeds(request), "cap": request.max_seeds} if request.auto_seeds else None
+    return {
+        record.TAG_STUDY: study, record.TAG_DATASET: registry.dataset, record.TAG_PROFILE: request.profile,
+        record.TAG_DATA_SOURCE: files.source,
+        record.TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
+        record.TAG_MACHINE: record.machine_description(), record.TAG_GIT_REVISION: record.git_revision(),
+        record.TAG_ROWS: _rows_tag(registry),
+        record.TAG_CLI_SET: json.dumps(list(request.cli_set)), record.TAG_WORKERS: str(request.workers),
+        record.TAG_EVALUATE: str(registry.configs[BASE].evaluate.enabled).lower(),
+        record.TAG_MARGINS: json.dumps(registry.margins),
+        record.TAG_SEED_DESIGN: json.dumps(design) if design else "",
+        **estimate_tags(request.estimate_s, request.estimate_basis),
+    }
+
+
+def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: Log) -> _Study:
+    """The registry (validated, every entry resolved once), the data, the MLflow experiment, the queue
+    and the parent run's tags."""
+    registry = load_registry(request.registry, dataset=dataset, profile=request.profile,
+                             cli_set=request.cli_set).select(request.only)
+    files = ensure_data(dataset, registry.configs[BASE].data.data_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    tracking_uri = request.tracking_uri or record.default_tracking_uri(folder)
+    exp_id = record.ensure_experiment(tracking_uri, study)
+    storage = request.storage or default_storage(folder)
+    queue = StudyQueue(storage, study, create=True)
+    _check_same_study(queue, study, storage, dataset, request.profile)
+    return _Study(request, study, folder, registry, files, tracking_uri, exp_id, storage, queue,
+                  _parent_tags(request, study, registry, files), log)
+
+
+def _first_seeds(request: StudyRequest) -> int:
+    return min(AUTO_FIRST_SEEDS, request.max_seeds) if request.auto_seeds else request.seeds
+
+
+def _run_rounds(s: _Study, clock: InvocationClock) -> tuple[StudyOutcome, str, bool]:
+    """One round, or with --seeds auto rounds until every row is decided, the cap or the budget: the last
+    round's outcome with every round's worker ends, the parent run id, and whether the cells ran."""
+    request = s.request
+    seeds = {a.name: _first_seeds(request) for a in s.registry.ablations}
+    if request.auto_seeds:  # a rerun continues from the seeds each row already has
+        so_far = _seeds_so_far(s.tracking_uri, s.study)
+        seeds = {name: min(max(n, so_far.get(name, 0)), request.max_seeds) for name, n in seeds.items()}
+    ends: tuple[WorkerEnd, ...] = ()  # every round's, so a worker that died in an early round is named
+    while True:
+        outcome, parent_run_id, ran = _run_round(s, seeds)
+        ends += outcome.worker_ends
+        if not ran or not request.auto_seeds or outcome.exit_code or outcome.stop_reason:
+            break
+        following = _next_seeds(s, parent_run_id, seeds, clock)
+        if following is None:
+            break
+        seeds = following
+    return dataclasses.replace(outcome, worker_ends=ends), parent_run_id, ran
+
+
 def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     """Plan, run every pending cell, write the report; safe to call again (it resumes). With
     request.auto_seeds, rounds follow until every row is decided, request.max_seeds or request.budget_s."""
+    _check_request(request)
     dataset = canonical_dataset(request.dataset)
     study = request.study or f"{dataset}-{request.profile}"
     folder = study_dir(request.results_dir, study)
@@ -244,57 +349,14 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
                                    pid_alive):
         log(f"removed {path}: the temporary file of a write that was killed before its rename")
     clock = InvocationClock(folder)
-    if request.workers < 1:
-        msg = f"--workers must be at least 1, got {request.workers}"
-        raise ConfigError(msg)
-    if request.auto_seeds and request.max_seeds < 2:
-        msg = f"--max-seeds must be at least 2 with --seeds auto, got {request.max_seeds}"
-        raise ConfigError(msg)
-    registry = load_registry(request.registry, dataset=dataset, profile=request.profile).select(request.only)
-    first = min(AUTO_FIRST_SEEDS, request.max_seeds) if request.auto_seeds else request.seeds
-    base_config = resolve_config(dataset, request.profile, registry.get(BASE).overrides, list(request.cli_set), 0)
-    files = ensure_data(dataset, base_config.data.data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-
-    tracking_uri = request.tracking_uri or record.default_tracking_uri(folder)
-    exp_id = record.ensure_experiment(tracking_uri, study)
-    storage = request.storage or default_storage(folder)
-    queue = StudyQueue(storage, study, create=True)
-    _check_same_study(queue, study, storage, dataset, request.profile)
-    design = {"first": first, "cap": request.max_seeds} if request.auto_seeds else None
-    parent_tags = {
-        record.TAG_STUDY: study, record.TAG_DATASET: dataset, record.TAG_PROFILE: request.profile,
-        record.TAG_DATA_SOURCE: files.source,
-        record.TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
-        record.TAG_MACHINE: record.machine_description(), record.TAG_GIT_REVISION: record.git_revision(),
-        record.TAG_ROWS: json.dumps([{"name": a.name, "title": a.title, "expect": a.expect}
-                                     for a in registry.ablations]),
-        record.TAG_CLI_SET: json.dumps(list(request.cli_set)), record.TAG_WORKERS: str(request.workers),
-        record.TAG_EVALUATE: str(base_config.evaluate.enabled).lower(),
-        record.TAG_MARGINS: json.dumps(registry.margins),
-        record.TAG_SEED_DESIGN: json.dumps(design) if design else "",
-    }
-    shared = _Study(request, study, folder, registry, files, tracking_uri, exp_id, storage, queue, parent_tags, log)
-    seeds = {a.name: first for a in registry.ablations}
-    if request.auto_seeds:  # a rerun continues from the seeds each row already has
-        so_far = _seeds_so_far(tracking_uri, study)
-        seeds = {name: min(max(n, so_far.get(name, 0)), request.max_seeds) for name, n in seeds.items()}
-    ends: tuple[WorkerEnd, ...] = ()  # every round's, so a worker that died in an early round is named
-    while True:
-        outcome, parent_run_id, ran = _run_round(shared, seeds)
-        ends += outcome.worker_ends
-        if not ran or not request.auto_seeds or outcome.exit_code or outcome.stop_reason:
-            break
-        following = _next_seeds(shared, parent_run_id, seeds, clock)
-        if following is None:
-            break
-        seeds = following
-    clock.record(tracking_uri, parent_run_id)
+    s = _set_up(request, dataset, study, folder, log)
+    outcome, parent_run_id, ran = _run_rounds(s, clock)
+    clock.record(s.tracking_uri, parent_run_id)
     if not ran:
         return outcome
-    report = write_report(folder, tracking_uri, parent_run_id)  # with this call's wall time
-    record.client(tracking_uri).set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
-    return dataclasses.replace(outcome, report=report, worker_ends=ends)
+    report = write_report(folder, s.tracking_uri, parent_run_id)  # with this call's wall time
+    record.client(s.tracking_uri).set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
+    return dataclasses.replace(outcome, report=report)
 
 
 def join_study(study: str, storage: str, results_dir: str | Path, log: Log = print, wait_s: float = 0.0) -> int:

@@ -17,7 +17,7 @@ from calo_ablate.bench.families import (
     training_module,
     training_throughput,
 )
-from calo_ablate.bench.published import published_cpu_ms
+from calo_ablate.bench.published import published_case_ms
 from calo_ablate.bench.speed import print_profiles, run_measurement
 from calo_ablate.config import flatten
 from calo_ablate.model.families import load_family
@@ -65,10 +65,10 @@ def test_plan_scales_one_point_in_proportion_and_two_points_linearly() -> None:
 
 
 def test_published_times_where_the_sources_have_them() -> None:
-    assert published_cpu_ms("caloscore_v2", "1-photons", 100).mean_ms == 9_425
-    assert published_cpu_ms("caloflow_student", "1-photons", 10_000).mean_ms == pytest.approx(6.11)
-    assert published_cpu_ms("caloscore_v2", "1-pions", 100) is None  # no CaloScore entry for pions
-    assert published_cpu_ms("caloflow", "1-photons", 50) is None
+    assert published_case_ms("caloscore_v2", "1-photons", 100).mean_ms == 9_425
+    assert published_case_ms("caloflow_student", "1-photons", 10_000).mean_ms == pytest.approx(6.11)
+    assert published_case_ms("caloscore_v2", "1-pions", 100) is None  # no CaloScore entry for pions
+    assert published_case_ms("caloflow", "1-photons", 50) is None
 
 
 def test_worker_process_reports_its_measurement() -> None:

@@ -119,7 +119,7 @@ def test_params_prints_the_published_calodiffusion_count(capsys: pytest.CaptureF
 
 def test_calodiffusion_registry_steps_rows_reuse_the_base_training() -> None:
     registry = load_registry(REGISTRY, dataset="1", profile="smoke")
-    plan = make_plan(registry, dataset="1", profile="smoke", seeds=1, checksums={"f.hdf5": "0" * 32})
+    plan = make_plan(registry, seeds=1, checksums={"f.hdf5": "0" * 32})
     keys = {c.ablation.name: c.train_key for c in plan.cells}
     for row in ("steps_200", "steps_100", "steps_50"):
         assert keys[row] == keys["base"]

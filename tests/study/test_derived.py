@@ -123,8 +123,8 @@ def test_a_single_training_with_train_teacher_is_refused_naming_the_key(photon_d
 
 # the plan: chains, keys, checks ---------------------------------------------------------------------
 def _plan(path: Path, seeds: int | dict[str, int] = 1, cli_set: tuple[str, ...] = (), only: list[str] | None = None):
-    registry = load_registry(path, dataset="1", profile="smoke").select(only)
-    return make_plan(registry, dataset="1", profile="smoke", seeds=seeds, checksums=CHECKSUMS, cli_set=cli_set)
+    registry = load_registry(path, dataset="1", profile="smoke", cli_set=cli_set).select(only)
+    return make_plan(registry, seeds=seeds, checksums=CHECKSUMS)
 
 
 def test_a_chain_is_planned_teachers_first_with_chained_keys(tmp_path: Path) -> None:

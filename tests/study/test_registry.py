@@ -12,6 +12,7 @@ from calo_ablate.cli import main
 from calo_ablate.commands import ui as ui_command
 from calo_ablate.config import resolve_config
 from calo_ablate.errors import ConfigError
+from calo_ablate.study import registry as registry_module
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
 
@@ -48,7 +49,7 @@ def _registry(tmp_path: Path, text: str) -> Path:
      ["ablation name 'reference' is reserved", "noise floor"]),
     ("  base: {title: Base}\n  a: {from: nope}\n", ["ablation 'a'", "'from' names unknown ablation 'nope'"]),
     ("  base: {from: a}\n  a: {title: A}\n", ["ablation 'base'", "the base takes only title, why and set"]),
-    ("  base: {title: Base}\n  a: {from: [base]}\n", ["ablation 'a'", "'from' must be the name of one ablation"]),
+    ("  base: {title: Base}\n  a: {from: [base]}\n", ["ablation 'a' from: expected the name of one ablation", "got ['base']"]),
     ("  base: {title: Base}\n  a: {set: {train.teacher: base}}\n",
      ["ablation 'a'", "'train.teacher' is set by the entry's `from: <entry>`"]),
     ("  base: {title: Base}\n  s: {search: {param: train.lr, low: 1.0e-4, high: 1.0e-3, trials: 2}}\n  a: {from: s}\n",
@@ -87,7 +88,7 @@ def test_shipped_registry_has_the_seed_study_rows() -> None:
 
 def test_plan_shares_the_base_training_and_marks_noise_changes() -> None:
     registry = load_registry(dataset="1", profile="quick")
-    plan = make_plan(registry, dataset="1", profile="quick", seeds=2, checksums=CHECKSUMS)
+    plan = make_plan(registry, seeds=2, checksums=CHECKSUMS)
     assert len(plan.cells) == 14
     for seed in (0, 1):
         base, fewer = plan.cell(f"base/s{seed}"), plan.cell(f"fewer_steps/s{seed}")
@@ -102,6 +103,19 @@ def test_plan_shares_the_base_training_and_marks_noise_changes() -> None:
     assert len(units) == 12  # 14 cells, two of which reuse the base's training
     shared = next(u for u in units if u.key == plan.cell("base/s0").train_key)
     assert [c.name for c in shared.cells] == ["base/s0", "fewer_steps/s0"]
+
+
+def test_each_entry_is_resolved_once_and_its_cells_are_its_config_with_their_seeds(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(registry_module, "resolve_config", lambda *a, **k: calls.append(a) or resolve_config(*a, **k))
+    cli_set = ["train.batch_size=32"]
+    registry = load_registry(dataset="1", profile="smoke", cli_set=cli_set)
+    plan = make_plan(registry, seeds={"base": 3, "higher_lr": 2}, checksums=CHECKSUMS)
+    assert len(calls) == len(registry.ablations)  # not per cell, per search bound or for the base again
+    assert plan.seeds == 3 and len(plan.cells) == 3 + 2 + 3 * (len(registry.ablations) - 2)
+    for cell in plan.cells:
+        assert cell.config == resolve_config("1", "smoke", cell.ablation.overrides, cli_set, cell.seed)
 
 
 def test_list_prints_the_resolved_difference(capsys: pytest.CaptureFixture[str]) -> None:

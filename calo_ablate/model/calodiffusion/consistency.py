@@ -30,10 +30,11 @@ import torch
 
 from calo_ablate.errors import ConfigError, TrainingError
 from calo_ablate.model.calodiffusion.config import CONSISTENCY_MAX_STEPS, CaloDiffusionConfig
-from calo_ablate.model.calodiffusion.module import CaloDiffusionModule, Network
+from calo_ablate.model.calodiffusion.module import NETWORK_CHUNK_SHOWERS, CaloDiffusionModule, Network
 from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork
 from calo_ablate.model.calodiffusion.objective import eps_from_output
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
+from calo_ablate.model.chunks import chunked
 
 __all__ = ["GRID_FRACTIONS", "SIGMA_MIN", "ConsistencyModule", "consistency_grid", "consistency_loss",
            "consistency_sample", "denoiser", "target_decay", "ve_sigmas"]
@@ -202,18 +203,20 @@ class ConsistencyModule(CaloDiffusionModule):
 
 
 def sample_consistency_model(module: CaloDiffusionModule, cond: torch.Tensor, steps: int, batch_size: int,
-                             seed: int) -> torch.Tensor:
-    """Showers (N, n_features) in preprocessed units from a trained consistency model's `net`."""
+                             seed: int, *, chunk_showers: int = NETWORK_CHUNK_SHOWERS) -> torch.Tensor:
+    """Showers (N, n_features) in preprocessed units from a trained consistency model's `net`, run on at most
+    chunk_showers showers per call (the noise is drawn for the whole batch, as in CaloDiffusionModule.sample)."""
     config = module.config
     schedule = DDPMSchedule.cosine(config.consistency.teacher_steps)
     sigmas, grid = ve_sigmas(schedule), consistency_grid(steps, schedule.n_steps)
     generator = torch.Generator(device=module.device).manual_seed(int(seed))
     cond = cond.reshape(-1).to(device=module.device, dtype=torch.float32)
+    network = chunked(module.net, chunk_showers)
     showers = []
     with torch.no_grad():
         for start in range(0, len(cond), batch_size):
             energy = cond[start:start + batch_size]
             noise = torch.randn((len(energy), module.n_features), generator=generator, device=module.device)
-            denoise = denoiser(module.net, config.objective, energy, schedule)
+            denoise = denoiser(network, config.objective, energy, schedule)
             showers.append(consistency_sample(denoise, noise, grid, sigmas, generator))
     return torch.cat(showers)

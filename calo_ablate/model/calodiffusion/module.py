@@ -37,12 +37,17 @@ from calo_ablate.model.calodiffusion.network import CaloDiffusionNetwork
 from calo_ablate.model.calodiffusion.objective import eps_from_output, training_loss
 from calo_ablate.model.calodiffusion.sampler import EpsModel, ddim_sample, ddpm_sample
 from calo_ablate.model.calodiffusion.schedule import DDPMSchedule
+from calo_ablate.model.chunks import chunked
 from calo_ablate.model.curves import StepCurve
 from calo_ablate.model.noise import step_generator, validation_generator
 
-__all__ = ["CaloDiffusionModule"]
+__all__ = ["NETWORK_CHUNK_SHOWERS", "CaloDiffusionModule"]
 
 Network = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (x_t, sigma, condition) -> F
+# Showers per network call in sampling. Unchunked, dataset 1's U-Net grew the process by 1.8 MiB per shower
+# (2.4 GiB peak at batch 1,000, about 18 GiB at 10,000) and ran at 27% of the matmul rate at batch 1,000
+# against 45-51% at batch 100 (docs/performance/families.md); 100 is also sample.batch_size's default.
+NETWORK_CHUNK_SHOWERS = 100
 
 
 class CaloDiffusionModule(pl.LightningModule):
@@ -163,14 +168,16 @@ class CaloDiffusionModule(pl.LightningModule):
     @torch.no_grad()
     def sample(self, cond: torch.Tensor, steps: int, batch_size: int = 100,
                seed: int | torch.Generator = 0, offset: int | None = None,
-               layers: torch.Tensor | None = None) -> torch.Tensor:
+               layers: torch.Tensor | None = None, *, chunk_showers: int = NETWORK_CHUNK_SHOWERS) -> torch.Tensor:
         """Showers (N, n_features) float32 in preprocessed units, on the module's device.
 
         cond (N, 1) or (N,): the energy condition; steps: the cosine schedule rebuilt at this many steps
         (sample.steps); offset: the noisiest steps skipped (default config.sample_offset),
         so steps - offset network calls; seed: an int or a torch.Generator on the module's device;
         layers (N, n_layers + 1): the layer vector the voxels are conditioned on, required with
-        LayerDiffusion (sample_layers) and refused without.
+        LayerDiffusion (sample_layers) and refused without; chunk_showers: showers per network call inside
+        a batch (bounds the activations' memory; the noise and the sampler's updates run on the whole batch,
+        so the showers do not depend on it).
         """
         schedule = DDPMSchedule.cosine(steps)
         offset = self.config.sample_offset if offset is None else offset
@@ -182,19 +189,22 @@ class CaloDiffusionModule(pl.LightningModule):
             raise TrainingError(msg)
         condition = cond if layers is None else \
             torch.cat([cond[:, None], layers.to(device=self.device, dtype=torch.float32)], dim=1)
+        network = chunked(self.net, chunk_showers)
         showers = []
         for start in range(0, len(cond), batch_size):
             part = condition[start:start + batch_size]
             noise = torch.randn((len(part), self.n_features), generator=generator, device=self.device)
-            showers.append(ddpm_sample(self._eps_model(self.net, part, schedule), noise, schedule, offset,
+            showers.append(ddpm_sample(self._eps_model(network, part, schedule), noise, schedule, offset,
                                        generator))
         return torch.cat(showers)
 
     @torch.no_grad()
     def sample_layers(self, cond: torch.Tensor, steps: int, batch_size: int = 100,
-                      seed: int | torch.Generator = 0, offset: int | None = None) -> torch.Tensor:
+                      seed: int | torch.Generator = 0, offset: int | None = None, *,
+                      chunk_showers: int = NETWORK_CHUNK_SHOWERS) -> torch.Tensor:
         """Layer vectors (N, n_layers + 1) float32 from the layer net, DDIM (eta 0) on the cosine schedule
-        rebuilt at `steps`, skipping `offset` (default config.sample_offset) noisiest steps."""
+        rebuilt at `steps`, skipping `offset` (default config.sample_offset) noisiest steps; the layer net
+        runs on at most chunk_showers showers per call, as in sample."""
         if self.layer_net is None:
             msg = "CaloDiffusion sample_layers: model.layer_diffusion.enabled is false, there is no layer model"
             raise TrainingError(msg)
@@ -202,11 +212,12 @@ class CaloDiffusionModule(pl.LightningModule):
         offset = self.config.sample_offset if offset is None else offset
         generator = self._generator(seed)
         cond = cond.reshape(-1).to(device=self.device, dtype=torch.float32)
+        network = chunked(self.layer_net, chunk_showers)
         layers = []
         for start in range(0, len(cond), batch_size):
             energy = cond[start:start + batch_size]
             noise = torch.randn((len(energy), self.layer_net.n_features), generator=generator, device=self.device)
-            layers.append(ddim_sample(self._eps_model(self.layer_net, energy, schedule), noise, schedule, offset))
+            layers.append(ddim_sample(self._eps_model(network, energy, schedule), noise, schedule, offset))
         return torch.cat(layers)
 
     def _eps_model(self, net: Network, condition: torch.Tensor, schedule: DDPMSchedule) -> EpsModel:

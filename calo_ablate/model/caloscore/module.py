@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
@@ -39,11 +38,12 @@ from calo_ablate.errors import TrainingError
 from calo_ablate.model.caloscore.config import CaloScoreConfig
 from calo_ablate.model.caloscore.diffusion import CosineLogSNR, sample_layers_then_voxels, v_loss
 from calo_ablate.model.caloscore.network import CaloScoreNetwork
+from calo_ablate.model.chunks import chunked
 from calo_ablate.model.curves import EPOCH_SECONDS, EpochLosses, StepCurve
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.noise import step_generator, validation_generator
 
-__all__ = ["LOSS_NAMES", "NETWORK_CHUNK_SHOWERS", "CaloScoreModule", "chunked", "cosine_lr_factor", "validation_interval"]
+__all__ = ["LOSS_NAMES", "NETWORK_CHUNK_SHOWERS", "CaloScoreModule", "cosine_lr_factor", "validation_interval"]
 
 LOSS_NAMES = ("loss", "voxel_loss", "layer_loss")  # logged as train/<name> and val/<name>
 VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, see validation_interval)
@@ -51,20 +51,6 @@ VAL_CURVE_POINTS = 4  # validations per run at least (where the epochs allow, se
 # matmul rate (activations beyond the caches); in chunks of 256 it keeps batch 100's rate (68-70%) and
 # peaks near 1.1 GiB, model and interpreter included (docs/performance/families.md).
 NETWORK_CHUNK_SHOWERS = 256
-
-
-def chunked(velocity: Callable[..., torch.Tensor], chunk_showers: int) -> Callable[..., torch.Tensor]:
-    """velocity(x (B, ...), t (B,), *per-shower tensors (B, ...)) evaluated `chunk_showers` rows at a time
-    into one (B, ...) output; a batch of at most chunk_showers rows is one call."""
-    def call(x: torch.Tensor, t: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= chunk_showers:
-            return velocity(x, t, *rest)
-        out = torch.empty_like(x)
-        for start in range(0, x.shape[0], chunk_showers):
-            part = slice(start, start + chunk_showers)
-            out[part] = velocity(x[part], t[part], *(r[part] for r in rest))
-        return out
-    return call
 
 
 def cosine_lr_factor(step: int, horizon_steps: int) -> float:
@@ -223,9 +209,6 @@ class CaloScoreModule(pl.LightningModule):
         steps = steps or self.config.sample.effective_steps
         batch_size = batch_size or self.config.sample.batch_size
         chunk = chunk_showers or NETWORK_CHUNK_SHOWERS
-        if chunk < 1:
-            msg = f"CaloScoreModule.sample: chunk_showers={chunk_showers}, expected a positive number of showers"
-            raise ValueError(msg)
         device = self.device
         generator = seed if isinstance(seed, torch.Generator) else \
             torch.Generator(device=device).manual_seed(int(seed))
@@ -241,13 +224,14 @@ class CaloScoreModule(pl.LightningModule):
             with autocast:
                 return net.voxel_velocity(x, t, layer, c).float()
 
+        layer_in_chunks, voxel_in_chunks = chunked(layer_velocity, chunk), chunked(voxel_velocity, chunk)
         layers, voxels = [], []
         for start in tqdm(range(0, cond.shape[0], batch_size), desc="batches", unit="batch",
                           disable=not progress):
             c = cond[start:start + batch_size].to(device=device, dtype=torch.float32)
             layer, voxel = sample_layers_then_voxels(
-                chunked(layer_velocity, chunk), chunked(voxel_velocity, chunk), c, net.n_layers, net.n_voxels,
-                self.schedule, steps, generator=generator)
+                layer_in_chunks, voxel_in_chunks, c, net.n_layers, net.n_voxels, self.schedule, steps,
+                generator=generator)
             layers.append(layer)
             voxels.append(voxel)
         return torch.cat(layers), torch.cat(voxels)

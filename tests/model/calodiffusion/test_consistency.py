@@ -233,7 +233,7 @@ def test_the_family_trains_a_student_from_a_teacher_and_samples_it_in_k_steps() 
 
 def test_the_registry_rows_share_trainings_as_stated_and_chain_the_base() -> None:
     registry = load_registry(REGISTRY, dataset="1", profile="smoke")
-    plan = make_plan(registry, dataset="1", profile="smoke", seeds=1, checksums={"f.hdf5": "0" * 32})
+    plan = make_plan(registry, seeds=1, checksums={"f.hdf5": "0" * 32})
     cells = {c.ablation.name: c for c in plan.cells}
     keys = {name: c.train_key for name, c in cells.items()}
     assert keys["consistency_1"] == keys["consistency_2"] == keys["consistency_4"] != keys["base"]

@@ -7,7 +7,7 @@ import torch
 
 from calo_ablate.config import resolve_config
 from calo_ablate.geometry import load_geometry
-from calo_ablate.model.caloscore.module import CaloScoreModule, chunked
+from calo_ablate.model.caloscore.module import CaloScoreModule
 
 TINY = ["model.voxel.lift_channels=4", "model.voxel.widths=[8,16]", "model.voxel.attention=[false,true]",
         "model.voxel.block_depth=1", "model.layer.mlp_dim=16"]
@@ -34,19 +34,6 @@ def test_chunked_sampling_equals_unchunked(chunk: int) -> None:
         assert a.shape == b.shape
         assert torch.isfinite(a).all()
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
-
-
-def test_chunked_call_slices_every_per_shower_argument() -> None:
-    calls = []
-
-    def velocity(x: torch.Tensor, t: torch.Tensor, layer: torch.Tensor) -> torch.Tensor:
-        calls.append(len(x))
-        return x * t[:, None] + layer.sum(dim=1, keepdim=True)
-
-    x, t, layer = torch.randn(7, 5), torch.rand(7), torch.randn(7, 2)
-    out = chunked(velocity, 3)(x, t, layer)
-    assert calls == [3, 3, 1]
-    torch.testing.assert_close(out, x * t[:, None] + layer.sum(dim=1, keepdim=True))
 
 
 def test_chunk_showers_must_be_positive() -> None:
