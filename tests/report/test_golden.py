@@ -38,11 +38,13 @@ HEADER = {record.TAG_STUDY: "golden", record.TAG_DATASET: "1-photons", record.TA
           record.TAG_DATA_CHECKSUMS: json.dumps({"dataset_1_photons_1.hdf5": "0123456789abcdef0123456789abcdef"}),
           record.TAG_PROFILE: "quick", record.TAG_CLI_SET: json.dumps(["trainer.threads=1"]),
           record.TAG_WORKERS: "2", record.TAG_MACHINE: "golden test machine (2 cores)",
-          record.TAG_GIT_REVISION: "0123abc", record.TAG_EVALUATE: "true"}
+          record.TAG_GIT_REVISION: "0123abc", record.TAG_EVALUATE: "true", record.TAG_ESTIMATED_SECONDS: "900",
+          record.TAG_ESTIMATE_BASIS: "golden CPU, 2 cores, 1 thread per worker; rates cached 2026-01-01"}
 REFERENCE = {"sep_mean": 0.02, "auc_low": 0.51, "auc_high": 0.5, "fpd": 0.5}
 MULTICLASS = MulticlassSummary(
-    {"base": -1.2, "higher_lr": -1.0, "fewer_steps": -2.1, "less_noise": -1.5, "wider": -1.25},
-    {"base": 0.05, "higher_lr": 0.04, "fewer_steps": 0.06, "less_noise": 0.05, "wider": 0.03}, 5, 7, 3, [0, 1, 2],
+    {"base": -1.2, "higher_lr": -1.0, "fewer_steps": -2.1, "less_noise": -1.5, "wider": -1.25, "wider_lr": -1.1},
+    {"base": 0.05, "higher_lr": 0.04, "fewer_steps": 0.06, "less_noise": 0.05, "wider": 0.03, "wider_lr": 0.04}, 6, 7,
+    3, [0, 1, 2],
     "cls-low", 300, 300, 42.0, "golden", {"broken": "no finished cell with a cached sample on this machine"})
 
 
@@ -70,7 +72,8 @@ def _history(values: list[float]) -> list[tuple[int, float]]:
 
 def golden_table() -> StudyTable:
     """Base; a lower loss; a row sharing the base's training (faster, worse samples); a row whose loss is not
-    comparable; an undecided row; a row whose one run failed; expectations held, failed and undecided."""
+    comparable; an undecided row; a row also compared with another (`compare:`); a row whose one run failed;
+    expectations held, failed and undecided; an estimate of the wall time made before the start."""
     base = [_metrics(s, 1.0) for s in range(SEEDS)]
     fewer = [_metrics(s, 1.0, (0.004, -0.003, 0.001), gen_ms=2.5, auc=0.8) for s in range(SEEDS)]
     rows = [
@@ -91,14 +94,17 @@ def golden_table() -> StudyTable:
         Row("wider", "Wider network",
             _cells("wider", [_metrics(s, 1.0, (0.03, -0.02, 0.005), seconds=3.1, params=480_000)
                              for s in range(SEEDS)])),
+        Row("wider_lr", "Wider network, higher learning rate",
+            _cells("wider_lr", [_metrics(s, 0.92, (0.02, -0.01, 0.004), seconds=3.1, params=480_000)
+                                for s in range(SEEDS)]), compare="wider"),
         Row("broken", "Broken on purpose",
             [CellResult(0, "FAILED", {}, {record.TAG_ERROR: "TrainingError: non-finite training loss"}, "broken-s0"),
              CellResult(1, "not run", {}, {}, None), CellResult(2, "not run", {}, {}, None)]),
     ]
-    for cell in rows[2].cells:
+    for cell in rows[2].cells:  # fewer_steps
         cell.tags[record.TAG_SHARES_TRAINING_RUN] = f"base-s{cell.seed}"
     curves = {"base": [2.0, 1.5, 1.2, 1.0], "higher_lr": [1.6, 1.2, 1.0, 0.9], "fewer_steps": [2.0, 1.5, 1.2, 1.0],
-              "wider": [2.2, 1.4, 1.1, 1.0]}
+              "wider": [2.2, 1.4, 1.1, 1.0], "wider_lr": [1.8, 1.3, 1.0, 0.92]}
     histories = {name: {"val/loss": [_history(v)] * SEEDS} for name, v in curves.items()}
     header = {**HEADER, TAG: MULTICLASS.to_json()}
     return StudyTable("golden", "0123456789abcdef0123456789abcdef", header, SEEDS, rows, REFERENCE, COLUMNS,
