@@ -42,10 +42,10 @@ HEADER = {record.TAG_STUDY: "golden", record.TAG_DATASET: "1-photons", record.TA
           record.TAG_ESTIMATE_BASIS: "golden CPU, 2 cores, 1 thread per worker; rates cached 2026-01-01"}
 REFERENCE = {"sep_mean": 0.02, "auc_low": 0.51, "auc_high": 0.5, "fpd": 0.5}
 MULTICLASS = MulticlassSummary(
-    {"base": -1.2, "higher_lr": -1.0, "fewer_steps": -2.1, "less_noise": -1.5, "wider": -1.25, "wider_lr": -1.1},
-    {"base": 0.05, "higher_lr": 0.04, "fewer_steps": 0.06, "less_noise": 0.05, "wider": 0.03, "wider_lr": 0.04}, 6, 7,
-    3, [0, 1, 2],
-    "cls-low", 300, 300, 42.0, "golden", {"broken": "no finished cell with a cached sample on this machine"})
+    means={"base": -1.2, "higher_lr": -1.0, "fewer_steps": -2.1, "less_noise": -1.5, "wider": -1.25, "wider_lr": -1.1},
+    stds={"base": 0.05, "higher_lr": 0.04, "fewer_steps": 0.06, "less_noise": 0.05, "wider": 0.03, "wider_lr": 0.04},
+    n_classes=6, seed=7, trainings=3, seeds=[0, 1, 2], inputs="cls-low", showers_per_class=300, reference_showers=300,
+    seconds=42.0, key="golden", left_out={"broken": "no finished cell with a cached sample on this machine"})
 
 
 def _metrics(seed: int, loss: float, wobble: tuple[float, float, float] = (0.0, 0.0, 0.0), *, seconds: float = 2.0,
