@@ -99,15 +99,18 @@ def test_stage_computes_caches_and_publishes(tmp_path: Path, monkeypatch: pytest
     for seed in (0, 1):
         helpers.write_sample(tmp_path, record.REFERENCE, seed)
         helpers.write_sample(tmp_path, "base", seed)
-        helpers.write_sample(tmp_path, "scaled", seed, scale=1.5)
-    table = helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent)
+        helpers.write_sample(tmp_path, "scaled", seed, scale=1.3)
+    rows = helpers.rows(["base", "scaled"])
+    for cell in rows[0].cells:
+        cell.params["evaluate.classifier.trainings"] = "3"  # 3 folds per seed
+    table = helpers.table(rows, dict(helpers.HEADER), parent)
     said: list[str] = []
     stage.add_llr(table, tmp_path, uri, said.append)
     summary = llr_of(table)
-    assert summary is not None and summary.seeds == [0, 1] and summary.folds == 2
-    assert list(summary.replicates) == ["scaled"] and len(summary.replicates["scaled"]) == 4
-    assert summary.showers_per_fold == 150
-    assert llr_verdicts(table)["scaled"].word == "worse"
+    assert summary is not None and summary.seeds == [0, 1] and summary.folds == 3
+    assert list(summary.replicates) == ["scaled"] and len(summary.replicates["scaled"]) == 6
+    assert summary.showers_per_fold == 100
+    assert sum(summary.replicates["scaled"]) < 0  # voxels x 1.3: further from the reference than the base
     stored = record.client(uri).get_run(parent).data
     assert LlrSummary.from_json(stored.tags[TAG]) == summary
     assert stored.metrics["llr/scaled"] < 0
@@ -117,7 +120,7 @@ def test_stage_computes_caches_and_publishes(tmp_path: Path, monkeypatch: pytest
         raise AssertionError("trained again although nothing changed")
 
     monkeypatch.setattr(stage, "llr_replicates", no_training)
-    again = helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent)
+    again = helpers.table(rows, dict(helpers.HEADER), parent)
     stage.add_llr(again, tmp_path, uri, said.append)
     assert llr_of(again) == summary and "cached result" in said[-1]
 
