@@ -66,8 +66,9 @@ class LlrVerdict:
         d = self.difference
         if d is None:
             return f"{NAME}: fewer than two replicates, no test"
+        within = f", within ±{d.margin:g} nats as this classifier resolves it" if self.word == "equivalent" else ""
         return (f"{NAME} {d.mean:+.3g} nats [{d.low:+.3g}, {d.high:+.3g}], p = {d.p:.2g}, "
-                f"Holm over {self.rows} rows")
+                f"Holm over {self.rows} rows{within}")
 
 
 def llr_of(table: StudyTable) -> LlrSummary | None:

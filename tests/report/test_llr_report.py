@@ -69,6 +69,7 @@ def test_the_ratio_decides_sample_quality_where_both_are_far_from_the_reference(
     assert "AUC low 0.955 vs 0.955" in detail and FAR_BOTH in detail  # the metric's test and the remark stay
     assert [quality(table, table.row(n))[0] for n in ("better", "same", "noisy")] == ["better", "equivalent",
                                                                                        "undecided"]
+    assert "within ±0.05 nats as this classifier resolves it" in quality(table, table.row("same"))[1]
     lines = findings_lines(table)
     worse_line = next(line for line in lines if line.startswith("- **Worse**"))
     assert "sample quality worse (reference log-likelihood ratio -2.08 nats" in worse_line
