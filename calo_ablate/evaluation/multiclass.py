@@ -39,8 +39,8 @@ from calo_ablate.evaluation.features import apply_threshold, compute_features, d
 from calo_ablate.evaluation.inputs import cls_high_inputs, cls_low_inputs
 from calo_ablate.geometry import load_geometry
 
-__all__ = ["INPUTS", "TRAIN_FRACTION", "MulticlassResult", "multiclass_inputs", "multiclass_scores",
-           "uniform_score"]
+__all__ = ["INPUTS", "TRAIN_FRACTION", "MulticlassResult", "mean_log_posteriors", "multiclass_inputs",
+           "multiclass_scores", "uniform_score"]
 
 Sample = tuple[np.ndarray, np.ndarray]  # (incident energies (N,) MeV, showers (N, V) MeV)
 INPUTS = ("cls-low", "cls-high")
@@ -146,9 +146,10 @@ def _temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return math.exp(float(found.x))
 
 
-def _train_once(classes: list[np.ndarray], reference: np.ndarray, settings: ClassifierConfig, seed: int,
-                device: str) -> np.ndarray:
-    """One training: the mean calibrated log-posterior of each class over the reference rows, (N,)."""
+def mean_log_posteriors(classes: list[np.ndarray], reference: np.ndarray, settings: ClassifierConfig, seed: int,
+                        device: str) -> np.ndarray:
+    """One training on equal-size classes (input vectors, (n, D) each): the mean calibrated log-posterior of
+    each class over the reference rows, (N,). The reference rows are never trained on."""
     rng = np.random.default_rng(seed)
     n_train = round(TRAIN_FRACTION * len(classes[0]))
     split = [rng.permutation(len(c)) for c in classes]
@@ -196,5 +197,5 @@ def multiclass_scores(
     classes = [v if len(v) == size else v[np.sort(keep.choice(len(v), size, replace=False))] for v in vectors]
     ref = multiclass_inputs(reference, dataset, inputs, threshold_mev)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    scores = np.stack([_train_once(classes, ref, settings, seed + t, device) for t in range(settings.trainings)])
+    scores = np.stack([mean_log_posteriors(classes, ref, settings, seed + t, device) for t in range(settings.trainings)])
     return MulticlassResult(names, scores, seed, inputs, size, len(ref))

@@ -4,8 +4,9 @@ Everything here is computed from the StudyTable's numbers (nothing is written by
 - a comparison of one metric of a row with the base: "lower", "higher", "same" (equivalent within the
   metric's margin, or identical values) or "undecided", from report/verdicts.py (paired test and
   equivalence test per row, Holm across rows, the seed design of `--seeds auto`);
-- sample quality: the comparisons of QUALITY_METRICS (lower is better for each) combined, and
-  replaced by "undertrained" when both the row and the base are FAR from the reference (FAR_MARGIN);
+- sample quality: the reference log-likelihood ratio's verdict where the study has it (report/llr.py),
+  else the comparisons of QUALITY_METRICS (lower is better for each) combined, and replaced by
+  "undertrained" when both the row and the base are FAR from the reference (FAR_MARGIN);
 - a row with a `compare:` against the row it names (report/paired.py): one line per pair;
 - expectations (the registry's `expect:`): held, failed or undecided (EXPECTATION RULES below);
 - stability: each row's loss change against the base at 25, 50, 75, 100 % of its training, and the
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from calo_ablate.report import multiclass
+from calo_ablate.report import llr, multiclass
 from calo_ablate.report import stats as verdict_stats
 from calo_ablate.report.paired import GEN_BATCH, MULTICLASS_NO_TEST, paired_lines, pairs
 from calo_ablate.report.pareto import pareto_lines
@@ -54,6 +55,7 @@ FAR_MARGIN = 0.4
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
 ASPECT_METRIC = {"loss": record.VAL_LOSS, "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
 UNDERTRAINED = "both far from the reference: undertrained, no quality comparison possible at this budget"
+FAR_BOTH = "both far from the reference (undertrained at this budget)"
 DIRECTION = {"lower": "lower", "higher": "higher", "equivalent": "same", "undecided": "undecided"}
 
 
@@ -116,16 +118,21 @@ def quality_metrics(row: Row) -> list[tuple[str, str]]:
 
 
 def quality(table: StudyTable, row: Row) -> tuple[str, str]:
-    """(verdict, detail): better / worse / mixed / equivalent / undecided / undertrained."""
+    """(verdict, detail): better / worse / mixed / equivalent / undecided / undertrained. Where the study has
+    the reference log-likelihood ratio (report/llr.py), its verdict decides, the metrics' tests follow it."""
     base = _base(table)
     present = quality_metrics(row)
-    if base is None or not present:
+    ratio = llr.llr_verdicts(table).get(row.name)
+    if base is None or not (present or ratio):
         return "undecided", "no sample-quality metrics"
-    if far_from_reference(table, row) and far_from_reference(table, base):
-        return "undertrained", UNDERTRAINED
     found = {m: compare(table, row, m) for m, _ in present}
     detail = "; ".join(f"{label} {np.mean(row.values(m)):.3g} vs {np.mean(base.values(m)):.3g}, {found[m].text()}"
                        for m, label in present)
+    far = bool(far_from_reference(table, row) and far_from_reference(table, base))
+    if ratio is not None:
+        return ratio.word, "; ".join(p for p in (ratio.text(), detail, FAR_BOTH if far else "") if p)
+    if far:
+        return "undertrained", UNDERTRAINED
     directions = {c.direction for c in found.values()}
     if "lower" in directions and "higher" in directions:
         return "mixed", detail
@@ -184,7 +191,7 @@ def findings_lines(table: StudyTable) -> list[str]:
         quality_text = UNDERTRAINED if verdict == "undertrained" else f"sample quality {verdict} ({detail})"
         parts = [_loss_text(table, row), quality_text, _speed_text(table, row)]
         lines.append(f"- **{row.title}**: " + "; ".join(p for p in parts if p))
-    lines += multiclass.findings_lines(table)
+    lines += multiclass.findings_lines(table) + llr.findings_lines(table)
     lines += pair_lines(table)
     design = table.design
     looks = (f"seeds added until decided: looks at {design.first}..{design.cap} seeds, the loss tested at each "

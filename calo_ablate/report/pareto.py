@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from calo_ablate.errors import ConfigError
+from calo_ablate.report.llr import llr_column
 from calo_ablate.report.multiclass import multiclass_column, multiclass_of
 from calo_ablate.report.published import HARDWARE, SOURCE, published_points
 from calo_ablate.report.table import ExtraColumn, StudyTable, summarise
@@ -210,5 +211,6 @@ def pareto_lines(table: StudyTable) -> list[str]:
 
 
 def quality_columns(table: StudyTable) -> list[ExtraColumn]:
-    """The table's study-wide columns: the multiclass score and the Pareto front's mark (where they exist)."""
-    return [c for c in (multiclass_column(table), front_column(table)) if c is not None]
+    """The table's study-wide columns: the multiclass score, the reference log-likelihood ratio and the Pareto
+    front's mark (where they exist)."""
+    return [c for c in (multiclass_column(table), llr_column(table), front_column(table)) if c is not None]

@@ -36,7 +36,8 @@ import numpy as np
 from scipy import integrate, optimize, stats
 
 __all__ = ["ALPHA", "CONFIDENCE", "POWER", "Decision", "Design", "Difference", "detectable_difference",
-           "holm_rejected", "paired_difference", "seeds_to_decide", "verdicts", "welch_difference"]
+           "holm_rejected", "one_sample_difference", "paired_difference", "seeds_to_decide", "verdicts",
+           "welch_difference"]
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -78,9 +79,15 @@ def _difference(mean: float, se: float, df: float, n: int, sd: float, margin: fl
 def paired_difference(row: Mapping[int, float], base: Mapping[int, float], margin: float) -> Difference | None:
     """Per-seed differences row[s] - base[s] over the seeds both have; None with fewer than two pairs."""
     seeds = sorted(set(row) & set(base))
-    if len(seeds) < 2:
+    return one_sample_difference([row[s] - base[s] for s in seeds], margin)
+
+
+def one_sample_difference(values: Sequence[float], margin: float) -> Difference | None:
+    """The mean of independent replicates against 0 (one-sample t, n - 1 degrees of freedom); None with fewer
+    than two."""
+    if len(values) < 2:
         return None
-    d = np.array([row[s] - base[s] for s in seeds], dtype=float)
+    d = np.asarray(values, dtype=float)
     sd = float(d.std(ddof=1))
     return _difference(float(d.mean()), sd / math.sqrt(len(d)), len(d) - 1, len(d), sd, margin, paired=True)
 

@@ -40,6 +40,7 @@ DEFAULT_MARGINS: dict[str, float | str] = {
     "sep_e_ratio": 0.01, "sep_mean": 0.005,  # separation power (0..1)
     "auc_low": 0.02, "auc_high": 0.02, "auc_high_z": 0.02,  # classifier AUCs
     "fpd": "10%", "kpd": "10%",
+    "llr": 0.05,  # nats: the reference log-likelihood ratio (report/llr.py, docs/guide/verdicts.md)
 }
 NOT_COMPARABLE = "the row changes a loss-defining field"
 IDENTICAL = "identical values on every seed"

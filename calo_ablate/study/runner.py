@@ -31,6 +31,7 @@ from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
 from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
+from calo_ablate.study.llr import add_llr
 from calo_ablate.study.multiclass import add_multiclass
 from calo_ablate.study.plan import Plan, make_plan
 from calo_ablate.study.queue import Progress, StudyQueue, default_storage, pid_alive
@@ -375,13 +376,14 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
 
 
 def write_report(folder: Path, tracking_uri: str, parent_run_id: str, quality_metric: str | None = None) -> Path:
-    """table.md, table.csv and the plots from MLflow (and the multiclass metric from the cached samples,
-    study/multiclass.py), logged as the parent run's artifacts (table.md also as its description); returns
+    """table.md, table.csv and the plots from MLflow (and the multiclass metric and the reference
+    log-likelihood ratio from the cached samples, study/multiclass.py and study/llr.py), logged as the parent run's artifacts (table.md also as its description); returns
     table.md. quality_metric: the Pareto plot's quality axis (report/pareto.py; None: its default)."""
     table = build_table(tracking_uri, parent_run_id)
     table.quality_metric = quality_metric
     choose_metric(table)  # an unknown metric fails before the multiclass trains
     add_multiclass(table, folder, tracking_uri)
+    add_llr(table, folder, tracking_uri)
     paths = write_table(table, folder, sections(table), table_marks(table), quality_columns(table))
     fault_point("mid-report")
     paths += write_plots(table, tracking_uri, folder)

@@ -7,10 +7,8 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from calo_ablate.data.synthetic import incident_energies, simulate
 from calo_ablate.report.multiclass import (
     SKIPPED,
     TAG,
@@ -19,15 +17,10 @@ from calo_ablate.report.multiclass import (
     multiclass_column,
     multiclass_of,
 )
-from calo_ablate.report.table import CellResult, Row, StudyTable, frame
+from calo_ablate.report.table import CellResult, Row, frame
 from calo_ablate.runs import record
 from calo_ablate.study import multiclass as stage
-
-CLASSIFIER = {"evaluate.classifier.hidden": "32", "evaluate.classifier.num_hidden_layers": "2",
-              "evaluate.classifier.epochs": "8", "evaluate.classifier.lr": "0.002",
-              "evaluate.classifier.batch_size": "100", "evaluate.classifier.trainings": "2",
-              "evaluate.classifier.standardise_inputs": "false", "evaluate.threshold_mev": "null"}
-HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "smoke", "evaluate": "true"}
+from tests.report import stage_helpers as helpers
 
 
 def _summary(**means: float) -> MulticlassSummary:
@@ -35,18 +28,9 @@ def _summary(**means: float) -> MulticlassSummary:
                              4.2, "key", {"broken": "no finished cell with a cached sample on this machine"})
 
 
-def _rows(names: list[str], seeds: int = 2) -> list[Row]:
-    return [Row(n, n.title(), [CellResult(s, "FINISHED", {}, {}, f"{n}{s}", dict(CLASSIFIER)) for s in range(seeds)])
-            for n in names]
-
-
-def _table(rows: list[Row], header: dict[str, str], parent: str = "parent") -> StudyTable:
-    return StudyTable("t", parent, header, 2, rows, {}, [], 1.0)
-
-
 def test_summary_column_and_findings_line() -> None:
     summary = _summary(base=-1.05, good=-0.5, bad=-2.0)
-    table = _table(_rows(["base", "good", "bad", "broken"]), {**HEADER, TAG: summary.to_json()})
+    table = helpers.table(helpers.rows(["base", "good", "bad", "broken"]), {**helpers.HEADER, TAG: summary.to_json()})
     assert multiclass_of(table) == summary
     assert summary.uniform == pytest.approx(math.log(1 / 3))
     assert [summary.position(n) for n in ("base", "good", "bad")] == ["at", "above", "below"]
@@ -64,16 +48,10 @@ def test_summary_column_and_findings_line() -> None:
 
 
 def test_no_summary_no_column_and_the_skip_reason_in_findings() -> None:
-    table = _table(_rows(["base"]), {**HEADER, SKIPPED: "1 row(s) with cached samples"})
+    table = helpers.table(helpers.rows(["base"]), {**helpers.HEADER, SKIPPED: "1 row(s) with cached samples"})
     assert multiclass_column(table) is None
     lines = findings_lines(table)
     assert len(lines) == 1 and "1 row(s) with cached samples" in lines[0]  # the Findings say why
-
-
-def _write(folder: Path, entry: str, seed: int, scale: float = 1.0) -> None:
-    rng = np.random.default_rng(100 * seed + len(entry))
-    energies = incident_energies("1-photons", 300, rng)
-    record.save_sample(record.sample_path(folder, entry, seed), energies, scale * simulate("1-photons", energies, rng))
 
 
 @pytest.mark.usefixtures("one_thread")
@@ -81,11 +59,11 @@ def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: py
     uri = record.default_tracking_uri(tmp_path)
     parent = record.find_or_create_parent(uri, record.ensure_experiment(uri, "t"), "t", {})
     for seed in (0, 1):
-        _write(tmp_path, record.REFERENCE, seed)
-        _write(tmp_path, "base", seed)
-        _write(tmp_path, "scaled", seed, scale=1.3)
-    rows = _rows(["base", "scaled"]) + [Row("broken", "Broken", [CellResult(0, "FAILED", {}, {}, "b")])]
-    table = _table(rows, dict(HEADER), parent)
+        helpers.write_sample(tmp_path, record.REFERENCE, seed)
+        helpers.write_sample(tmp_path, "base", seed)
+        helpers.write_sample(tmp_path, "scaled", seed, scale=1.3)
+    rows = helpers.rows(["base", "scaled"]) + [Row("broken", "Broken", [CellResult(0, "FAILED", {}, {}, "b")])]
+    table = helpers.table(rows, dict(helpers.HEADER), parent)
     said: list[str] = []
     stage.add_multiclass(table, tmp_path, uri, said.append)
     summary = multiclass_of(table)
@@ -102,21 +80,21 @@ def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: py
         raise AssertionError("trained again although nothing changed")
 
     monkeypatch.setattr(stage, "multiclass_scores", no_training)
-    again = _table(_rows(["base", "scaled"]), dict(HEADER), parent)
+    again = helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent)
     stage.add_multiclass(again, tmp_path, uri, said.append)
     assert multiclass_of(again) == summary and "cached result" in said[-1]
 
-    _write(tmp_path, "scaled", 1, scale=1.2)  # a changed sample: the key changes, so it trains again
+    helpers.write_sample(tmp_path, "scaled", 1, scale=1.2)  # a changed sample: the key changes, so it trains again
     with pytest.raises(AssertionError, match="trained again"):
-        stage.add_multiclass(_table(_rows(["base", "scaled"]), dict(HEADER), parent), tmp_path, uri, said.append)
+        stage.add_multiclass(helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent), tmp_path, uri, said.append)
 
 
 def test_stage_skips_without_two_rows_and_keeps_no_stale_result(tmp_path: Path) -> None:
-    _write(tmp_path, record.REFERENCE, 0)
-    _write(tmp_path, "base", 0)
-    table = _table(_rows(["base", "other"], seeds=1), dict(HEADER))
+    helpers.write_sample(tmp_path, record.REFERENCE, 0)
+    helpers.write_sample(tmp_path, "base", 0)
+    table = helpers.table(helpers.rows(["base", "other"], seeds=1), dict(helpers.HEADER))
     stage.add_multiclass(table, tmp_path, "unused://", lambda s: None)
     assert multiclass_of(table) is None and "at least 2 needed" in table.header[SKIPPED]
-    off = _table(_rows(["base", "other"], seeds=1), {**HEADER, "evaluate": "false"})
+    off = helpers.table(helpers.rows(["base", "other"], seeds=1), {**helpers.HEADER, "evaluate": "false"})
     stage.add_multiclass(off, tmp_path, "unused://", lambda s: None)
     assert SKIPPED not in off.header
