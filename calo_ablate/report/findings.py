@@ -240,7 +240,7 @@ def _pair_line(table: StudyTable, row: Row, other: Row) -> str:
         parts.append(f"generation {gen.ratio:.2f}x (batch {GEN_BATCH}, {gen.word}, {gen.interval_text()})")
     summary = multiclass.multiclass_of(table)
     if summary is not None and row.name in summary.means and other.name in summary.means:
-        parts.append(f"multiclass log p {summary.score_text(row.name)} vs {summary.score_text(other.name)} "
+        parts.append(f"row-pool classifier log p {summary.score_text(row.name)} vs {summary.score_text(other.name)} "
                      f"({MULTICLASS_NO_TEST})")
     return f"- **{row.title} vs {other.title}**: " + "; ".join(p for p in parts if p)
 

@@ -15,14 +15,14 @@ from typing import Any
 from calo_ablate.report.table import ExtraColumn, StudyTable
 from calo_ablate.runs import record
 
-__all__ = ["CAVEAT", "SKIPPED", "SPREAD_FACTOR", "TAG", "MulticlassSummary", "findings_lines", "multiclass_column",
+__all__ = ["CAVEAT", "NAME", "SKIPPED", "TAG", "MulticlassSummary", "findings_lines", "multiclass_column",
            "multiclass_of"]
 
 TAG = "multiclass"
 SKIPPED = "multiclass_skipped"  # table.header only (never stored): why this report has no multiclass result
 CAVEAT = ("the score is relative to the pool of rows: adding or removing a row moves every row's value, so "
           "compare it only within this study")
-SPREAD_FACTOR = 2.0  # a row is above / below the uniform guess when more than this many stds away
+NAME = "Row-pool classifier"  # own metric: not the CaloChallenge's multi-cls (whose network is not reproduced)
 
 
 @dataclass
@@ -58,16 +58,6 @@ class MulticlassSummary:
         mean, std = self.means[row], self.stds[row]
         return f"{mean:.3f}" + (f" ± {std:.3f}" if math.isfinite(std) else "")
 
-    def position(self, row: str) -> str:
-        """'above', 'below' or 'at' the uniform guess (more than SPREAD_FACTOR stds away, or not)."""
-        mean, std = self.means[row], self.stds[row]
-        spread = SPREAD_FACTOR * (std if math.isfinite(std) else 0.0)
-        if mean - spread > self.uniform:
-            return "above"
-        if mean + spread < self.uniform:
-            return "below"
-        return "at"
-
 
 def multiclass_of(table: StudyTable) -> MulticlassSummary | None:
     """The study's multiclass summary (the parent run's tag), None when it has none or it is unreadable."""
@@ -94,7 +84,7 @@ def multiclass_column(table: StudyTable) -> ExtraColumn | None:
                               "multiclass_n": summary.trainings, "multiclass_uniform": summary.uniform}
         elif row.name in summary.left_out:
             text[row.name] = "not in the pool"
-    label = f"Multi-cls log p (uniform {summary.uniform:.3f})"
+    label = f"{NAME} log p (own; uniform {summary.uniform:.3f})"
     return ExtraColumn(label, text, data)
 
 
@@ -103,19 +93,19 @@ def findings_lines(table: StudyTable) -> list[str]:
     summary = multiclass_of(table)
     if summary is None:
         skipped = table.header.get(SKIPPED)
-        return [f"- **Multiclass**: not computed: {skipped}"] if skipped else []
+        return [f"- **{NAME}**: not computed: {skipped}"] if skipped else []
     titles = {r.name: r.title for r in table.rows}
     order = sorted(summary.means, key=lambda name: -summary.means[name])
-    values = "; ".join(f"{titles.get(n, n)} {summary.score_text(n)} ({summary.position(n)})"
-                       for n in order)
+    values = "; ".join(f"{titles.get(n, n)} {summary.score_text(n)}" for n in order)
     left = "; ".join(f"{titles.get(n, n)}: {why}" for n, why in summary.left_out.items())
     seeds = ", ".join(str(s) for s in summary.seeds)
     return [
-        f"- **Multiclass** (one classifier over the {summary.n_classes} rows, each row's score the mean log "
+        f"- **{NAME}** (own metric, not the CaloChallenge's multi-cls; one classifier over the {summary.n_classes} "
+        f"rows, each row's score the mean log "
         f"p(row | x) over {summary.reference_showers} reference showers; mean ± std over {summary.trainings} "
         f"classifier trainings, seed {summary.seed}; samples of seeds {seeds}, {summary.showers_per_class} showers "
         f"per row; {summary.inputs} inputs, standardised): {values}; uniform guess log(1/{summary.n_classes}) = "
-        f"{summary.uniform:.3f} (above / below: more than {SPREAD_FACTOR:g} std over trainings from it; the "
-        f"spread is the classifier's, the samples are fixed). Caveat: {CAVEAT}."
+        f"{summary.uniform:.3f}. No verdict: the spread is the classifier's over trainings on fixed samples (the "
+        f"sample-quality verdicts are the reference log-likelihood ratio's). Caveat: {CAVEAT}."
         + (f" Not in the pool: {left}." if left else ""),
     ]

@@ -10,7 +10,7 @@ by side without a test. Nothing is shown for a study without `compare:`.
 
 from __future__ import annotations
 
-from calo_ablate.report.multiclass import multiclass_of
+from calo_ablate.report.multiclass import NAME, multiclass_of
 from calo_ablate.report.stats import ALPHA, CONFIDENCE
 from calo_ablate.report.table import QUALITY, Row, StudyTable, stat_text
 from calo_ablate.report.verdicts import NOT_COMPARABLE, Verdict, pair_verdicts
@@ -54,7 +54,7 @@ def _multiclass_cells(table: StudyTable, row: Row, other: Row) -> list[str] | No
     if summary is None:
         return None
     scores = [summary.score_text(r.name) if r.name in summary.means else "not in the pool" for r in (row, other)]
-    return [row.title, other.title, "Multi-cls log p", *scores, "", MULTICLASS_NO_TEST]
+    return [row.title, other.title, f"{NAME} log p", *scores, "", MULTICLASS_NO_TEST]
 
 
 def paired_lines(table: StudyTable) -> list[str]:

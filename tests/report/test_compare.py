@@ -116,9 +116,9 @@ def test_the_multiclass_scores_stand_side_by_side_without_a_test() -> None:
     summary = MulticlassSummary({"base": -1.4, "naive_8": -10.8, "distilled_8": -4.2}, {"base": 0.1, "naive_8": 1.5,
                                 "distilled_8": 1.1}, 3, 3, 3, [0, 1], "cls-low", 400, 800, 1.0, "key")
     table.header[TAG] = summary.to_json()
-    line = _line(paired_lines(table), "| Distilled 8 | Naive 8 | Multi-cls log p |")
+    line = _line(paired_lines(table), "| Distilled 8 | Naive 8 | Row-pool classifier log p |")
     assert f"| -4.200 ± 1.100 | -10.800 ± 1.500 |  | {MULTICLASS_NO_TEST} |" in line
-    assert f"multiclass log p -4.200 ± 1.100 vs -10.800 ± 1.500 ({MULTICLASS_NO_TEST})" in \
+    assert f"row-pool classifier log p -4.200 ± 1.100 vs -10.800 ± 1.500 ({MULTICLASS_NO_TEST})" in \
         _line(findings_lines(table), "- **Distilled 8 vs Naive 8**")
 
 

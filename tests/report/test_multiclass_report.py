@@ -33,7 +33,6 @@ def test_summary_column_and_findings_line() -> None:
     table = helpers.table(helpers.rows(["base", "good", "bad", "broken"]), {**helpers.HEADER, TAG: summary.to_json()})
     assert multiclass_of(table) == summary
     assert summary.uniform == pytest.approx(math.log(1 / 3))
-    assert [summary.position(n) for n in ("base", "good", "bad")] == ["at", "above", "below"]
     column = multiclass_column(table)
     assert column is not None
     assert column.data["good"] == {"multiclass_mean": -0.5, "multiclass_std": 0.05, "multiclass_n": 2,
