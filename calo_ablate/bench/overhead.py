@@ -16,7 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from calo_ablate.runs import record
+from calo_ablate.runs.names import EVAL_SECONDS, INVOCATION_SECONDS, REFERENCE_SECONDS, TRAIN_SECONDS
+from calo_ablate.runs.tracker import Tracker
 
 
 @dataclass(frozen=True)
@@ -32,18 +33,18 @@ class Overhead:
         return 1.0 - self.in_cell_seconds / (self.workers * self.wall_seconds)
 
 
-def study_overhead(tracking_uri: str, study: str, workers: int) -> Overhead:
+def study_overhead(tracker: Tracker, study: str, workers: int) -> Overhead:
     """The overhead of a finished study, read from its MLflow parent and cell runs."""
-    parent = record.find_parent(tracking_uri, study)
+    parent = tracker.find_parent(study)
     if parent is None:
-        msg = f"no study '{study}' in {tracking_uri}"
+        msg = f"no study '{study}' in {tracker.uri}"
         raise LookupError(msg)
-    c = record.client(tracking_uri)
-    wall = sum(m.value for m in c.get_metric_history(parent, record.INVOCATION_SECONDS))
-    in_cell = c.get_run(parent).data.metrics.get(record.REFERENCE_SECONDS, 0.0)
-    for run in record.child_runs(tracking_uri, parent):
+    c = tracker.client
+    wall = sum(m.value for m in c.get_metric_history(parent, INVOCATION_SECONDS))
+    in_cell = c.get_run(parent).data.metrics.get(REFERENCE_SECONDS, 0.0)
+    for run in tracker.child_runs(parent):
         metrics = run.data.metrics
-        in_cell += metrics.get(record.TRAIN_SECONDS, 0.0) + metrics.get(record.EVAL_SECONDS, 0.0)
+        in_cell += metrics.get(TRAIN_SECONDS, 0.0) + metrics.get(EVAL_SECONDS, 0.0)
     return Overhead(workers, wall, in_cell)
 
 
@@ -68,4 +69,4 @@ def measure(workers: int, *, dataset: str = "1", profile: str = "smoke", seeds: 
             msg = f"the bench study failed (exit {code}):\n{tail}"
             raise RuntimeError(msg)
         uri = f"sqlite:///{Path(tmp) / 'bench' / 'mlflow.db'}"
-        return study_overhead(uri, "bench", workers), elapsed
+        return study_overhead(Tracker(uri), "bench", workers), elapsed

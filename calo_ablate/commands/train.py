@@ -23,8 +23,8 @@ from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import ConfigError
 from calo_ablate.geometry import load_geometry
 from calo_ablate.model.families import load_family
-from calo_ablate.runs import record
 from calo_ablate.runs.generate import generate_showers, load_run
+from calo_ablate.runs.tracker import Tracker, default_tracking_uri
 from calo_ablate.runs.train import run_training
 
 __all__ = ["generate", "params", "register", "train"]
@@ -35,25 +35,25 @@ def train(args: argparse.Namespace) -> int:
     dataset = canonical_dataset(args.dataset)
     config = resolve_config(dataset, args.profile, cli_set=args.overrides, seed=args.seed)
     files = ensure_data(dataset, config.data.data_dir)
-    tracking_uri = args.tracking_uri or record.default_tracking_uri()
+    tracker = Tracker(args.tracking_uri or default_tracking_uri())
     experiment = f"train-{dataset}"
-    record.ensure_experiment(tracking_uri, experiment)
+    tracker.ensure_experiment(experiment)
     run_dir = Path("results") / "runs" / train_key(config, files.checksums)
     started = time.perf_counter()
-    result = run_training(config, files=files, run_dir=run_dir, tracking_uri=tracking_uri,
+    result = run_training(config, files=files, run_dir=run_dir, tracker=tracker,
                           experiment_name=experiment, run_name=f"{dataset}-{args.profile}-seed{config.train.seed}")
     # The other processes of a multi-process run report nothing. (The ignore: lightning_utilities sets
     # rank_zero_only.rank at run time, and its type does not declare it.)
     if rank_zero_only.rank != 0:  # type: ignore[attr-defined]
         return 0
-    record.close_run(tracking_uri, result.run_id)
+    tracker.close_run(result.run_id)
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.metrics.items())
-    print(f"run {result.run_id} ({experiment} in {tracking_uri}): {result.epochs} epoch(s), {losses}; "
+    print(f"run {result.run_id} ({experiment} in {tracker.uri}): {result.epochs} epoch(s), {losses}; "
           f"{result.seconds_per_epoch:.1f} s/epoch, {result.n_params:,} parameters, "
           f"{time.perf_counter() - started:.0f} s in this call")
     print(f"checkpoint: {result.checkpoint_path}")
     print(f"generate:   calo-ablate generate --run {result.run_id} --events 1000 --out samples.hdf5"
-          + (f" --tracking-uri {tracking_uri}" if args.tracking_uri else ""))
+          + (f" --tracking-uri {tracker.uri}" if args.tracking_uri else ""))
     return 0
 
 
@@ -83,7 +83,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.events < 1:
         msg = f"--events {args.events}: expected a positive number of showers"
         raise ConfigError(msg)
-    trained = load_run(args.run_id, args.tracking_uri or record.default_tracking_uri())
+    trained = load_run(args.run_id, Tracker(args.tracking_uri or default_tracking_uri()))
     config = trained.config
     files = ensure_data(config.data.dataset, config.data.data_dir)
     datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache")

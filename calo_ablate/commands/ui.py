@@ -18,13 +18,14 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 from calo_ablate.commands.options import Subcommands, add_results_dir
-from calo_ablate.runs import record
+from calo_ablate.runs.names import ROLE_CELL, TAG_ROLE
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.runner import find_store
 
 __all__ = ["CELLS_FILTER", "CELLS_ORDER_BY", "cells_view_url", "descendants", "is_running", "register", "serve",
            "stop_tree", "ui"]
 
-CELLS_FILTER = f"tags.`{record.TAG_ROLE}` = '{record.ROLE_CELL}'"
+CELLS_FILTER = f"tags.`{TAG_ROLE}` = '{ROLE_CELL}'"
 # MLflow's UI nests child runs under their parent unless the view is filtered and sorted by something other
 # than the start time: sorted by run name, the cells ("<title> s<seed>") show flat, each row's seeds together
 CELLS_ORDER_BY = "tags.`mlflow.runName`"
@@ -128,7 +129,7 @@ def ui(args: Namespace) -> int:
     mlflow = Path(sys.executable).with_name("mlflow")
     command = [str(mlflow) if mlflow.is_file() else "mlflow", "ui", "--backend-store-uri", f"sqlite:///{db}",
                "--host", "127.0.0.1", "--port", str(args.port)]
-    exp_id = record.experiment_id(f"sqlite:///{db}", db.parent.name)
+    exp_id = Tracker(f"sqlite:///{db}").find_experiment(db.parent.name)
     url = cells_view_url(f"http://127.0.0.1:{args.port}", exp_id)
     print(f"MLflow UI for {db.parent.name}: the study's cells at {url} (Ctrl-C stops it and every process "
           "it started)", flush=True)

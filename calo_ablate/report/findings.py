@@ -38,8 +38,7 @@ from calo_ablate.report.verdicts import (
     pair_verdicts,
     power_text,
 )
-from calo_ablate.runs import record
-from calo_ablate.runs.record import BASE
+from calo_ablate.runs.names import BASE, GEN_MS_PREFIX, N_PARAMS, SECONDS_PER_EPOCH, VAL_LOSS, VAL_PREFIX
 
 __all__ = ["Comparison", "compare", "expectation_marks", "far_from_reference", "findings_lines", "pair_lines",
            "quality", "sections", "stability_lines", "timing_metric"]
@@ -53,7 +52,7 @@ AUC_METRICS = ("auc_low", "auc_high", "auc_high_z")
 # (about 0.5) by this much, i.e. tells generated from reference showers apart in ~90 % of pairs or more
 FAR_MARGIN = 0.4
 FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-ASPECT_METRIC = {"loss": record.VAL_LOSS, "n_params": record.N_PARAMS, "s_per_epoch": record.SECONDS_PER_EPOCH}
+ASPECT_METRIC = {"loss": VAL_LOSS, "n_params": N_PARAMS, "s_per_epoch": SECONDS_PER_EPOCH}
 UNDERTRAINED = "both far from the reference: undertrained, no quality comparison possible at this budget"
 FAR_BOTH = "both far from the reference (undertrained at this budget)"
 DIRECTION = {"lower": "lower", "higher": "higher", "equivalent": "same", "undecided": "undecided"}
@@ -91,7 +90,7 @@ def _base(table: StudyTable) -> Row | None:
 
 def timing_metric(table: StudyTable) -> str | None:
     """The generation-time metric at the largest timed batch size (throughput), if any was logged."""
-    timing = [m for m, _ in table.columns if m.startswith(record.GEN_MS_PREFIX)]
+    timing = [m for m, _ in table.columns if m.startswith(GEN_MS_PREFIX)]
     return max(timing, key=lambda m: int(m.rsplit("b", 1)[1])) if timing else None
 
 
@@ -163,7 +162,7 @@ def _loss_text(table: StudyTable, row: Row) -> str:
 
 def _speed_text(table: StudyTable, row: Row) -> str:
     parts = []
-    train = compare(table, row, record.SECONDS_PER_EPOCH)
+    train = compare(table, row, SECONDS_PER_EPOCH)
     if not math.isnan(train.ratio):
         parts.append(f"training {train.ratio:.2f}x the base's time per epoch ({train.verdict.word}, {train.text()})")
     timing = timing_metric(table)
@@ -172,7 +171,7 @@ def _speed_text(table: StudyTable, row: Row) -> str:
         if not math.isnan(gen.ratio):
             parts.append(f"generation {gen.ratio:.2f}x (batch {timing.rsplit('b', 1)[1]}, {gen.verdict.word}, "
                          f"{gen.text()})")
-    params = compare(table, row, record.N_PARAMS)
+    params = compare(table, row, N_PARAMS)
     if not math.isnan(params.ratio) and params.ratio != 1:
         parts.append(f"parameters {params.ratio:.2f}x")
     return "; ".join(parts)
@@ -235,7 +234,7 @@ def _pair_line(table: StudyTable, row: Row, other: Row) -> str:
     loss = pair_verdicts(table, table.losses[0][0])[row.name]
     parts.append("loss not comparable (a row changes the loss's definition, or the model families differ)"
                  if loss.reason == NOT_COMPARABLE else f"loss {loss.word} ({loss.interval_text()})")
-    gen = pair_verdicts(table, f"{record.GEN_MS_PREFIX}{GEN_BATCH}").get(row.name)
+    gen = pair_verdicts(table, f"{GEN_MS_PREFIX}{GEN_BATCH}").get(row.name)
     if gen is not None and not math.isnan(gen.ratio):
         parts.append(f"generation {gen.ratio:.2f}x (batch {GEN_BATCH}, {gen.word}, {gen.interval_text()})")
     summary = multiclass.multiclass_of(table)
@@ -265,7 +264,7 @@ def _direction_of(table: StudyTable, row: Row, aspect: str) -> tuple[str, str]:
         verdict, detail = quality(table, row)
         measured = {"better": "better", "worse": "worse", "equivalent": "same"}.get(verdict, "undecided")
         return measured, verdict if verdict in ("undertrained", "mixed") else detail
-    losses = {m[len(record.VAL_PREFIX):]: m for m, _ in table.losses}  # the base family's: voxel_loss, ...
+    losses = {m[len(VAL_PREFIX):]: m for m, _ in table.losses}  # the base family's: voxel_loss, ...
     metric = ASPECT_METRIC.get(aspect) or losses.get(aspect) or (timing_metric(table) if aspect == "gen_time" else None)
     if metric is None:
         return "undecided", "not measured"
@@ -315,7 +314,7 @@ def _at_fraction(history: list[tuple[int, float]], fraction: float) -> float:
 
 def loss_at_fractions(table: StudyTable, row: Row) -> list[float] | None:
     """Mean over the row's runs of val/loss at each of FRACTIONS of training; None without a history."""
-    runs = table.histories.get(row.name, {}).get(record.VAL_LOSS, [])
+    runs = table.histories.get(row.name, {}).get(VAL_LOSS, [])
     if not runs:
         return None
     return [float(np.mean([_at_fraction(h, f) for h in runs])) for f in FRACTIONS]

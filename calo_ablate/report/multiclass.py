@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from calo_ablate.report.table import ExtraColumn, StudyTable
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE
 
 __all__ = ["CAVEAT", "NAME", "SKIPPED", "TAG", "MulticlassSummary", "findings_lines", "multiclass_column",
            "multiclass_of"]
@@ -75,8 +75,8 @@ def multiclass_column(table: StudyTable) -> ExtraColumn | None:
     summary = multiclass_of(table)
     if summary is None:
         return None
-    text = {record.REFERENCE: f"uniform guess log(1/{summary.n_classes}) = {summary.uniform:.3f}"}
-    data: dict[str, dict[str, Any]] = {record.REFERENCE: {"multiclass_uniform": summary.uniform}}
+    text = {REFERENCE: f"uniform guess log(1/{summary.n_classes}) = {summary.uniform:.3f}"}
+    data: dict[str, dict[str, Any]] = {REFERENCE: {"multiclass_uniform": summary.uniform}}
     for row in table.rows:
         if row.name in summary.means:
             text[row.name] = summary.score_text(row.name)

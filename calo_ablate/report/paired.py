@@ -14,7 +14,7 @@ from calo_ablate.report.multiclass import NAME, multiclass_of
 from calo_ablate.report.stats import ALPHA, CONFIDENCE
 from calo_ablate.report.table import QUALITY, Row, StudyTable, stat_text
 from calo_ablate.report.verdicts import NOT_COMPARABLE, Verdict, pair_verdicts
-from calo_ablate.runs import record
+from calo_ablate.runs.names import GEN_MS_PREFIX
 
 __all__ = ["GEN_BATCH", "MULTICLASS_NO_TEST", "pair_metrics", "paired_lines", "pairs"]
 
@@ -33,7 +33,7 @@ def pair_metrics(table: StudyTable) -> list[tuple[str, str]]:
     """(metric, label) a pair is tested on: the base family's losses, then the quality columns and the generation
     time at batch GEN_BATCH where the table has them."""
     quality = [(m, label) for m, label in table.columns if m in dict(QUALITY)]
-    timing = [(m, label) for m, label in table.columns if m == f"{record.GEN_MS_PREFIX}{GEN_BATCH}"]
+    timing = [(m, label) for m, label in table.columns if m == f"{GEN_MS_PREFIX}{GEN_BATCH}"]
     return [*table.losses, *quality, *timing]
 
 

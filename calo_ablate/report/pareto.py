@@ -22,7 +22,7 @@ from calo_ablate.report.llr import llr_column
 from calo_ablate.report.multiclass import multiclass_column, multiclass_of
 from calo_ablate.report.published import HARDWARE, SOURCE, published_points
 from calo_ablate.report.table import ExtraColumn, StudyTable, summarise
-from calo_ablate.runs import record
+from calo_ablate.runs.names import GEN_MS_PREFIX, TAG_DATA_SOURCE, TAG_DATASET, TAG_PROFILE
 
 __all__ = ["AXES", "DEFAULT_METRIC", "FALLBACK", "MULTICLASS", "PLOT_FILE", "TIME_BATCH", "TIME_METRIC", "Axis",
            "ParetoPoint", "choose_metric", "front_column", "front_rows", "pareto_front", "pareto_lines", "pareto_points",
@@ -30,7 +30,7 @@ __all__ = ["AXES", "DEFAULT_METRIC", "FALLBACK", "MULTICLASS", "PLOT_FILE", "TIM
 
 MULTICLASS = "multiclass"
 TIME_BATCH = 100
-TIME_METRIC = f"{record.GEN_MS_PREFIX}{TIME_BATCH}"
+TIME_METRIC = f"{GEN_MS_PREFIX}{TIME_BATCH}"
 PLOT_FILE = "pareto.png"
 
 
@@ -145,8 +145,8 @@ def front_column(table: StudyTable) -> ExtraColumn | None:
 
 def published_reason(table: StudyTable, metric: str) -> str | None:
     """Why the published CaloChallenge points are not drawn; None when they are."""
-    dataset = table.header.get(record.TAG_DATASET, "?")
-    source = table.header.get(record.TAG_DATA_SOURCE)
+    dataset = table.header.get(TAG_DATASET, "?")
+    source = table.header.get(TAG_DATA_SOURCE)
     if source == "synthetic":
         return ("published CaloChallenge points not shown: this study ran on the synthetic stand-in, not the "
                 "Geant4 showers they were measured on")
@@ -194,11 +194,11 @@ def pareto_lines(table: StudyTable) -> list[str]:
         lines += ["", "Not on the plot: " + "; ".join(f"{title} ({why})" for title, why in missing.items()) + "."]
     reason = published_reason(table, metric)
     if reason is None:
-        lines += ["", f"Grey markers: the published dataset-{table.header.get(record.TAG_DATASET)} results at "
+        lines += ["", f"Grey markers: the published dataset-{table.header.get(TAG_DATASET)} results at "
                       f"batch 100 on CPU and GPU ({SOURCE}; {HARDWARE}; times in ms / shower as inferred), fixed "
                       "reference points, not part of the front."
-                      + ("" if table.header.get(record.TAG_PROFILE) == "full" else
-                         f" This study's profile ({table.header.get(record.TAG_PROFILE)}) evaluates fewer showers "
+                      + ("" if table.header.get(TAG_PROFILE) == "full" else
+                         f" This study's profile ({table.header.get(TAG_PROFILE)}) evaluates fewer showers "
                          "with a smaller classifier than the published 10,000+ showers and official classifier: "
                          "compare positions, not numbers.")
                       + (" The published multi-cls scores come from the challenge's own pool of submissions (log(1/N) "

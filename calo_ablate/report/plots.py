@@ -40,9 +40,18 @@ from calo_ablate.report.pareto import (
 )
 from calo_ablate.report.published import HARDWARE, SOURCE, published_points
 from calo_ablate.report.table import StudyTable, loss_label
-from calo_ablate.runs import record
+from calo_ablate.runs.names import (
+    CURVE_PREFIX,
+    REFERENCE,
+    TAG_DATA_SOURCE,
+    TAG_DATASET,
+    TAG_MODEL_FAMILY,
+    TAG_PROFILE,
+    VAL_PREFIX,
+)
+from calo_ablate.runs.samples import load_sample, sample_path
 
-STAGES = ((record.CURVE_PREFIX, "training"), (record.VAL_PREFIX, "validation"))
+STAGES = ((CURVE_PREFIX, "training"), (VAL_PREFIX, "validation"))
 MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
 LINESTYLES = ("-", "--", "-.", ":")
 FLOAT_MAX = np.finfo(np.float64).max
@@ -68,16 +77,13 @@ def mean_band(runs: list[list[tuple[int, float]]]) -> tuple[np.ndarray, np.ndarr
 def _panels(table: StudyTable) -> list[tuple[str | None, str]]:
     """(family, loss name) of every panel column; the family is None when the study has only one."""
     if not table.family_losses:
-        return [(None, m[len(record.VAL_PREFIX):]) for m, _ in table.losses]
+        return [(None, m[len(VAL_PREFIX):]) for m, _ in table.losses]
     single = len(table.family_losses) == 1
     return [(None if single else family, name) for family, names in table.family_losses.items() for name in names]
 
 
-def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path | None:
-    """The loss curves of every row (see the module docstring); None when no run has a history.
-
-    tracking_uri: unused (the histories come with the table); kept for the callers' signature.
-    """
+def plot_loss_curves(table: StudyTable, path: Path) -> Path | None:
+    """The loss curves of every row (see the module docstring); None when no run has a history."""
     panels = _panels(table)
     fig, axes = plt.subplots(len(STAGES), len(panels), figsize=(5.2 * len(panels), 4.0 * len(STAGES)),
                              squeeze=False)
@@ -87,7 +93,7 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
         style = {"color": colours[i % len(colours)], "marker": MARKERS[i % len(MARKERS)],
                  "linestyle": LINESTYLES[i % len(LINESTYLES)], "markersize": 4, "linewidth": 1.2}
         histories = table.histories.get(row.name, {})
-        family = next((c.tags[record.TAG_MODEL_FAMILY] for c in row.cells if record.TAG_MODEL_FAMILY in c.tags), None)
+        family = next((c.tags[TAG_MODEL_FAMILY] for c in row.cells if TAG_MODEL_FAMILY in c.tags), None)
         for r, (prefix, _) in enumerate(STAGES):
             for c, (panel_family, loss) in enumerate(panels):
                 if panel_family is not None and panel_family != family:
@@ -124,18 +130,18 @@ def plot_loss_curves(table: StudyTable, tracking_uri: str, path: Path) -> Path |
 
 def plot_histograms(table: StudyTable, study_dir: Path, path: Path) -> Path | None:
     """The histogram grid of every row's seed-0 sample against the reference; None without cached samples."""
-    reference_file = record.sample_path(study_dir, record.REFERENCE, 0)
+    reference_file = sample_path(study_dir, REFERENCE, 0)
     if not reference_file.is_file():
         return None
-    reference = record.load_sample(reference_file)
+    reference = load_sample(reference_file)
     samples = {}
     for row in table.rows:
-        file = record.sample_path(study_dir, row.name, 0)
+        file = sample_path(study_dir, row.name, 0)
         if file.is_file() and any(c.seed == 0 and c.status == "FINISHED" for c in row.cells):
-            samples[row.title] = record.load_sample(file)
+            samples[row.title] = load_sample(file)
     if not samples:
         return None
-    return plot_histogram_grid(reference, samples, table.header.get(record.TAG_DATASET, "1-photons"), path)
+    return plot_histogram_grid(reference, samples, table.header.get(TAG_DATASET, "1-photons"), path)
 
 
 def _bars(values: list[float]) -> np.ndarray:
@@ -154,7 +160,7 @@ def _floor(table: StudyTable, metric: str) -> tuple[float, float, str] | None:
 
 
 def _published(ax: plt.Axes, table: StudyTable, metric: str) -> None:
-    points = published_points(table.header.get(record.TAG_DATASET, ""), metric) or []
+    points = published_points(table.header.get(TAG_DATASET, ""), metric) or []
     styles: tuple[tuple[str, str, dict[str, Any]], ...] = (
         ("GPU", "gpu_ms_b100", {"marker": "D", "color": "0.45"}),
         ("CPU", "cpu_ms_b100", {"marker": "s", "facecolor": "none", "edgecolor": "0.45"}))
@@ -214,8 +220,8 @@ def plot_pareto(table: StudyTable, path: Path) -> Path | None:
     spread_over = "classifier trainings" if metric == MULTICLASS else "seeds"
     ax.set_ylabel(f"{axis.label}\n(mean ± std over {spread_over}; {'lower' if axis.lower_is_better else 'higher'} "
                   "is better)", fontsize=9)
-    source = "synthetic stand-in" if table.header.get(record.TAG_DATA_SOURCE) == "synthetic" else "real data"
-    ax.set_title(f"{table.study} ({source}, profile {table.header.get(record.TAG_PROFILE, '?')}): {axis.short} "
+    source = "synthetic stand-in" if table.header.get(TAG_DATA_SOURCE) == "synthetic" else "real data"
+    ax.set_title(f"{table.study} ({source}, profile {table.header.get(TAG_PROFILE, '?')}): {axis.short} "
                  "against generation time", fontsize=10)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -223,9 +229,9 @@ def plot_pareto(table: StudyTable, path: Path) -> Path | None:
     return save_figure(fig, path, dpi=110)
 
 
-def write_plots(table: StudyTable, tracking_uri: str, study_dir: Path) -> list[Path]:
+def write_plots(table: StudyTable, study_dir: Path) -> list[Path]:
     """Every plot into `study_dir`; returns the paths written."""
-    written = [plot_loss_curves(table, tracking_uri, study_dir / "loss_curves.png"),
+    written = [plot_loss_curves(table, study_dir / "loss_curves.png"),
                plot_histograms(table, study_dir, study_dir / "histograms.png"),
                plot_pareto(table, study_dir / PLOT_FILE)]
     return [Path(p) for p in written if p is not None]

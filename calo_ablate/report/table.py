@@ -26,15 +26,60 @@ from mlflow.tracking import MlflowClient
 
 from calo_ablate.atomic import atomic_write
 from calo_ablate.report.stats import Design
-from calo_ablate.runs import record
-from calo_ablate.runs.record import BASE
+from calo_ablate.runs.names import (
+    BASE,
+    CURVE_PREFIX,
+    GEN_MS_PREFIX,
+    INVOCATION_SECONDS,
+    MAX_TAG_CHARS,
+    N_PARAMS,
+    REFERENCE,
+    REFERENCE_PREFIX,
+    REFERENCE_STD_PREFIX,
+    SEARCH_BEST_VALUE,
+    SEARCH_PRUNED,
+    SEARCH_TRIALS,
+    SECONDS_PER_EPOCH,
+    TAG_ABLATION,
+    TAG_CLI_SET,
+    TAG_CURVE_METRICS,
+    TAG_DATA_CHECKSUMS,
+    TAG_DATA_SOURCE,
+    TAG_DATASET,
+    TAG_ERROR,
+    TAG_ESTIMATE_BASIS,
+    TAG_ESTIMATED_SECONDS,
+    TAG_EVALUATE,
+    TAG_GIT_REVISION,
+    TAG_LOSS_COMPARABLE,
+    TAG_LOSS_NAMES,
+    TAG_MACHINE,
+    TAG_MARGINS,
+    TAG_MODEL_FAMILY,
+    TAG_PROFILE,
+    TAG_ROWS,
+    TAG_SEARCH_PARAM,
+    TAG_SEED,
+    TAG_SEED_DESIGN,
+    TAG_SEEDS,
+    TAG_SEEDS_BY_ROW,
+    TAG_SHARES_TRAINING_OF,
+    TAG_SHARES_TRAINING_RUN,
+    TAG_STUDY,
+    TAG_WORKERS,
+    TEACHER_TRAIN_SECONDS,
+    VAL_LOSS,
+    VAL_PREFIX,
+    val_losses,
+)
+from calo_ablate.runs.tracker import Tracker
 
 SYMBOLS = {"lower": "↓", "higher": "↑", "equivalent": "≈"}
-LOSSES = [(record.VAL_LOSS, "Loss")]  # runs without a loss_names tag: the total every family logs
+LOSSES = [(VAL_LOSS, "Loss")]  # runs without a loss_names tag: the total every family logs
 QUALITY = [("sep_e_ratio", "Sep. E_tot/E_inc"), ("sep_mean", "Mean sep."), ("auc_low", "AUC low"),
            ("auc_high", "AUC high"), ("auc_high_z", "AUC high (z)"), ("fpd", "FPD x1e3"), ("kpd", "KPD x1e3")]
 LOSS_FORMAT = ".4f"  # every val/<loss>
-FORMATS = {record.SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
+FORMATS = {SECONDS_PER_EPOCH: ".3g", "sep_e_ratio": ".3g", "sep_mean": ".3g", "auc_low": ".3f",
            "auc_high": ".3f", "auc_high_z": ".3f", "fpd": ".3g", "kpd": ".3g"}
 # how the base's model starts and is updated (model.init, train.lr_horizon_steps, ...): a header line
 UPDATE_RULE = [("model.init", "init"), ("train.lr_horizon_steps", "LR cosine horizon (steps)"),
@@ -44,7 +89,7 @@ BUDGET = [("data.max_train_events", "training showers (train + validation)"), ("
           ("train.early_stopping_patience", "early-stopping patience"), ("sample.steps", "sampling steps"),
           ("evaluate.n_events", "evaluation showers")]
 # columns whose spread over seeds is not sampling noise: no std, no test
-EXACT = {record.N_PARAMS}
+EXACT = {N_PARAMS}
 
 
 @dataclass
@@ -61,7 +106,7 @@ class CellResult:
     @property
     def training_run(self) -> str | None:
         """The run whose metric histories hold this cell's training curves."""
-        return self.tags.get(record.TAG_SHARES_TRAINING_RUN) or self.run_id
+        return self.tags.get(TAG_SHARES_TRAINING_RUN) or self.run_id
 
 
 @dataclass
@@ -84,7 +129,7 @@ class Row:
 
     @property
     def comparable(self) -> bool:
-        return all(c.tags.get(record.TAG_LOSS_COMPARABLE, "true") == "true" for c in self.cells if c.run_id)
+        return all(c.tags.get(TAG_LOSS_COMPARABLE, "true") == "true" for c in self.cells if c.run_id)
 
 
 @dataclass
@@ -111,7 +156,7 @@ Marks = Mapping[tuple[str, str], Mark]  # (row name, metric) -> Mark
 @dataclass(frozen=True)
 class ExtraColumn:
     """A column computed for the whole study rather than per cell (the multiclass score, the Pareto front's
-    mark): its cells' text in table.md and its fields in table.csv, by row name (record.REFERENCE for the
+    mark): its cells' text in table.md and its fields in table.csv, by row name (REFERENCE for the
     noise-floor row)."""
 
     label: str
@@ -161,62 +206,62 @@ def summarise(values: list[float], exact: bool = False) -> Stat | None:
     return Stat(float(arr.mean()), std, len(arr))
 
 
-def _cell_results(tracking_uri: str, parent_run_id: str, seeds: int) -> dict[str, list[CellResult]]:
+def _cell_results(tracker: Tracker, parent_run_id: str, seeds: int) -> dict[str, list[CellResult]]:
     by_row: dict[str, list[CellResult]] = {}
-    for run in record.child_runs(tracking_uri, parent_run_id):
+    for run in tracker.child_runs(parent_run_id):
         tags = dict(run.data.tags)
-        seed = int(tags.get(record.TAG_SEED, -1))
-        if record.TAG_ABLATION not in tags or not 0 <= seed < seeds:
+        seed = int(tags.get(TAG_SEED, -1))
+        if TAG_ABLATION not in tags or not 0 <= seed < seeds:
             continue
-        by_row.setdefault(tags[record.TAG_ABLATION], []).append(
+        by_row.setdefault(tags[TAG_ABLATION], []).append(
             CellResult(seed, run.info.status, dict(run.data.metrics), tags, run.info.run_id, dict(run.data.params)))
     return by_row
 
 
-def build_table(tracking_uri: str, parent_run_id: str) -> StudyTable:
+def build_table(tracker: Tracker, parent_run_id: str) -> StudyTable:
     """Read the parent run and its cell runs; nothing but the MLflow store is needed."""
-    c = record.client(tracking_uri)
+    c = tracker.client
     parent = c.get_run(parent_run_id)
     tags = dict(parent.data.tags)
-    seeds = int(tags.get(record.TAG_SEEDS, "1"))
-    seeds_by_row = _json_tag(tags, record.TAG_SEEDS_BY_ROW, {})
+    seeds = int(tags.get(TAG_SEEDS, "1"))
+    seeds_by_row = _json_tag(tags, TAG_SEEDS_BY_ROW, {})
     seeds = max([seeds, *seeds_by_row.values()])
-    cells = _cell_results(tracking_uri, parent_run_id, seeds)
+    cells = _cell_results(tracker, parent_run_id, seeds)
     rows = []
-    for entry in _json_tag(tags, record.TAG_ROWS, []):
+    for entry in _json_tag(tags, TAG_ROWS, []):
         found = {cr.seed: cr for cr in cells.get(entry["name"], [])}
         row_seeds = int(seeds_by_row.get(entry["name"], seeds))
         row_cells = [found.get(s, CellResult(s, "not run", {}, {}, None)) for s in range(row_seeds)]
         rows.append(Row(entry["name"], entry["title"], row_cells, dict(entry.get("expect") or {}),
                         entry.get("compare")))
-    reference = {k[len(record.REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
-                 if k.startswith(record.REFERENCE_PREFIX)}
-    reference_std = {k[len(record.REFERENCE_STD_PREFIX):]: v for k, v in parent.data.metrics.items()
-                     if k.startswith(record.REFERENCE_STD_PREFIX)}
+    reference = {k[len(REFERENCE_PREFIX):]: v for k, v in parent.data.metrics.items()
+                 if k.startswith(REFERENCE_PREFIX)}
+    reference_std = {k[len(REFERENCE_STD_PREFIX):]: v for k, v in parent.data.metrics.items()
+                     if k.startswith(REFERENCE_STD_PREFIX)}
     metrics_seen = {m for r in rows for cr in r.finished() for m in cr.metrics} | set(reference)
-    timing = sorted((m for m in metrics_seen if m.startswith(record.GEN_MS_PREFIX)),
-                    key=lambda m: int(m[len(record.GEN_MS_PREFIX):]))
-    columns = [(record.N_PARAMS, "Parameters"), (record.SECONDS_PER_EPOCH, "s / epoch")]
-    if record.TEACHER_TRAIN_SECONDS in metrics_seen:  # derived rows: what their teachers' trainings cost
-        columns.append((record.TEACHER_TRAIN_SECONDS, "Teacher train s"))
-    columns += [(m, f"Gen. ms / shower (batch {m[len(record.GEN_MS_PREFIX):]})") for m in timing]
+    timing = sorted((m for m in metrics_seen if m.startswith(GEN_MS_PREFIX)),
+                    key=lambda m: int(m[len(GEN_MS_PREFIX):]))
+    columns = [(N_PARAMS, "Parameters"), (SECONDS_PER_EPOCH, "s / epoch")]
+    if TEACHER_TRAIN_SECONDS in metrics_seen:  # derived rows: what their teachers' trainings cost
+        columns.append((TEACHER_TRAIN_SECONDS, "Teacher train s"))
+    columns += [(m, f"Gen. ms / shower (batch {m[len(GEN_MS_PREFIX):]})") for m in timing]
     columns += [(m, label) for m, label in QUALITY if m in metrics_seen]
-    history = c.get_metric_history(parent_run_id, record.INVOCATION_SECONDS)
+    history = c.get_metric_history(parent_run_id, INVOCATION_SECONDS)
     wall = float(sum(m.value for m in history))
-    design = _json_tag(tags, record.TAG_SEED_DESIGN, None)
-    return StudyTable(tags.get(record.TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
+    design = _json_tag(tags, TAG_SEED_DESIGN, None)
+    return StudyTable(tags.get(TAG_STUDY, parent.info.run_name), parent_run_id, tags, seeds, rows, reference,
                       columns, wall, {r.name: _row_histories(c, r) for r in rows}, loss_columns(rows),
-                      family_losses(rows), _json_tag(tags, record.TAG_MARGINS, {}),
+                      family_losses(rows), _json_tag(tags, TAG_MARGINS, {}),
                       Design(int(design["first"]), int(design["cap"])) if design else None, reference_std)
 
 
 def curve_names(row: Row) -> list[str]:
     """The metrics the report draws for a row: its family's val/<loss> and step curve (its cells' tags
     loss_names and curve_metrics; runs without curve_metrics: train_steps/<loss>)."""
-    names = json.loads(_tag_of(row, record.TAG_LOSS_NAMES) or json.dumps([m[len(record.VAL_PREFIX):] for m, _ in LOSSES]))
-    curves = _tag_of(row, record.TAG_CURVE_METRICS)
-    steps = json.loads(curves) if curves else [f"{record.CURVE_PREFIX}{n}" for n in names]
-    return [*record.val_losses(names), *steps]
+    names = json.loads(_tag_of(row, TAG_LOSS_NAMES) or json.dumps([m[len(VAL_PREFIX):] for m, _ in LOSSES]))
+    curves = _tag_of(row, TAG_CURVE_METRICS)
+    steps = json.loads(curves) if curves else [f"{CURVE_PREFIX}{n}" for n in names]
+    return [*val_losses(names), *steps]
 
 
 def _row_histories(c: MlflowClient, row: Row) -> dict[str, list[list[tuple[int, float]]]]:
@@ -244,10 +289,10 @@ def loss_label(name: str) -> str:
 def loss_columns(rows: list[Row]) -> list[tuple[str, str]]:
     """(metric, label) of the losses the base's model family logs (its cells' loss_names tag; val/loss alone
     for runs without it)."""
-    names = _tag_of(next((r for r in rows if r.name == BASE), None), record.TAG_LOSS_NAMES)
+    names = _tag_of(next((r for r in rows if r.name == BASE), None), TAG_LOSS_NAMES)
     if names is None:
         return list(LOSSES)
-    return [(f"{record.VAL_PREFIX}{name}", loss_label(name)) for name in json.loads(names)]
+    return [(f"{VAL_PREFIX}{name}", loss_label(name)) for name in json.loads(names)]
 
 
 def family_losses(rows: list[Row]) -> dict[str, list[str]]:
@@ -255,7 +300,7 @@ def family_losses(rows: list[Row]) -> dict[str, list[str]]:
     ordered = sorted(rows, key=lambda r: r.name != BASE)
     out: dict[str, list[str]] = {}
     for row in ordered:
-        family, names = _tag_of(row, record.TAG_MODEL_FAMILY), _tag_of(row, record.TAG_LOSS_NAMES)
+        family, names = _tag_of(row, TAG_MODEL_FAMILY), _tag_of(row, TAG_LOSS_NAMES)
         if family is not None and names is not None:
             out.setdefault(family, json.loads(names))
     return out
@@ -263,8 +308,8 @@ def family_losses(rows: list[Row]) -> dict[str, list[str]]:
 
 def other_family(table: StudyTable, row: Row) -> str | None:
     """The row's model family when it is not the base's (compared by sample quality and speed only)."""
-    base = _tag_of(next((r for r in table.rows if r.name == BASE), None), record.TAG_MODEL_FAMILY)
-    mine = _tag_of(row, record.TAG_MODEL_FAMILY)
+    base = _tag_of(next((r for r in table.rows if r.name == BASE), None), TAG_MODEL_FAMILY)
+    mine = _tag_of(row, TAG_MODEL_FAMILY)
     return mine if mine is not None and base is not None and mine != base else None
 
 
@@ -278,9 +323,9 @@ def row_stats(row: Row, metrics: list[str]) -> dict[str, Stat]:
 
 
 def _fmt_number(metric: str, value: float) -> str:
-    if metric == record.N_PARAMS or abs(value) >= 1000:  # no exponents for large numbers
+    if metric == N_PARAMS or abs(value) >= 1000:  # no exponents for large numbers
         return f"{round(value):,}"
-    return format(value, LOSS_FORMAT if metric.startswith(record.VAL_PREFIX) else FORMATS.get(metric, ".3g"))
+    return format(value, LOSS_FORMAT if metric.startswith(VAL_PREFIX) else FORMATS.get(metric, ".3g"))
 
 
 def stat_text(row: Row, metric: str) -> str:
@@ -326,22 +371,22 @@ def note_text(table: StudyTable, row: Row) -> str:
         own = ", ".join(table.family_losses.get(family, [])) or "loss"
         notes.append(f"model family {family}: its own losses ({own}) are in table.csv; compare sample quality "
                      "and speed")
-    shared = {c.tags[record.TAG_SHARES_TRAINING_OF] for c in row.cells if c.tags.get(record.TAG_SHARES_TRAINING_OF)}
+    shared = {c.tags[TAG_SHARES_TRAINING_OF] for c in row.cells if c.tags.get(TAG_SHARES_TRAINING_OF)}
     for owner in sorted(shared):
         title = next((r.title for r in table.rows if r.name == owner), owner)
         notes.append("shares the base's training" if owner == BASE else f"shares the training of '{title}'")
     for cell in row.cells:
         if cell.status == "FAILED":
-            notes.append(f"s{cell.seed} failed: {cell.tags.get(record.TAG_ERROR, 'unknown error')}")
+            notes.append(f"s{cell.seed} failed: {cell.tags.get(TAG_ERROR, 'unknown error')}")
         elif cell.status != "FINISHED":
             notes.append(f"s{cell.seed} {'not run' if cell.run_id is None else 'unfinished'}")
     finished = row.finished()
-    if finished and record.SEARCH_TRIALS in finished[0].metrics:
-        param = finished[0].tags.get(record.TAG_SEARCH_PARAM, "param")
+    if finished and SEARCH_TRIALS in finished[0].metrics:
+        param = finished[0].tags.get(TAG_SEARCH_PARAM, "param")
         for cell in finished:
             m = cell.metrics
-            notes.append(f"s{cell.seed}: best of {int(m[record.SEARCH_TRIALS])} trials ({int(m.get(record.SEARCH_PRUNED, 0))} "
-                         f"pruned): {param} = {m[record.SEARCH_BEST_VALUE]:.4g}")
+            notes.append(f"s{cell.seed}: best of {int(m[SEARCH_TRIALS])} trials ({int(m.get(SEARCH_PRUNED, 0))} "
+                         f"pruned): {param} = {m[SEARCH_BEST_VALUE]:.4g}")
     return "; ".join(notes)
 
 
@@ -354,19 +399,19 @@ def _rule_value(value: str) -> str:
 
 def _estimate_text(header: dict[str, str]) -> str:
     """'; estimated before the start: 21 min from <the rates>' where the parent run holds an estimate."""
-    seconds = header.get(record.TAG_ESTIMATED_SECONDS)
+    seconds = header.get(TAG_ESTIMATED_SECONDS)
     if not seconds:
         return ""
-    return f"; estimated before the start: {float(seconds) / 60:.1f} min from {header.get(record.TAG_ESTIMATE_BASIS, '?')}"
+    return f"; estimated before the start: {float(seconds) / 60:.1f} min from {header.get(TAG_ESTIMATE_BASIS, '?')}"
 
 
 def _header_lines(table: StudyTable) -> list[str]:
     h = table.header
-    source = h.get(record.TAG_DATA_SOURCE, "?")
+    source = h.get(TAG_DATA_SOURCE, "?")
     source_text = ("**synthetic stand-in** (generated by calo-ablate, not the Geant4 CaloChallenge files)"
                    if source == "synthetic" else "real CaloChallenge files")
-    checksums = ", ".join(f"{k} md5 {v}" for k, v in _json_tag(h, record.TAG_DATA_CHECKSUMS, {}).items())
-    cli_set = _json_tag(h, record.TAG_CLI_SET, [])
+    checksums = ", ".join(f"{k} md5 {v}" for k, v in _json_tag(h, TAG_DATA_CHECKSUMS, {}).items())
+    cli_set = _json_tag(h, TAG_CLI_SET, [])
     params = next((c.params for r in table.rows if r.name == BASE for c in r.cells if c.params), {})
     budget = ", ".join(f"{label} {'none' if params[key] == 'null' else params[key]}"
                        for key, label in BUDGET if key in params)
@@ -375,16 +420,16 @@ def _header_lines(table: StudyTable) -> list[str]:
     return [
         f"# Ablation study `{table.study}`",
         "",
-        f"- Dataset: {h.get(record.TAG_DATASET, '?')}, {source_text}; {checksums}",
-        f"- Profile: {h.get(record.TAG_PROFILE, '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
-        + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get(record.TAG_WORKERS, '?')}",
+        f"- Dataset: {h.get(TAG_DATASET, '?')}, {source_text}; {checksums}",
+        f"- Profile: {h.get(TAG_PROFILE, '?')}" + (f", overrides {' '.join(cli_set)}" if cli_set else "")
+        + f"; seeds: {table.seeds} (0..{table.seeds - 1}); workers: {h.get(TAG_WORKERS, '?')}",
         f"- Budget per cell (base): {budget or 'unknown'}",
         f"- Start and update rule (base): {rule or 'unknown'}"
         + ("; the EMA weights generate the samples" if "train.ema_start" in params else ""),
-        f"- Machine: {h.get(record.TAG_MACHINE, '?')}",
+        f"- Machine: {h.get(TAG_MACHINE, '?')}",
         f"- Total wall time: {table.wall_seconds / 60:.1f} min (all `ablate` calls of this study"
         + f"{_estimate_text(h)})",
-        f"- Written: {now}; code version: {h.get(record.TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
+        f"- Written: {now}; code version: {h.get(TAG_GIT_REVISION, '?')}; MLflow parent run {table.parent_run_id}",
     ]
 
 
@@ -394,15 +439,15 @@ def not_measured(table: StudyTable) -> list[str]:
     lines = []
     if table.seeds < 2:
         lines.append("spread over seeds and significance against the base: one seed, so no std and no test")
-    if h.get(record.TAG_PROFILE) != "full":
-        lines.append(f"converged models: profile {h.get(record.TAG_PROFILE)} trains a few epochs, so the losses are "
+    if h.get(TAG_PROFILE) != "full":
+        lines.append(f"converged models: profile {h.get(TAG_PROFILE)} trains a few epochs, so the losses are "
                      "early-training values (as in the seed study's table)")
-    if h.get(record.TAG_DATA_SOURCE) == "synthetic":
+    if h.get(TAG_DATA_SOURCE) == "synthetic":
         lines.append("real Geant4 showers: these numbers come from the synthetic stand-in and say nothing "
                      "quantitative about the CaloChallenge data")
-    if h.get(record.TAG_EVALUATE) == "false" or not any(m for m, _ in table.columns if m in dict(QUALITY)):
+    if h.get(TAG_EVALUATE) == "false" or not any(m for m, _ in table.columns if m in dict(QUALITY)):
         lines.append("sample quality (no evaluation metrics were logged)")
-    elif h.get(record.TAG_PROFILE) != "full":
+    elif h.get(TAG_PROFILE) != "full":
         lines.append("the official CaloChallenge classifier (this profile trains a smaller one on fewer showers)")
     lines.append("generation time on other hardware (timed on the machine above, model loading excluded)")
     return lines
@@ -425,7 +470,7 @@ def display_rows(table: StudyTable, marks: Marks | None = None,
         ref = ["reference vs reference", *[""] * (len(table.losses) + 2)]
         ref += [_fmt_stat(m, Stat(table.reference[m], table.reference_std.get(m, math.nan), 1))
                 if m in table.reference else "" for m, _ in table.columns]
-        ref += [c.text.get(record.REFERENCE, "") for c in extra]
+        ref += [c.text.get(REFERENCE, "") for c in extra]
         draws = " (mean ± std over independent draws)" if table.reference_std else ""
         ref.append(f"noise floor: two disjoint halves of the evaluation file{draws}")
         lines.append(ref)
@@ -483,7 +528,7 @@ def frame(table: StudyTable, marks: Marks | None = None, extra: list[ExtraColumn
     metrics = sorted({m for r in table.rows for c in r.finished() for m in c.metrics})
     records: list[dict[str, Any]] = []
     if table.reference:
-        records.append({"row": record.REFERENCE, "title": "reference vs reference",
+        records.append({"row": REFERENCE, "title": "reference vs reference",
                         **{f"{k}_mean": v for k, v in sorted(table.reference.items())}})
     for row in table.rows:
         line: dict[str, Any] = {
@@ -507,7 +552,7 @@ def _with_extra(records: list[dict[str, Any]], extra: list[ExtraColumn]) -> list
     return records
 
 
-def run_description(markdown_text: str, limit: int = record.MAX_TAG_CHARS) -> str:
+def run_description(markdown_text: str, limit: int = MAX_TAG_CHARS) -> str:
     """table.md as the parent run's MLflow description (tag mlflow.note.content, at most `limit` chars):
     whole lines up to the limit, then a pointer to the full artifact."""
     if len(markdown_text) <= limit:

@@ -27,8 +27,14 @@ import numpy as np
 
 from calo_ablate.report import stats
 from calo_ablate.report.table import EXACT, Mark, Marks, Row, StudyTable, other_family
-from calo_ablate.runs import record
-from calo_ablate.runs.record import BASE
+from calo_ablate.runs.names import (
+    BASE,
+    GEN_MS_PREFIX,
+    SEARCH_TRIALS,
+    SECONDS_PER_EPOCH,
+    TAG_SEARCH_PARAM,
+    VAL_PREFIX,
+)
 
 __all__ = ["DEFAULT_MARGINS", "Verdict", "margin_key", "margins_of", "metric_verdicts", "pair_verdicts", "parse_margin",
            "power_text", "table_marks", "undecided_rows"]
@@ -96,9 +102,9 @@ def margin_key(metric: str) -> str:
     """The aspect a metric's margin is set under: val/loss -> loss, gen_ms_per_shower_b100 -> gen_time, ..."""
     if metric.startswith("val/"):
         return metric[len("val/"):]
-    if metric == record.SECONDS_PER_EPOCH:
+    if metric == SECONDS_PER_EPOCH:
         return "s_per_epoch"
-    if metric.startswith(record.GEN_MS_PREFIX):
+    if metric.startswith(GEN_MS_PREFIX):
         return "gen_time"
     return metric
 
@@ -111,7 +117,7 @@ def _margin(table: StudyTable, metric: str, base_mean: float) -> float:
 
 def _paired(table: StudyTable, row: Row) -> bool:
     """Seed-by-seed pairing holds for rows of the base's family with their own (non-search) model."""
-    searched = any(record.TAG_SEARCH_PARAM in c.tags or record.SEARCH_TRIALS in c.metrics for c in row.finished())
+    searched = any(TAG_SEARCH_PARAM in c.tags or SEARCH_TRIALS in c.metrics for c in row.finished())
     return other_family(table, row) is None and not searched
 
 
@@ -136,7 +142,7 @@ def _untested(metric: str, mine: Mapping[int, float], theirs: Mapping[int, float
     if not mine or not theirs:
         return Verdict("undecided", reason="not measured")
     mean, theirs_mean, ratio = _mean(mine), _mean(theirs), _ratio(mine, theirs)
-    if metric.startswith(record.VAL_PREFIX) and not comparable:
+    if metric.startswith(VAL_PREFIX) and not comparable:
         return Verdict("undecided", ratio, reason=NOT_COMPARABLE, base_mean=theirs_mean)
     if sorted(mine.values()) == sorted(theirs.values()):
         return Verdict("equivalent", ratio, reason=IDENTICAL, base_mean=theirs_mean)

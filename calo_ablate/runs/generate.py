@@ -20,7 +20,6 @@ import torch
 import yaml
 from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from calo_ablate.config import Config
 from calo_ablate.data.datamodule import CaloDataModule
@@ -30,8 +29,9 @@ from calo_ablate.errors import CaloAblateError, ConfigError
 from calo_ablate.model.families import load_family
 from calo_ablate.model.interface import ModelFamily
 from calo_ablate.model.precision import check_precision
-from calo_ablate.runs import record
 from calo_ablate.runs.devices import resolve_device
+from calo_ablate.runs.names import CONFIG_ARTIFACT, TAG_CHECKPOINT, TAG_PREPROCESSOR, TAG_RUN_DIR
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import CONFIG_FILE, LAST_CHECKPOINT, PREPROCESSOR_FILE
 
 __all__ = ["TrainedModel", "generate_showers", "load_run"]
@@ -50,35 +50,35 @@ class TrainedModel:
     family: ModelFamily
 
 
-def _run_config(client: MlflowClient, run_id: str, run_dir: Path | None) -> Config:
+def _run_config(tracker: Tracker, run_id: str, run_dir: Path | None) -> Config:
     """The run's resolved config: its config.yaml artifact, else the copy in its run folder."""
     os.environ[MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.name] = "false"  # one small file: no bar
     text = None
     try:
-        text = mlflow.artifacts.load_text(f"{client.get_run(run_id).info.artifact_uri}/{record.CONFIG_ARTIFACT}")
+        text = mlflow.artifacts.load_text(f"{tracker.client.get_run(run_id).info.artifact_uri}/{CONFIG_ARTIFACT}")
     except (MlflowException, OSError):
         if run_dir is not None and (run_dir / CONFIG_FILE).is_file():
             text = (run_dir / CONFIG_FILE).read_text()
     if text is None:
-        msg = (f"run {run_id}: no {record.CONFIG_ARTIFACT} artifact and no run folder copy ({run_dir}); "
+        msg = (f"run {run_id}: no {CONFIG_ARTIFACT} artifact and no run folder copy ({run_dir}); "
                "cannot rebuild its model")
         raise CaloAblateError(msg)
     try:
         return Config.model_validate(yaml.safe_load(text))
     except ValueError as err:
-        msg = f"run {run_id}: its {record.CONFIG_ARTIFACT} does not fit this version's config schema ({err})"
+        msg = f"run {run_id}: its {CONFIG_ARTIFACT} does not fit this version's config schema ({err})"
         raise ConfigError(msg) from err
 
 
 def _checkpoint(run_id: str, tags: dict[str, str], run_dir: Path | None) -> Path:
     """The run's best checkpoint (tag), else its last.ckpt (an unfinished run), else an error."""
-    if record.TAG_CHECKPOINT in tags and Path(tags[record.TAG_CHECKPOINT]).is_file():
-        return Path(tags[record.TAG_CHECKPOINT])
+    if TAG_CHECKPOINT in tags and Path(tags[TAG_CHECKPOINT]).is_file():
+        return Path(tags[TAG_CHECKPOINT])
     if run_dir is not None and (run_dir / LAST_CHECKPOINT).is_file():
         print(f"calo-ablate: run {run_id} has not finished; using its latest checkpoint "
               f"{run_dir / LAST_CHECKPOINT}", file=sys.stderr)
         return run_dir / LAST_CHECKPOINT
-    msg = (f"run {run_id}: no checkpoint found (tag {record.TAG_CHECKPOINT}={tags.get(record.TAG_CHECKPOINT)!r}, "
+    msg = (f"run {run_id}: no checkpoint found (tag {TAG_CHECKPOINT}={tags.get(TAG_CHECKPOINT)!r}, "
            f"run folder {run_dir}); train it first")
     raise CaloAblateError(msg)
 
@@ -86,7 +86,7 @@ def _checkpoint(run_id: str, tags: dict[str, str], run_dir: Path | None) -> Path
 def _preprocessor(config: Config, family: ModelFamily, tags: dict[str, str], run_dir: Path | None) -> Preprocessor:
     """The preprocessor saved with the run, else the one of the data module's cache (refitted if missing)."""
     preprocessing = family.preprocessing()
-    candidates = [tags.get(record.TAG_PREPROCESSOR)] + ([str(run_dir / PREPROCESSOR_FILE)] if run_dir else [])
+    candidates = [tags.get(TAG_PREPROCESSOR)] + ([str(run_dir / PREPROCESSOR_FILE)] if run_dir else [])
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return preprocessing.load(candidate)
@@ -94,19 +94,18 @@ def _preprocessor(config: Config, family: ModelFamily, tags: dict[str, str], run
     return CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing).preprocessor
 
 
-def load_run(run_id: str, tracking_uri: str, device: str | torch.device | None = None) -> TrainedModel:
+def load_run(run_id: str, tracker: Tracker, device: str | torch.device | None = None) -> TrainedModel:
     """Rebuild a trained run from MLflow: config artifact, its family's module from the best checkpoint
     (with whatever weights the module keeps for sampling), saved preprocessor. device: where the module goes (default: the
     run's trainer.accelerator, as training)."""
-    client = record.client(tracking_uri)
     try:
-        run = client.get_run(run_id)
+        run = tracker.client.get_run(run_id)
     except MlflowException as err:
-        msg = f"run {run_id!r} not found in the tracking store {tracking_uri}"
+        msg = f"run {run_id!r} not found in the tracking store {tracker.uri}"
         raise CaloAblateError(msg) from err
     tags = run.data.tags
-    run_dir = Path(tags[record.TAG_RUN_DIR]) if record.TAG_RUN_DIR in tags else None
-    config = _run_config(client, run_id, run_dir)
+    run_dir = Path(tags[TAG_RUN_DIR]) if TAG_RUN_DIR in tags else None
+    config = _run_config(tracker, run_id, run_dir)
     checkpoint_path = _checkpoint(run_id, tags, run_dir)
     family = load_family(config)
     module = family.module()

@@ -34,7 +34,6 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from calo_ablate.atomic import atomic_write
 from calo_ablate.config import Config
@@ -43,16 +42,29 @@ from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import ConfigError, TrainingError
 from calo_ablate.model.ema import EMA
 from calo_ablate.model.families import load_family
+from calo_ablate.model.interface import ModelFamily
 from calo_ablate.model.precision import check_precision
-from calo_ablate.runs import record
 from calo_ablate.runs.devices import resolve_device
 from calo_ablate.runs.faults import fault_callbacks
+from calo_ablate.runs.names import (
+    BEST_VAL_LOSS,
+    N_PARAMS,
+    ROLE_TRAIN,
+    TAG_CHECKPOINT,
+    TAG_LAST_CHECKPOINT,
+    TAG_PREPROCESSOR,
+    TAG_ROLE,
+    TAG_RUN_DIR,
+    val_losses,
+)
+from calo_ablate.runs.provenance import run_tags
 from calo_ablate.runs.resume import (
     EpochClock,
     RunLogger,
     read_json_or_discard,
     resume_checkpoint,
 )
+from calo_ablate.runs.tracker import Tracker
 
 __all__ = ["TrainResult", "quiet_lightning", "run_training"]
 
@@ -92,9 +104,10 @@ class TrainResult:
         return cls(**saved) if saved is not None else None
 
 
-def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id: str | None, run_name: str,
-                tags: dict[str, str], config: Config, tracking_uri: str) -> str:
-    """The MLflow run of this run folder: the given id, else the one in run.json, else a new run.
+def _attach_run(tracker: Tracker, run_dir: Path, run_id: str | None, run_name: str, tags: dict[str, str],
+                config: Config) -> str:
+    """The MLflow run of this run folder: the given id, else the one in run.json, else a new run in the
+    tracker's experiment.
 
     A new run gets the params, the tags and the config artifact at once; the id is persisted in
     run.json before any training so that a killed process re-attaches instead of duplicating.
@@ -103,20 +116,19 @@ def _attach_run(client: MlflowClient, experiment_id: str, run_dir: Path, run_id:
     if run_id is None and run_file.is_file():
         saved = json.loads(run_file.read_text())["run_id"]
         try:
-            if client.get_run(saved).info.lifecycle_stage == "active":
+            if tracker.client.get_run(saved).info.lifecycle_stage == "active":
                 run_id = saved
-                client.update_run(run_id, status="RUNNING")
+                tracker.reopen(run_id)
         except MlflowException:
             print(f"calo-ablate: {run_file} names run {saved}, which this tracking store does not hold; "
                   "starting a new run", file=sys.stderr)
     if run_id is None:
-        run_id = client.create_run(experiment_id, run_name=run_name,
-                                   tags={record.TAG_ROLE: record.ROLE_TRAIN, **tags}).info.run_id
-        record.log_config(tracking_uri, run_id, config)
+        run_id = tracker.create_run(run_name, {TAG_ROLE: ROLE_TRAIN, **tags})
+        tracker.log_config(run_id, config)
     else:
-        record.set_tags(tracking_uri, run_id, tags)
+        tracker.set_tags(run_id, tags)
     with atomic_write(run_file) as handle:
-        handle.write(json.dumps({"run_id": run_id, "experiment_id": experiment_id}, indent=2) + "\n")
+        handle.write(json.dumps({"run_id": run_id, "experiment_id": tracker.experiment_id}, indent=2) + "\n")
     return run_id
 
 
@@ -182,12 +194,108 @@ def _trainer_kwargs(config: Config, val_check_interval: float = 1.0) -> dict[str
     }
 
 
+@dataclass
+class _Fit:
+    """One Lightning fit: what it trains, and what its result is read from afterwards."""
+
+    family: ModelFamily
+    module: pl.LightningModule
+    datamodule: CaloDataModule
+    trainer: pl.Trainer
+    checkpoint: ModelCheckpoint
+    clock: EpochClock
+
+    def result(self, run_id: str, checkpoint_path: str, metrics: dict[str, float]) -> TrainResult:
+        return TrainResult(run_id, checkpoint_path, metrics, self.clock.mean_epoch_seconds(),
+                           self.family.n_parameters(self.module), self.trainer.current_epoch, self.clock.train_seconds)
+
+
+def _write_config(run_dir: Path, config: Config) -> None:
+    """The run folder, with the resolved config as config.yaml."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_write(run_dir / CONFIG_FILE) as handle:
+        handle.write(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def _build_fit(config: Config, files: DataFiles, run_dir: Path, teacher: pl.LightningModule | None,
+               logger: RunLogger, extra_callbacks: list[Callback]) -> _Fit:
+    """Seeded: the family's data module (its preprocessor fitted or loaded, and saved in the run folder),
+    the module, the callbacks (best and last checkpoints in the run folder, the epoch clock) and the trainer."""
+    pl.seed_everything(config.train.seed, workers=True, verbose=False)
+    if config.trainer.threads is not None:
+        torch.set_num_threads(config.trainer.threads)
+    family = load_family(config)
+    preprocessing = family.preprocessing()
+    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing)
+    preprocessing.save(datamodule.preprocessor, run_dir / PREPROCESSOR_FILE)  # fits or loads it
+    module = new_module(config, teacher)
+    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=val_losses(family.loss_names)[0],
+                                 mode="min", save_top_k=1, save_last=True)
+    clock = EpochClock()
+    callbacks: list[Callback] = [checkpoint, clock, *family.callbacks(), *extra_callbacks, *fault_callbacks()]
+    quiet_lightning()
+    val_every = family.validation_interval(len(datamodule.train_dataloader()))
+    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config, val_every))
+    return _Fit(family, module, datamodule, trainer, checkpoint, clock)
+
+
+def _fit(fit: _Fit, run_dir: Path) -> None:
+    """Train from the run folder's resume checkpoint (or from scratch); a Ctrl-C surfaces as KeyboardInterrupt."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # run.json, config.yaml
+        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
+        try:
+            fit.trainer.fit(fit.module, datamodule=fit.datamodule,
+                            ckpt_path=resume_checkpoint(run_dir, LAST_CHECKPOINT))
+        except SystemExit as err:
+            # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown and leaves SIGINT
+            # ignored: restore the handler and report an interruption (the run resumes from last.ckpt)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if fit.trainer.interrupted:
+                raise KeyboardInterrupt from err
+            raise
+
+
+def _final_losses(tracker: Tracker, run_id: str, fit: _Fit, config: Config) -> dict[str, float]:
+    """The final epoch's validation losses: from this process, or from MLflow when the process that trained
+    the last epoch died before result.json (the resumed fit then has no epoch left to run)."""
+    logged = tracker.client.get_run(run_id).data.metrics
+    metrics = {}
+    for name in val_losses(fit.family.loss_names):
+        value = fit.trainer.callback_metrics.get(name, logged.get(name))
+        if value is None:
+            msg = f"run {run_id}: no {name} was logged (did validation run? data.val_fraction=" \
+                  f"{config.data.val_fraction})"
+            raise TrainingError(msg)
+        metrics[name] = float(value)
+        if not math.isfinite(metrics[name]):
+            msg = f"non-finite validation loss: {name} = {metrics[name]} (run {run_id})"
+            raise TrainingError(msg)
+    return metrics
+
+
+def _record_result(tracker: Tracker, run_id: str, run_dir: Path, fit: _Fit, metrics: dict[str, float]) -> TrainResult:
+    """The result, its checkpoints and preprocessor as the run's tags, n_params and best_val_loss as its
+    metrics, and result.json (last: a run folder with it is finished)."""
+    last = run_dir / LAST_CHECKPOINT
+    result = fit.result(run_id, str(fit.checkpoint.best_model_path or last), metrics)
+    tracker.set_tags(run_id, {TAG_CHECKPOINT: result.checkpoint_path, TAG_LAST_CHECKPOINT: str(last),
+                              TAG_PREPROCESSOR: str(run_dir / PREPROCESSOR_FILE)})
+    total_loss = val_losses(fit.family.loss_names)[0]
+    tracker.client.log_metric(run_id, N_PARAMS, result.n_params)
+    tracker.client.log_metric(run_id, BEST_VAL_LOSS, float(fit.checkpoint.best_model_score or metrics[total_loss]))
+    result.save(run_dir / RESULT_FILE)
+    return result
+
+
 def run_training(
     config: Config,
     *,
     files: DataFiles,
     run_dir: Path,
-    tracking_uri: str,
+    tracker: Tracker,
     experiment_name: str,
     run_name: str,
     run_id: str | None = None,
@@ -198,97 +306,27 @@ def run_training(
     """Train one model (or finish an interrupted run) and return its TrainResult; the run stays open.
 
     The MLflow run is `run_id` if given (a study cell's run, opened by the cell), else the one recorded
-    in run_dir/run.json, else a new run. tags: added to record.run_tags(config, files).
-    Training resumes from run_dir/last.ckpt when it exists; a run folder with result.json is returned
-    without training. teacher_dir: the finished run folder of train.teacher (required when it is set). Raises TrainingError on a non-finite loss; a Ctrl-C surfaces as KeyboardInterrupt
-    (resume by calling again).
+    in run_dir/run.json, else a new run in the experiment `experiment_name` (created if missing). tags:
+    added to provenance.run_tags(config, files). Training resumes from run_dir/last.ckpt when it exists;
+    a run folder with result.json is returned without training. teacher_dir: the finished run folder of
+    train.teacher (required when it is set). Raises TrainingError on a non-finite loss; a Ctrl-C surfaces
+    as KeyboardInterrupt (resume by calling again).
     """
     check_precision(config.train.precision, resolve_device(config.trainer.accelerator), "train.precision")
     run_dir = Path(run_dir).resolve()
-    result_file = run_dir / RESULT_FILE
-    finished = TrainResult.load(result_file)
+    finished = TrainResult.load(run_dir / RESULT_FILE)
     if finished is not None:
         return finished
     teacher = teacher_module(config, teacher_dir)  # before anything is written: a missing teacher stops here
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_write(run_dir / CONFIG_FILE) as handle:
-        handle.write(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    _write_config(run_dir, config)
 
-    experiment_id = record.ensure_experiment(tracking_uri, experiment_name)
-    client = record.client(tracking_uri)
-    all_tags = {**record.run_tags(config, files), **(tags or {}), record.TAG_RUN_DIR: str(run_dir)}
-    run_id = _attach_run(client, experiment_id, run_dir, run_id, run_name, all_tags, config, tracking_uri)
+    tracker.ensure_experiment(experiment_name)
+    all_tags = {**run_tags(config, files), **(tags or {}), TAG_RUN_DIR: str(run_dir)}
+    run_id = _attach_run(tracker, run_dir, run_id, run_name, all_tags, config)
 
-    pl.seed_everything(config.train.seed, workers=True, verbose=False)
-    if config.trainer.threads is not None:
-        torch.set_num_threads(config.trainer.threads)
-
-    family = load_family(config)
-    preprocessing = family.preprocessing()
-    datamodule = CaloDataModule(config, files, Path(config.data.data_dir) / "cache", preprocessing)
-    preprocessor_path = run_dir / PREPROCESSOR_FILE
-    preprocessing.save(datamodule.preprocessor, preprocessor_path)  # fits or loads it; beside the checkpoints
-    module = new_module(config, teacher)
-    total_loss = record.val_losses(family.loss_names)[0]
-    checkpoint = ModelCheckpoint(dirpath=run_dir, filename="best-{epoch}", monitor=total_loss, mode="min",
-                                 save_top_k=1, save_last=True)
-    clock = EpochClock()
-    callbacks: list[Callback] = [checkpoint, clock, *family.callbacks()]
-    callbacks.extend([*(extra_callbacks or []), *fault_callbacks()])
-    logger = RunLogger(experiment_name=experiment_name, tracking_uri=tracking_uri, run_id=run_id,
-                            log_model=False)
-    quiet_lightning()
-    val_every = family.validation_interval(len(datamodule.train_dataloader()))
-    trainer = pl.Trainer(logger=logger, callbacks=callbacks, **_trainer_kwargs(config, val_every))
-
-    last = run_dir / LAST_CHECKPOINT
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*exists and is not empty.*")  # run.json, config.yaml
-        warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")  # the EMA copy
-        try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_checkpoint(run_dir, LAST_CHECKPOINT))
-        except SystemExit as err:
-            # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown and leaves SIGINT
-            # ignored: restore the handler and report an interruption (the run resumes from last.ckpt)
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            if trainer.interrupted:
-                raise KeyboardInterrupt from err
-            raise
-
-    if trainer.global_rank != 0:
-        return TrainResult(run_id, checkpoint.best_model_path, {}, clock.mean_epoch_seconds(),
-                           family.n_parameters(module), trainer.current_epoch, clock.train_seconds)
-
-    # the final epoch's values: from this process, or from MLflow when the process that trained the last
-    # epoch died before result.json (the resumed fit then has no epoch left to run)
-    logged = client.get_run(run_id).data.metrics
-    metrics = {}
-    for name in record.val_losses(family.loss_names):
-        value = trainer.callback_metrics.get(name, logged.get(name))
-        if value is None:
-            msg = f"run {run_id}: no {name} was logged (did validation run? data.val_fraction=" \
-                  f"{config.data.val_fraction})"
-            raise TrainingError(msg)
-        metrics[name] = float(value)
-        if not math.isfinite(metrics[name]):
-            msg = f"non-finite validation loss: {name} = {metrics[name]} (run {run_id})"
-            raise TrainingError(msg)
-    best = checkpoint.best_model_path or str(last)
-    result = TrainResult(
-        run_id=run_id,
-        checkpoint_path=str(best),
-        metrics=metrics,
-        seconds_per_epoch=clock.mean_epoch_seconds(),
-        n_params=family.n_parameters(module),
-        epochs=trainer.current_epoch,
-        train_seconds=clock.train_seconds,
-    )
-    record.set_tags(tracking_uri, run_id, {record.TAG_CHECKPOINT: result.checkpoint_path,
-                                           record.TAG_LAST_CHECKPOINT: str(last),
-                                           record.TAG_PREPROCESSOR: str(preprocessor_path)})
-    client.log_metric(run_id, record.N_PARAMS, result.n_params)
-    client.log_metric(run_id, record.BEST_VAL_LOSS, float(checkpoint.best_model_score or metrics[total_loss]))
-    result.save(result_file)
-    return result
+    logger = RunLogger(experiment_name=experiment_name, tracking_uri=tracker.uri, run_id=run_id, log_model=False)
+    fit = _build_fit(config, files, run_dir, teacher, logger, extra_callbacks or [])
+    _fit(fit, run_dir)
+    if fit.trainer.global_rank != 0:
+        return fit.result(run_id, fit.checkpoint.best_model_path, {})
+    return _record_result(tracker, run_id, run_dir, fit, _final_losses(tracker, run_id, fit, config))

@@ -26,9 +26,10 @@ from calo_ablate.atomic import atomic_write
 from calo_ablate.config import ClassifierConfig
 from calo_ablate.errors import DataError
 from calo_ablate.report.table import StudyTable
-from calo_ablate.runs import record
-from calo_ablate.runs.record import BASE
+from calo_ablate.runs.names import BASE, MAX_TAG_CHARS, REFERENCE, TAG_DATASET, TAG_EVALUATE
 from calo_ablate.runs.resume import read_json_or_discard
+from calo_ablate.runs.samples import SAMPLES_DIR, load_sample, sample_path
+from calo_ablate.runs.tracker import Tracker, metric_name
 
 __all__ = ["Stage", "StageInputs", "Summary", "classifier_settings", "pooled", "run_stage", "sample_pool",
            "stage_inputs"]
@@ -65,15 +66,15 @@ def sample_pool(table: StudyTable, folder: Path) -> tuple[dict[str, list[Path]],
     have: dict[str, set[int]] = {}
     left_out = {}
     for row in table.rows:
-        cached_seeds = {c.seed for c in row.finished() if record.sample_path(folder, row.name, c.seed).is_file()}
+        cached_seeds = {c.seed for c in row.finished() if sample_path(folder, row.name, c.seed).is_file()}
         if cached_seeds:
             have[row.name] = cached_seeds
         else:
             left_out[row.name] = "no finished cell with a cached sample on this machine"
     common = set.intersection(*have.values()) if have else set()
-    seeds = sorted(s for s in common if record.sample_path(folder, record.REFERENCE, s).is_file())
-    files = {name: [record.sample_path(folder, name, s) for s in seeds] for name in have} if seeds else {}
-    return files, [record.sample_path(folder, record.REFERENCE, s) for s in seeds], seeds, left_out
+    seeds = sorted(s for s in common if sample_path(folder, REFERENCE, s).is_file())
+    files = {name: [sample_path(folder, name, s) for s in seeds] for name in have} if seeds else {}
+    return files, [sample_path(folder, REFERENCE, s) for s in seeds], seeds, left_out
 
 
 def _digest(path: Path) -> str:
@@ -104,12 +105,12 @@ class StageInputs:
 def stage_inputs(table: StudyTable, folder: Path, skipped: str) -> StageInputs | None:
     """The stage's inputs; None (with the reason in table.header[skipped], except for a study without
     evaluation) when there are no two rows with samples at a common seed or no classifier settings."""
-    if table.header.get(record.TAG_EVALUATE) == "false":
+    if table.header.get(TAG_EVALUATE) == "false":
         return None
     files, references, seeds, left_out = sample_pool(table, folder)
     if len(files) < 2:
         table.header[skipped] = (f"{len(files)} row(s) with cached samples at a common seed in "
-                                 f"{folder / record.SAMPLES_DIR}, at least 2 needed")
+                                 f"{folder / SAMPLES_DIR}, at least 2 needed")
         return None
     try:
         settings = classifier_settings(table)
@@ -118,12 +119,12 @@ def stage_inputs(table: StudyTable, folder: Path, skipped: str) -> StageInputs |
         return None
     threshold = _param(_base_params(table).get("evaluate.threshold_mev", "null"))
     return StageInputs(files, references, seeds, left_out, settings, threshold,
-                       table.header.get(record.TAG_DATASET, ""))
+                       table.header.get(TAG_DATASET, ""))
 
 
 def pooled(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
     """The samples of `paths` concatenated: (incident energies (N,) MeV, showers (N, V) MeV)."""
-    parts = [record.load_sample(p) for p in paths]
+    parts = [load_sample(p) for p in paths]
     return np.concatenate([e for e, _ in parts]), np.concatenate([s for _, s in parts])
 
 
@@ -152,7 +153,7 @@ class Stage(Generic[S]):
     describe: Callable[[StageInputs], str]  # what computing means, for the log
 
 
-def run_stage(table: StudyTable, folder: Path, tracking_uri: str, stage: Stage[S], log: Log) -> None:
+def run_stage(table: StudyTable, folder: Path, tracker: Tracker, stage: Stage[S], log: Log) -> None:
     """Compute (or take from the cache) the stage's result and put it where the report reads it:
     table.header[stage.tag] now, the parent run's tag for later reports. Without inputs the parent's earlier
     result (if any) stays and table.header[stage.skipped] says why nothing was computed."""
@@ -178,19 +179,19 @@ def run_stage(table: StudyTable, folder: Path, tracking_uri: str, stage: Stage[S
         log(f"{stage.tag}: {summary.seconds:.1f} s, written to {cache}")
     text = summary.to_json()
     if table.header.get(stage.tag) != text:
-        _publish(tracking_uri, table.parent_run_id, stage.tag, text, stage.metrics(summary), log)
+        _publish(tracker, table.parent_run_id, stage.tag, text, stage.metrics(summary), log)
     table.header[stage.tag] = text
 
 
-def _publish(tracking_uri: str, parent_run_id: str, tag: str, text: str, metrics: dict[str, float],
+def _publish(tracker: Tracker, parent_run_id: str, tag: str, text: str, metrics: dict[str, float],
              log: Log) -> None:
     """The result's JSON as the parent's tag `tag` and `metrics` at step 0 (for the MLflow UI; a newer value
     replaces an older)."""
-    if len(text) <= record.MAX_TAG_CHARS:
-        record.set_tags(tracking_uri, parent_run_id, {tag: text})
+    if len(text) <= MAX_TAG_CHARS:
+        tracker.set_tags(parent_run_id, {tag: text})
     else:
         log(f"{tag}: the result ({len(text)} characters) is too long for an MLflow tag; reports read it from the "
             "cache file in the study folder")
     now = int(time.time() * 1000)
-    record.client(tracking_uri).log_batch(parent_run_id, metrics=[
-        Metric(record.metric_name(k), float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)])
+    tracker.client.log_batch(parent_run_id, metrics=[
+        Metric(metric_name(k), float(v), now, 0) for k, v in metrics.items() if np.isfinite(v)])

@@ -33,9 +33,25 @@ from calo_ablate.errors import TrainingError
 from calo_ablate.evaluation.evaluate import evaluate_samples, reference_noise_floor
 from calo_ablate.evaluation.timing import time_generation
 from calo_ablate.model.families import load_family
-from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
 from calo_ablate.runs.generate import TrainedModel, generate_showers
+from calo_ablate.runs.names import (
+    EPOCHS,
+    EVAL_SECONDS,
+    GEN_MS_PREFIX,
+    N_PARAMS,
+    REFERENCE,
+    REFERENCE_PREFIX,
+    REFERENCE_SECONDS,
+    REFERENCE_STD_PREFIX,
+    SAMPLE_STEPS,
+    SECONDS_PER_EPOCH,
+    TEACHER_TRAIN_SECONDS,
+    TRAIN_SECONDS,
+    VAL_LOSS,
+)
+from calo_ablate.runs.provenance import CellTags, run_tags
+from calo_ablate.runs.samples import sample_path, save_sample
 from calo_ablate.runs.train import RESULT_FILE, TrainResult, run_training
 from calo_ablate.study.context import StudyContext
 from calo_ablate.study.plan import Cell
@@ -46,20 +62,19 @@ REFERENCE_SEED = 1_000_003  # the noise-floor samples (seeds from here on) are d
 
 
 def cell_tags(ctx: StudyContext, cell: Cell) -> dict[str, str]:
-    """The tags of the cell's run (record.run_tags with the cell's identity)."""
+    """The tags of the cell's run (provenance.run_tags with the cell's identity)."""
     owner = ctx.plan.training_owner(cell)
-    identity = record.CellTags(
+    identity = CellTags(
         ablation=cell.ablation.name, title=cell.ablation.title, why=cell.ablation.why, profile=ctx.settings.profile,
         loss_comparable=ctx.plan.loss_comparable(cell),
         eval_key=None if cell.ablation.search else cell.eval_key,
         shares_training_of=owner.ablation.name if owner.name != cell.name else None)
-    return record.run_tags(cell.config, ctx.files, identity)
+    return run_tags(cell.config, ctx.files, identity)
 
 
 def open_cell_run(ctx: StudyContext, cell: Cell) -> str:
     """The cell's MLflow run, RUNNING (created on first use, found again by its name afterwards)."""
-    return record.open_child_run(ctx.tracking_uri, ctx.settings.experiment_id, ctx.settings.parent_run_id,
-                                 cell.name, cell_tags(ctx, cell))
+    return ctx.tracker.open_child_run(cell.name, cell_tags(ctx, cell))
 
 
 def runtime_config(ctx: StudyContext, config: Config) -> Config:
@@ -79,8 +94,8 @@ class EpochProgress(Callback):
         if trainer.global_rank != 0:
             return
         epoch = f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}"
-        val = trainer.callback_metrics.get(record.VAL_LOSS)
-        loss = f", {record.VAL_LOSS} {float(val):.4f}" if val is not None else ""
+        val = trainer.callback_metrics.get(VAL_LOSS)
+        loss = f", {VAL_LOSS} {float(val):.4f}" if val is not None else ""
         self.ctx.log(f"  {self.label}: {epoch}{loss}")
         self.queue.set_detail(self.claim, f"{self.label} {epoch}")
 
@@ -144,14 +159,14 @@ def wait_for_teacher(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: C
 
 
 def teacher_train_seconds(ctx: StudyContext, cell: Cell) -> dict[str, float]:
-    """{record.TEACHER_TRAIN_SECONDS: the training seconds of every teacher in `cell`'s chain} for a derived
+    """{TEACHER_TRAIN_SECONDS: the training seconds of every teacher in `cell`'s chain} for a derived
     cell whose teachers' times are all known; {} otherwise."""
     results = [TrainResult.load(ctx.runs_dir / teacher.train_key / RESULT_FILE)
                for teacher in ctx.plan.teacher_chain(cell)]
     seconds = [r.train_seconds for r in results if r is not None]
     if not results or len(seconds) < len(results) or not all(math.isfinite(s) for s in seconds):
         return {}
-    return {record.TEACHER_TRAIN_SECONDS: float(sum(seconds))}
+    return {TEACHER_TRAIN_SECONDS: float(sum(seconds))}
 
 
 def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *,
@@ -171,7 +186,7 @@ def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *
     label = label or cell.name
     queue.set_detail(claim, f"{label} training")
     result = run_training(
-        config, files=ctx.files, run_dir=run_dir, tracking_uri=ctx.tracking_uri, experiment_name=ctx.name,
+        config, files=ctx.files, run_dir=run_dir, tracker=ctx.tracker, experiment_name=ctx.name,
         run_name=owner.name, run_id=run_id, tags=cell_tags(ctx, owner),
         extra_callbacks=[EpochProgress(ctx, queue, claim, label), *(extra_callbacks or [])],
         teacher_dir=teacher_dir(ctx, owner))
@@ -180,10 +195,10 @@ def train_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, *
 
 def training_metrics(result: TrainResult, train_seconds: float | None) -> dict[str, float]:
     """The training's final metrics; train_seconds only when known (None: keep what the run has)."""
-    metrics = {**result.metrics, record.N_PARAMS: result.n_params,
-               record.SECONDS_PER_EPOCH: result.seconds_per_epoch, record.EPOCHS: result.epochs}
+    metrics = {**result.metrics, N_PARAMS: result.n_params,
+               SECONDS_PER_EPOCH: result.seconds_per_epoch, EPOCHS: result.epochs}
     if train_seconds is not None:
-        metrics[record.TRAIN_SECONDS] = train_seconds
+        metrics[TRAIN_SECONDS] = train_seconds
     return metrics
 
 
@@ -217,18 +232,18 @@ def evaluate_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell
                                config.evaluate, seed=cell.seed, device=str(trained.module.device))
     sizes = list(config.evaluate.timing_batch_sizes)
     if batch in sizes and len(energies) % batch == 0:  # the cell's own generation ran at this batch size
-        metrics[f"{record.GEN_MS_PREFIX}{batch}"] = 1000.0 * gen_seconds / len(energies)
+        metrics[f"{GEN_MS_PREFIX}{batch}"] = 1000.0 * gen_seconds / len(energies)
         sizes.remove(batch)
     metrics.update(time_generation(generate, energies, sizes, repeats=config.evaluate.timing_repeats,
                                    log=ctx.log))
     if steps is not None:
-        metrics[record.SAMPLE_STEPS] = steps
-    record.save_sample(record.sample_path(ctx.study_dir, cell.ablation.name, cell.seed), energies, generated)
-    reference = record.sample_path(ctx.study_dir, record.REFERENCE, cell.seed)
+        metrics[SAMPLE_STEPS] = steps
+    save_sample(sample_path(ctx.study_dir, cell.ablation.name, cell.seed), energies, generated)
+    reference = sample_path(ctx.study_dir, REFERENCE, cell.seed)
     if not reference.is_file():
-        record.save_sample(reference, energies, showers)
+        save_sample(reference, energies, showers)
     fault_point("after-sample-write")
-    metrics[record.EVAL_SECONDS] = time.perf_counter() - started
+    metrics[EVAL_SECONDS] = time.perf_counter() - started
     return metrics
 
 
@@ -244,10 +259,10 @@ def run_reference(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> None:
     for i in range(config.evaluate.noise_floor_samples):
         sample = datamodule.eval_sample(2 * config.evaluate.n_events, seed=REFERENCE_SEED + i)
         draws.append(reference_noise_floor(sample, ctx.settings.dataset, config.evaluate, seed=REFERENCE_SEED + i))
-    logged = {record.REFERENCE_PREFIX + k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
+    logged = {REFERENCE_PREFIX + k: float(np.mean([d[k] for d in draws])) for k in draws[0]}
     if len(draws) > 1:
-        logged.update({record.REFERENCE_STD_PREFIX + k: float(np.std([d[k] for d in draws], ddof=1))
+        logged.update({REFERENCE_STD_PREFIX + k: float(np.std([d[k] for d in draws], ddof=1))
                        for k in draws[0]})
-    record.log_metrics(ctx.tracking_uri, ctx.settings.parent_run_id,
-                       {**logged, record.REFERENCE_SECONDS: time.perf_counter() - started})
-    queue.cell_done(claim, record.REFERENCE)
+    ctx.tracker.log_metrics(ctx.tracker.parent_run_id,
+                            {**logged, REFERENCE_SECONDS: time.perf_counter() - started})
+    queue.cell_done(claim, REFERENCE)

@@ -11,11 +11,13 @@ import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from calo_ablate.data.source import DataFiles
 from calo_ablate.errors import ConfigError
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.plan import Plan
 
 Log = Callable[[str], None]
@@ -36,7 +38,7 @@ class StudySettings:
     experiment_id: str
     parent_run_id: str
     fail_fast: bool
-    code_version: str = ""  # record.code_digest() of the `ablate` that planned the study (workers must match)
+    code_version: str = ""  # provenance.code_digest() of the `ablate` that planned the study (workers must match)
     config_hash: str = ""  # digest of every cell's config as validated by that code (plan.config_hash)
 
     @property
@@ -70,9 +72,10 @@ class StudyContext:
     def name(self) -> str:
         return self.settings.study
 
-    @property
-    def tracking_uri(self) -> str:
-        return self.settings.tracking_uri
+    @cached_property
+    def tracker(self) -> Tracker:
+        """The study's MLflow store, experiment and parent run (one client for this process's cells)."""
+        return Tracker(self.settings.tracking_uri, self.settings.experiment_id, self.settings.parent_run_id)
 
     @property
     def runs_dir(self) -> Path:

@@ -32,7 +32,13 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.evaluation.classifier import OFFICIAL_SPLIT, split_counts
 from calo_ablate.geometry import load_geometry
 from calo_ablate.report.table import StudyTable
-from calo_ablate.runs import record
+from calo_ablate.runs.names import (
+    EVAL_SECONDS,
+    REFERENCE,
+    TAG_ESTIMATE_BASIS,
+    TAG_ESTIMATED_SECONDS,
+    TRAIN_SECONDS,
+)
 from calo_ablate.runs.rates import FamilyRates, MachineRates, RowFlops, family_entry
 from calo_ablate.study.context import threads_per_worker
 from calo_ablate.study.plan import Cell, Plan
@@ -54,8 +60,8 @@ def measured_cell_seconds(table: StudyTable) -> dict[str, list[float]]:
     for row in table.rows:
         for cell in row.finished():
             m = cell.metrics
-            if record.TRAIN_SECONDS in m or record.EVAL_SECONDS in m:
-                out.setdefault(row.name, []).append(m.get(record.TRAIN_SECONDS, 0.0) + m.get(record.EVAL_SECONDS, 0.0))
+            if TRAIN_SECONDS in m or EVAL_SECONDS in m:
+                out.setdefault(row.name, []).append(m.get(TRAIN_SECONDS, 0.0) + m.get(EVAL_SECONDS, 0.0))
     return out
 
 
@@ -125,7 +131,7 @@ def _cell_seconds(plan: Plan, cell: Cell, family: FamilyRates, flops: RowFlops, 
 
 
 def rated_cell_seconds(plan: Plan, rates: MachineRates, flops: Mapping[str, RowFlops]) -> dict[str, list[float]] | None:
-    """Per row (and record.REFERENCE for the noise floor), the seconds of each of its cells from the rates;
+    """Per row (and REFERENCE for the noise floor), the seconds of each of its cells from the rates;
     flops: each row's FLOPs (by ablation name). None when a row's family or FLOPs are missing."""
     out: dict[str, list[float]] = {}
     for cell in plan.cells:
@@ -138,7 +144,7 @@ def rated_cell_seconds(plan: Plan, rates: MachineRates, flops: Mapping[str, RowF
     base = plan.base_cell(0).config
     if base.evaluate.enabled:
         floor = classifier_seconds(base.evaluate, plan.registry.dataset, base.evaluate.n_events, rates.matmul_gflop_per_s)
-        out[record.REFERENCE] = [base.evaluate.noise_floor_samples * floor]
+        out[REFERENCE] = [base.evaluate.noise_floor_samples * floor]
     return out
 
 
@@ -195,4 +201,4 @@ def estimate_tags(estimate_s: float | None, basis: str) -> dict[str, str]:
     """The parent run's tags of the estimate made before the start (none when there was none)."""
     if estimate_s is None:
         return {}
-    return {record.TAG_ESTIMATED_SECONDS: f"{estimate_s:.0f}", record.TAG_ESTIMATE_BASIS: basis}
+    return {TAG_ESTIMATED_SECONDS: f"{estimate_s:.0f}", TAG_ESTIMATE_BASIS: basis}

@@ -23,8 +23,9 @@ from calo_ablate.errors import DataError
 from calo_ablate.evaluation.llr import llr_replicates
 from calo_ablate.report.llr import SKIPPED, TAG, LlrSummary
 from calo_ablate.report.table import StudyTable
-from calo_ablate.runs import record
-from calo_ablate.runs.record import BASE
+from calo_ablate.runs.names import BASE
+from calo_ablate.runs.samples import load_sample
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.cached_stage import Stage, StageInputs, run_stage
 
 __all__ = ["CACHE_FILE", "INPUTS", "SEED", "VERSION", "add_llr"]
@@ -44,11 +45,11 @@ def _compute(inputs: StageInputs, key: str) -> LlrSummary:
     replicates: dict[str, list[float]] = {name: [] for name in inputs.files if name != BASE}
     size = 0
     for i, seed in enumerate(inputs.seeds):
-        base, reference = (record.load_sample(p) for p in (inputs.files[BASE][i], inputs.references[i]))
+        base, reference = (load_sample(p) for p in (inputs.files[BASE][i], inputs.references[i]))
         size = len(reference[0]) // folds
         for name, values in replicates.items():
             values += [float(d) for d in llr_replicates(
-                record.load_sample(inputs.files[name][i]), base, reference, inputs.dataset or "1-photons",
+                load_sample(inputs.files[name][i]), base, reference, inputs.dataset or "1-photons",
                 inputs.settings, seed=SEED + seed * folds, threshold_mev=inputs.threshold_mev)]
     return LlrSummary(replicates, inputs.seeds, folds, SEED, INPUTS, size, time.perf_counter() - started, key,
                       inputs.left_out)
@@ -65,7 +66,7 @@ STAGE = Stage(TAG, SKIPPED, CACHE_FILE, {"version": VERSION, "inputs": INPUTS, "
               _describe)
 
 
-def add_llr(table: StudyTable, folder: Path, tracking_uri: str, log: Callable[[str], None] = print) -> None:
+def add_llr(table: StudyTable, folder: Path, tracker: Tracker, log: Callable[[str], None] = print) -> None:
     """Compute (or take from the cache) every row's replicates and put them where the report reads them:
     table.header[TAG] now, the parent run's tag TAG for later reports (study/cached_stage.run_stage)."""
-    run_stage(table, folder, tracking_uri, STAGE, log)
+    run_stage(table, folder, tracker, STAGE, log)

@@ -22,6 +22,7 @@ from pathlib import Path
 from calo_ablate.evaluation.multiclass import multiclass_scores
 from calo_ablate.report.multiclass import SKIPPED, TAG, MulticlassSummary
 from calo_ablate.report.table import StudyTable
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.cached_stage import Stage, StageInputs, pooled, run_stage
 
 __all__ = ["CACHE_FILE", "INPUTS", "SEED", "VERSION", "add_multiclass"]
@@ -56,9 +57,9 @@ STAGE = Stage(TAG, SKIPPED, CACHE_FILE, {"version": VERSION, "inputs": INPUTS, "
               lambda found: MulticlassSummary(**found), _metrics, _describe)
 
 
-def add_multiclass(table: StudyTable, folder: Path, tracking_uri: str, log: Callable[[str], None] = print) -> None:
+def add_multiclass(table: StudyTable, folder: Path, tracker: Tracker, log: Callable[[str], None] = print) -> None:
     """Compute (or take from the cache) the study's multiclass scores and put them where the report reads
     them: table.header[TAG] now, the parent run's tag TAG for later reports (study/cached_stage.run_stage).
     Without a pool of two rows the parent's earlier result (if any) stays and table.header[SKIPPED] says why
     nothing was computed."""
-    run_stage(table, folder, tracking_uri, STAGE, log)
+    run_stage(table, folder, tracker, STAGE, log)

@@ -41,8 +41,7 @@ from calo_ablate.config import Config, canonical_dataset, experiments_dir, resol
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.families import family_class
 from calo_ablate.report.verdicts import DEFAULT_MARGINS, parse_margin
-from calo_ablate.runs import record
-from calo_ablate.runs.record import BASE
+from calo_ablate.runs.names import BASE, RESERVED_NAMES
 
 TEACHER_KEY = "train.teacher"  # set from an entry's `from:` only
 # aspect of a row -> the directions an expectation may name (compared with the base by the report)
@@ -239,7 +238,7 @@ def _check_name(path: Path, name: Any) -> None:
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         msg = f"{path}: ablation name {name!r} must be a string of letters, digits, '_' or '-'"
         raise ConfigError(msg)
-    if name in record.RESERVED_NAMES:
+    if name in RESERVED_NAMES:
         msg = (f"{path}: ablation name {name!r} is reserved (the noise floor's cells and samples use it); "
                "choose another name")
         raise ConfigError(msg)
@@ -335,7 +334,7 @@ def _check_names_given(path: Path, entries: dict[str, Entry]) -> None:
 
 def _check_compare(where: str, name: str, other: str, entries: dict[str, Entry]) -> None:
     """`compare:` names another entry of this registry that is not a search."""
-    if other in record.RESERVED_NAMES:
+    if other in RESERVED_NAMES:
         msg = f"{where}: 'compare' names {other!r}, a reserved name (the noise floor's), not an entry"
         raise ConfigError(msg)
     if other == name:

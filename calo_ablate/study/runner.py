@@ -25,9 +25,30 @@ from calo_ablate.report.pareto import choose_metric, quality_columns
 from calo_ablate.report.plots import write_plots
 from calo_ablate.report.table import build_table, run_description, write_table
 from calo_ablate.report.verdicts import table_marks, undecided_rows
-from calo_ablate.runs import record
 from calo_ablate.runs.faults import fault_point
+from calo_ablate.runs.names import (
+    REFERENCE,
+    TAG_CLI_SET,
+    TAG_DATA_CHECKSUMS,
+    TAG_DATA_SOURCE,
+    TAG_DATASET,
+    TAG_DESCRIPTION,
+    TAG_EVALUATE,
+    TAG_GIT_REVISION,
+    TAG_MACHINE,
+    TAG_MARGINS,
+    TAG_PROFILE,
+    TAG_ROWS,
+    TAG_SEED_DESIGN,
+    TAG_SEEDS,
+    TAG_SEEDS_BY_ROW,
+    TAG_STUDY,
+    TAG_WORKERS,
+)
+from calo_ablate.runs.provenance import code_digest, git_revision, machine_description
 from calo_ablate.runs.resume import remove_stale_temps
+from calo_ablate.runs.samples import SAMPLES_DIR
+from calo_ablate.runs.tracker import Tracker, default_tracking_uri
 from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
 from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
@@ -122,14 +143,14 @@ def _check_same_study(queue: StudyQueue, study: str, storage: str, dataset: str,
         raise ConfigError(msg)
 
 
-def _seeds_so_far(tracking_uri: str, study: str) -> dict[str, int]:
+def _seeds_so_far(tracker: Tracker, study: str) -> dict[str, int]:
     """The seeds each row had in an earlier call on this study (parent tag seeds_by_row); {} for a new study."""
-    parent = record.find_parent(tracking_uri, study)
+    parent = tracker.find_parent(study)
     if parent is None:
         return {}
     try:
-        return {str(k): int(v) for k, v in json.loads(record.client(tracking_uri).get_run(parent).data.tags.get(
-            record.TAG_SEEDS_BY_ROW, "{}")).items()}
+        return {str(k): int(v) for k, v in json.loads(tracker.client.get_run(parent).data.tags.get(
+            TAG_SEEDS_BY_ROW, "{}")).items()}
     except (ValueError, TypeError, AttributeError):
         return {}
 
@@ -143,8 +164,7 @@ class _Study:
     folder: Path
     registry: Registry  # every entry resolved once, with the request's --set options
     files: DataFiles
-    tracking_uri: str
-    exp_id: str
+    tracker: Tracker
     storage: str
     queue: StudyQueue
     parent_tags: dict[str, str]
@@ -154,12 +174,12 @@ class _Study:
 def _record_parent(s: _Study, plan: Plan, seeds: dict[str, int]) -> tuple[str, StudySettings]:
     """The study's parent run (found or made, with this round's seeds) and the settings the workers read,
     saved in the queue."""
-    tags = {**s.parent_tags, record.TAG_SEEDS: str(plan.seeds), record.TAG_SEEDS_BY_ROW: json.dumps(seeds)}
-    parent_run_id = record.find_or_create_parent(s.tracking_uri, s.exp_id, s.study, tags)
+    tags = {**s.parent_tags, TAG_SEEDS: str(plan.seeds), TAG_SEEDS_BY_ROW: json.dumps(seeds)}
+    parent_run_id = s.tracker.find_or_create_parent(s.study, tags)
     settings = StudySettings(
         study=s.study, plan=plan.to_json(), checksums=dict(s.files.checksums), data_source=str(s.files.source),
-        data_dir=s.registry.configs[BASE].data.data_dir, tracking_uri=s.tracking_uri, experiment_id=s.exp_id,
-        parent_run_id=parent_run_id, fail_fast=s.request.fail_fast, code_version=record.code_digest(),
+        data_dir=s.registry.configs[BASE].data.data_dir, tracking_uri=s.tracker.uri,
+        experiment_id=s.tracker.experiment_id, parent_run_id=parent_run_id, fail_fast=s.request.fail_fast, code_version=code_digest(),
         config_hash=plan.config_hash())
     s.queue.save_settings(settings.to_json())
     s.queue.clear_stop()
@@ -169,7 +189,7 @@ def _record_parent(s: _Study, plan: Plan, seeds: dict[str, int]) -> tuple[str, S
 def _queue_units(s: _Study, plan: Plan) -> list[tuple[str, list[str]]]:
     """The round's units (key, cell names) in the queue: the reference noise floor first (when the study
     evaluates), then the plan's train units."""
-    units = [(record.REFERENCE, [record.REFERENCE])] if s.registry.configs[BASE].evaluate.enabled else []
+    units = [(REFERENCE, [REFERENCE])] if s.registry.configs[BASE].evaluate.enabled else []
     units += [(u.key, [c.name for c in u.cells]) for u in plan.units()]
     s.queue.set_retries(s.request.retries, reset=s.request.retry_failed)
     s.queue.sync(units)
@@ -179,7 +199,7 @@ def _queue_units(s: _Study, plan: Plan) -> list[tuple[str, list[str]]]:
 def _pending_cells(s: _Study, parent_run_id: str, plan_cells: list[str]) -> list[str]:
     """The cells neither done nor given up (those given up are marked on the parent run)."""
     given_up = {c: n for c, n in s.queue.given_up().items() if c in plan_cells}
-    mark_given_up(s.tracking_uri, parent_run_id, given_up, s.log)
+    mark_given_up(s.tracker, parent_run_id, given_up, s.log)
     return [c for c in plan_cells if c not in s.queue.done_cells() and c not in given_up]
 
 
@@ -223,7 +243,7 @@ def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, boo
     seeds_text = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     s.log(f"study '{s.study}': {len(plan.cells)} cells ({len(s.registry.ablations)} ablations x {seeds_text} "
           f"seeds) in {len(units)} units; {len(pending)} cells to run (the reference noise floor counts as one)")
-    s.log(f"  state: {s.storage}\n  MLflow: {s.tracking_uri} (experiment '{s.study}', parent run {parent_run_id})")
+    s.log(f"  state: {s.storage}\n  MLflow: {s.tracker.uri} (experiment '{s.study}', parent run {parent_run_id})")
     ends = _run_workers(s, settings, plan, units, plan_cells, pending) if pending else ()
     if ends is None:
         return StudyOutcome(s.study, len(plan_cells), s.queue.progress(plan_cells), "", None, 0), parent_run_id, False
@@ -238,7 +258,7 @@ def _next_seeds(s: _Study, parent_run_id: str, seeds: dict[str, int], clock: Inv
     from (a derived cell starts from its teacher's cell of the same seed), or None (and why, logged)
     when every row is decided, the cap is reached or the next round would not fit the budget."""
     request, log = s.request, s.log
-    table = build_table(s.tracking_uri, parent_run_id)
+    table = build_table(s.tracker, parent_run_id)
     undecided = undecided_rows(table)
     most = max(seeds.values())
     if not undecided:
@@ -285,15 +305,15 @@ def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: D
     """The parent run's tags that every round keeps (a round adds its seeds)."""
     design = {"first": _first_seeds(request), "cap": request.max_seeds} if request.auto_seeds else None
     return {
-        record.TAG_STUDY: study, record.TAG_DATASET: registry.dataset, record.TAG_PROFILE: request.profile,
-        record.TAG_DATA_SOURCE: files.source,
-        record.TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
-        record.TAG_MACHINE: record.machine_description(), record.TAG_GIT_REVISION: record.git_revision(),
-        record.TAG_ROWS: _rows_tag(registry),
-        record.TAG_CLI_SET: json.dumps(list(request.cli_set)), record.TAG_WORKERS: str(request.workers),
-        record.TAG_EVALUATE: str(registry.configs[BASE].evaluate.enabled).lower(),
-        record.TAG_MARGINS: json.dumps(registry.margins),
-        record.TAG_SEED_DESIGN: json.dumps(design) if design else "",
+        TAG_STUDY: study, TAG_DATASET: registry.dataset, TAG_PROFILE: request.profile,
+        TAG_DATA_SOURCE: files.source,
+        TAG_DATA_CHECKSUMS: json.dumps(dict(sorted(files.checksums.items()))),
+        TAG_MACHINE: machine_description(), TAG_GIT_REVISION: git_revision(),
+        TAG_ROWS: _rows_tag(registry),
+        TAG_CLI_SET: json.dumps(list(request.cli_set)), TAG_WORKERS: str(request.workers),
+        TAG_EVALUATE: str(registry.configs[BASE].evaluate.enabled).lower(),
+        TAG_MARGINS: json.dumps(registry.margins),
+        TAG_SEED_DESIGN: json.dumps(design) if design else "",
         **estimate_tags(request.estimate_s, request.estimate_basis),
     }
 
@@ -305,12 +325,12 @@ def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: 
                              cli_set=request.cli_set).select(request.only)
     files = ensure_data(dataset, registry.configs[BASE].data.data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    tracking_uri = request.tracking_uri or record.default_tracking_uri(folder)
-    exp_id = record.ensure_experiment(tracking_uri, study)
+    tracker = Tracker(request.tracking_uri or default_tracking_uri(folder))
+    tracker.ensure_experiment(study)
     storage = request.storage or default_storage(folder)
     queue = StudyQueue(storage, study, create=True)
     _check_same_study(queue, study, storage, dataset, request.profile)
-    return _Study(request, study, folder, registry, files, tracking_uri, exp_id, storage, queue,
+    return _Study(request, study, folder, registry, files, tracker, storage, queue,
                   _parent_tags(request, study, registry, files), log)
 
 
@@ -324,7 +344,7 @@ def _run_rounds(s: _Study, clock: InvocationClock) -> tuple[StudyOutcome, str, b
     request = s.request
     seeds = {a.name: _first_seeds(request) for a in s.registry.ablations}
     if request.auto_seeds:  # a rerun continues from the seeds each row already has
-        so_far = _seeds_so_far(s.tracking_uri, s.study)
+        so_far = _seeds_so_far(s.tracker, s.study)
         seeds = {name: min(max(n, so_far.get(name, 0)), request.max_seeds) for name, n in seeds.items()}
     ends: tuple[WorkerEnd, ...] = ()  # every round's, so a worker that died in an early round is named
     while True:
@@ -346,17 +366,17 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     dataset = canonical_dataset(request.dataset)
     study = request.study or f"{dataset}-{request.profile}"
     folder = study_dir(request.results_dir, study)
-    for path in remove_stale_temps([folder / INVOCATIONS, folder / record.SAMPLES_DIR, *folder.glob("runs/*")],
+    for path in remove_stale_temps([folder / INVOCATIONS, folder / SAMPLES_DIR, *folder.glob("runs/*")],
                                    pid_alive):
         log(f"removed {path}: the temporary file of a write that was killed before its rename")
     clock = InvocationClock(folder)
     s = _set_up(request, dataset, study, folder, log)
     outcome, parent_run_id, ran = _run_rounds(s, clock)
-    clock.record(s.tracking_uri, parent_run_id)
+    clock.record(s.tracker, parent_run_id)
     if not ran:
         return outcome
-    report = write_report(folder, s.tracking_uri, parent_run_id)  # with this call's wall time
-    record.client(s.tracking_uri).set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
+    report = write_report(folder, s.tracker, parent_run_id)  # with this call's wall time
+    s.tracker.client.set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
     return dataclasses.replace(outcome, report=report)
 
 
@@ -371,24 +391,24 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
     ctx = build_context(settings, files, study_dir(results_dir, study), int(os.environ.get(WORKERS_HERE_ENV, "1")),
                         log=log)
     evaluate = ctx.plan.base_cell(0).config.evaluate.enabled
-    plan_cells = ([record.REFERENCE] if evaluate else []) + [c.name for c in ctx.plan.cells]
+    plan_cells = ([REFERENCE] if evaluate else []) + [c.name for c in ctx.plan.cells]
     return run_worker(ctx, queue, plan_cells, show_progress=not spawned)
 
 
-def write_report(folder: Path, tracking_uri: str, parent_run_id: str, quality_metric: str | None = None) -> Path:
+def write_report(folder: Path, tracker: Tracker, parent_run_id: str, quality_metric: str | None = None) -> Path:
     """table.md, table.csv and the plots from MLflow (and the multiclass metric and the reference
     log-likelihood ratio from the cached samples, study/multiclass.py and study/llr.py), logged as the parent run's artifacts (table.md also as its description); returns
     table.md. quality_metric: the Pareto plot's quality axis (report/pareto.py; None: its default)."""
-    table = build_table(tracking_uri, parent_run_id)
+    table = build_table(tracker, parent_run_id)
     table.quality_metric = quality_metric
     choose_metric(table)  # an unknown metric fails before the multiclass trains
-    add_multiclass(table, folder, tracking_uri)
-    add_llr(table, folder, tracking_uri)
+    add_multiclass(table, folder, tracker)
+    add_llr(table, folder, tracker)
     paths = write_table(table, folder, sections(table), table_marks(table), quality_columns(table))
     fault_point("mid-report")
-    paths += write_plots(table, tracking_uri, folder)
-    record.log_artifacts(tracking_uri, parent_run_id, paths)
-    record.set_tags(tracking_uri, parent_run_id, {record.TAG_DESCRIPTION: run_description(paths[0].read_text())})
+    paths += write_plots(table, folder)
+    tracker.log_artifacts(parent_run_id, paths)
+    tracker.set_tags(parent_run_id, {TAG_DESCRIPTION: run_description(paths[0].read_text())})
     return paths[0]
 
 
@@ -403,12 +423,13 @@ def rebuild_report(study: str, results_dir: str | Path, tracking_uri: str | None
             msg = f"no MLflow store at {db}: give --tracking-uri, or run `calo-ablate ablate --study {study}`"
             raise ConfigError(msg)
         tracking_uri = f"sqlite:///{db}"
-    parent = record.find_parent(tracking_uri, study)
+    tracker = Tracker(tracking_uri)
+    parent = tracker.find_parent(study)
     if parent is None:
         msg = f"the MLflow store {tracking_uri} holds no study '{study}'"
         raise ConfigError(msg)
     folder.mkdir(parents=True, exist_ok=True)
-    return write_report(folder, tracking_uri, parent, quality_metric)
+    return write_report(folder, tracker, parent, quality_metric)
 
 
 def find_store(results_dir: str | Path, study: str | None) -> Path:

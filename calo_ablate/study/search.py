@@ -21,8 +21,22 @@ from optuna_integration import PyTorchLightningPruningCallback
 
 from calo_ablate.config import with_value
 from calo_ablate.errors import TrainingError
-from calo_ablate.runs import record
 from calo_ablate.runs.generate import load_run
+from calo_ablate.runs.names import (
+    ROLE_SEARCH_TRIAL,
+    SEARCH_BEST_VALUE,
+    SEARCH_FAILED,
+    SEARCH_PRUNED,
+    SEARCH_TRIALS,
+    TAG_ABLATION,
+    TAG_INTERRUPTED,
+    TAG_PRUNED,
+    TAG_SEARCH_BEST_TRIAL,
+    TAG_SEARCH_PARAM,
+    TAG_SEED,
+    TAG_SHARES_TRAINING_RUN,
+    VAL_LOSS,
+)
 from calo_ablate.runs.train import RESULT_FILE, TrainResult
 from calo_ablate.study.cell import evaluate_cell, train_cell, training_metrics
 from calo_ablate.study.context import StudyContext
@@ -30,7 +44,7 @@ from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import Claim, StudyQueue
 from calo_ablate.study.registry import search_is_int
 
-MONITOR = record.VAL_LOSS
+MONITOR = VAL_LOSS
 
 
 def search_study_name(ctx: StudyContext, cell: Cell) -> str:
@@ -48,8 +62,8 @@ def _open_search(ctx: StudyContext, queue: StudyQueue, cell: Cell) -> optuna.Stu
         queue.storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
         queue.storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         if "run_id" in trial.user_attrs:
-            record.set_tags(ctx.tracking_uri, trial.user_attrs["run_id"], {record.TAG_INTERRUPTED: "true"})
-            record.kill_run(ctx.tracking_uri, trial.user_attrs["run_id"])
+            ctx.tracker.set_tags(trial.user_attrs["run_id"], {TAG_INTERRUPTED: "true"})
+            ctx.tracker.kill_run(trial.user_attrs["run_id"])
     return study
 
 
@@ -74,10 +88,9 @@ def _run_trial(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, s
     assert search is not None
     name = f"{cell.name}/trial{trial.number}"
     config = with_value(cell.config, search.param, value)
-    run_id = record.open_child_run(
-        ctx.tracking_uri, ctx.settings.experiment_id, cell_run_id, name,
-        {record.TAG_ABLATION: cell.ablation.name, record.TAG_SEED: str(cell.seed), search.param: str(value)},
-        role=record.ROLE_SEARCH_TRIAL)
+    run_id = ctx.tracker.open_child_run(
+        name, {TAG_ABLATION: cell.ablation.name, TAG_SEED: str(cell.seed), search.param: str(value)},
+        parent_run_id=cell_run_id, role=ROLE_SEARCH_TRIAL)
     trial.set_user_attr("run_id", run_id)
     ctx.log(f"  {name}: {search.param} = {value:.4g}")
     run_dir = ctx.runs_dir / "search" / f"{cell.ablation.name}-s{cell.seed}" / f"trial-{trial.number}"
@@ -85,17 +98,17 @@ def _run_trial(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, s
         result, _ = train_cell(ctx, queue, claim, cell, run_dir=run_dir, run_id=run_id, config=config, label=name,
                                extra_callbacks=[PyTorchLightningPruningCallback(trial, monitor=MONITOR)])
     except optuna.TrialPruned:
-        record.set_tags(ctx.tracking_uri, run_id, {record.TAG_PRUNED: "true"})
-        record.kill_run(ctx.tracking_uri, run_id)
+        ctx.tracker.set_tags(run_id, {TAG_PRUNED: "true"})
+        ctx.tracker.kill_run(run_id)
         study.tell(trial, state=TrialState.PRUNED)
         ctx.log(f"  {name}: pruned")
         return
     except TrainingError as err:
-        record.close_run(ctx.tracking_uri, run_id, str(err))
+        ctx.tracker.close_run(run_id, str(err))
         study.tell(trial, state=TrialState.FAIL)
         ctx.log(f"  {name}: failed ({err})")
         return
-    record.close_run(ctx.tracking_uri, run_id)
+    ctx.tracker.close_run(run_id)
     trial.set_user_attr("run_dir", str(run_dir))
     study.tell(trial, result.metrics[MONITOR])
 
@@ -122,18 +135,18 @@ def run_search_cell(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Ce
         raise TrainingError(msg)
     metrics = training_metrics(result, 0.0)
     metrics.update({
-        record.SEARCH_TRIALS: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))),
-        record.SEARCH_PRUNED: len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
-        record.SEARCH_FAILED: len(_counted(study, (TrialState.FAIL,))),
-        record.SEARCH_BEST_VALUE: float(best.params[search.param]),
+        SEARCH_TRIALS: len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))),
+        SEARCH_PRUNED: len(study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))),
+        SEARCH_FAILED: len(_counted(study, (TrialState.FAIL,))),
+        SEARCH_BEST_VALUE: float(best.params[search.param]),
     })
-    record.set_tags(ctx.tracking_uri, cell_run_id, {
-        record.TAG_SEARCH_PARAM: search.param, record.TAG_SEARCH_BEST_TRIAL: str(best.number),
-        record.TAG_SHARES_TRAINING_RUN: result.run_id})
+    ctx.tracker.set_tags(cell_run_id, {
+        TAG_SEARCH_PARAM: search.param, TAG_SEARCH_BEST_TRIAL: str(best.number),
+        TAG_SHARES_TRAINING_RUN: result.run_id})
     if cell.config.evaluate.enabled:
-        metrics.update(evaluate_cell(ctx, queue, claim, cell, load_run(result.run_id, ctx.tracking_uri)))
-    record.log_metrics(ctx.tracking_uri, cell_run_id, metrics)
+        metrics.update(evaluate_cell(ctx, queue, claim, cell, load_run(result.run_id, ctx.tracker)))
+    ctx.tracker.log_metrics(cell_run_id, metrics)
     ctx.log(f"done {cell.name}: best {search.param} = {best.params[search.param]:.4g}, "
-            f"{MONITOR} {result.metrics[MONITOR]:.4f} ({int(metrics[record.SEARCH_TRIALS])} trials, "
-            f"{int(metrics[record.SEARCH_PRUNED])} pruned)")
+            f"{MONITOR} {result.metrics[MONITOR]:.4f} ({int(metrics[SEARCH_TRIALS])} trials, "
+            f"{int(metrics[SEARCH_PRUNED])} pruned)")
     return metrics

@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 from calo_ablate.atomic import atomic_write, pid_namespace
-from calo_ablate.runs.record import INVOCATION_SECONDS, client
+from calo_ablate.runs.names import INVOCATION_SECONDS
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.queue import pid_alive
 
 FOLDER = "invocations"
@@ -50,13 +51,13 @@ class InvocationClock:
         while not self._stop.wait(TICK_S):
             self._tick()
 
-    def record(self, tracking_uri: str, parent_run_id: str) -> float:
+    def record(self, tracker: Tracker, parent_run_id: str) -> float:
         """Stop the clock; log this call's time and that of every killed call not yet logged; returns
         this call's seconds."""
         self._stop.set()
         self._thread.join()
         self._tick()
-        c = client(tracking_uri)
+        c = tracker.client
         logged = {m.step for m in c.get_metric_history(parent_run_id, METRIC)}
         for path in sorted(self.folder.glob("*.json")):
             try:

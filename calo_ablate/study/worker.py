@@ -9,7 +9,7 @@ once: FINISHED after its evaluation, FAILED with the error otherwise. A failure 
 and never raised: the study goes on.
 
 Before each unit a worker compares the study's recorded code version (a digest of the package's source
-files, record.code_digest) and config hash
+files, provenance.code_digest) and config hash
 (every cell's config as its code validates the plan) with its own and refuses to go on when they differ: a worker on
 another machine with other code could train something else into the study's runs. Every worker reaps dead
 workers (StudyQueue.reap) when it finds nothing waiting, and waits for claims not yet judged.
@@ -49,9 +49,11 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from calo_ablate.errors import CaloAblateError, ConfigError, TrainingError
-from calo_ablate.runs import record
 from calo_ablate.runs.devices import visible_gpus, worker_gpu_environment
 from calo_ablate.runs.generate import TrainedModel, load_run
+from calo_ablate.runs.names import REFERENCE, TAG_CELL, TAG_ERROR, TAG_SHARES_TRAINING_RUN, VAL_LOSS
+from calo_ablate.runs.provenance import code_digest
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import TrainResult
 from calo_ablate.study.cell import (
     TeacherPending,
@@ -154,7 +156,7 @@ def _fail(ctx: StudyContext, queue: StudyQueue, claim: Claim, cell: Cell, run_id
     ctx.log(f"FAILED {cell.name}: {error}")
     if not isinstance(err, CaloAblateError):  # an unexpected error: its traceback helps
         ctx.log("".join(traceback.format_exception(err)).rstrip())
-    record.close_run(ctx.tracking_uri, run_id, error)
+    ctx.tracker.close_run(run_id, error)
     queue.cell_failed(claim, cell.name, error)
 
 
@@ -163,7 +165,7 @@ def _run_reference_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim) -> U
         run_reference(ctx, queue, claim)
     except Exception as err:  # noqa: BLE001 (a failed unit is recorded, the study goes on)
         ctx.log(f"FAILED reference vs reference: {_error_text(err)}")
-        queue.cell_failed(claim, record.REFERENCE, _error_text(err))
+        queue.cell_failed(claim, REFERENCE, _error_text(err))
         return UnitOutcome(False, None)
     return UnitOutcome(True, None)
 
@@ -173,7 +175,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
     signal raises WorkerStopped between cells and epochs, and a derived unit whose teacher's unit still
     waits in the queue raises TeacherPending (either way, the claim is the caller's to hand back)."""
     stop = stop if stop is not None else StopRequest()
-    if claim.unit == record.REFERENCE:
+    if claim.unit == REFERENCE:
         return _run_reference_unit(ctx, queue, claim)
     training: TrainResult | None = None
     train_seconds: float | None = None
@@ -183,8 +185,8 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
     for cell in (ctx.plan.cell(name) for name in claim.cells):
         stop.check(f"before {cell.name}")
         run_id = open_cell_run(ctx, cell)
-        record.log_config(ctx.tracking_uri, run_id, cell.config,
-                          skip_param=cell.ablation.search.param if cell.ablation.search else None)
+        ctx.tracker.log_config(run_id, cell.config,
+                               skip_param=cell.ablation.search.param if cell.ablation.search else None)
         if training_error is not None:
             _fail(ctx, queue, claim, cell, run_id, training_error, TrainingError(training_error))
             ok = False
@@ -192,7 +194,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
         try:
             if cell.ablation.search:
                 run_search_cell(ctx, queue, claim, cell, run_id)
-                record.close_run(ctx.tracking_uri, run_id)
+                ctx.tracker.close_run(run_id)
                 queue.cell_done(claim, cell.name)
                 continue
             ctx.log(f"cell {cell.name}: {cell.ablation.title} (train key {cell.train_key})")
@@ -202,18 +204,18 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
                                                      extra_callbacks=[StopBetweenEpochs(stop)])
             metrics = training_metrics(training, train_seconds if training.run_id == run_id else 0.0)
             if training.run_id != run_id:
-                record.set_tags(ctx.tracking_uri, run_id, {record.TAG_SHARES_TRAINING_RUN: training.run_id})
+                ctx.tracker.set_tags(run_id, {TAG_SHARES_TRAINING_RUN: training.run_id})
             else:  # the training run has the per-epoch values already; a copy at step 0 would join its curve
                 metrics = {k: v for k, v in metrics.items() if k not in training.metrics}
             metrics.update(teacher_train_seconds(ctx, cell))
             if cell.config.evaluate.enabled:
                 if trained_model is None:
-                    trained_model = load_run(training.run_id, ctx.tracking_uri)
+                    trained_model = load_run(training.run_id, ctx.tracker)
                 metrics.update(evaluate_cell(ctx, queue, claim, cell, trained_model))
-            record.log_metrics(ctx.tracking_uri, run_id, metrics)
-            record.close_run(ctx.tracking_uri, run_id)
+            ctx.tracker.log_metrics(run_id, metrics)
+            ctx.tracker.close_run(run_id)
             queue.cell_done(claim, cell.name)
-            ctx.log(f"done {cell.name}: {record.VAL_LOSS} {training.metrics[record.VAL_LOSS]:.4f}")
+            ctx.log(f"done {cell.name}: {VAL_LOSS} {training.metrics[VAL_LOSS]:.4f}")
         except (WorkerStopped, TeacherPending):
             raise
         except Exception as err:  # noqa: BLE001 (a failed cell is recorded, the study goes on)
@@ -222,7 +224,7 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
             ok = False
             if training is None:
                 training_error = f"training failed: {error}"
-    value = training.metrics.get(record.VAL_LOSS) if training is not None else None
+    value = training.metrics.get(VAL_LOSS) if training is not None else None
     return UnitOutcome(ok, value if value is not None and math.isfinite(value) else None)
 
 
@@ -284,7 +286,7 @@ def _work(ctx: StudyContext, queue: StudyQueue, plan_cells: list[str], show_prog
           stop: StopRequest) -> int:
     failures = 0
     # this process's code is the one it loaded now: later edits of the checkout do not change it
-    mine = {"code_version": record.code_digest(), "config_hash": ctx.plan.config_hash()}
+    mine = {"code_version": code_digest(), "config_hash": ctx.plan.config_hash()}
     while not queue.stop_reason() and not stop:
         check_same_study(queue, mine)
         claim = queue.take()
@@ -337,7 +339,7 @@ def wait_for_others(queue: StudyQueue, plan_cells: list[str], log: Callable[[str
         time.sleep(POLL_S)
 
 
-def mark_given_up(tracking_uri: str, parent_run_id: str, given_up: dict[str, int],
+def mark_given_up(tracker: Tracker, parent_run_id: str, given_up: dict[str, int],
                   log: Callable[[str], None] = print) -> None:
     """Say which cells are given up (failed `--retries` times), in the log and in their runs' error tag
     (which the report's row shows)."""
@@ -345,12 +347,12 @@ def mark_given_up(tracking_uri: str, parent_run_id: str, given_up: dict[str, int
         return
     log(f"given up (not run again until --retry-failed): "
         f"{', '.join(f'{c} after {n} failures' for c, n in sorted(given_up.items()))}")
-    for run in record.child_runs(tracking_uri, parent_run_id):
-        cell = run.data.tags.get(record.TAG_CELL)
-        error = run.data.tags.get(record.TAG_ERROR, "")
+    for run in tracker.child_runs(parent_run_id):
+        cell = run.data.tags.get(TAG_CELL)
+        error = run.data.tags.get(TAG_ERROR, "")
         if cell in given_up and "gave up" not in error:
-            record.set_tags(tracking_uri, run.info.run_id, {
-                record.TAG_ERROR: f"{error}; gave up after {given_up[cell]} failures (--retry-failed)"})
+            tracker.set_tags(run.info.run_id, {
+                TAG_ERROR: f"{error}; gave up after {given_up[cell]} failures (--retry-failed)"})
 
 
 def format_progress(p: Progress) -> str:

@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.commands import ui as ui_command
-from calo_ablate.runs import record
-from calo_ablate.runs.record import ensure_experiment
+from calo_ablate.runs.names import ROLE_CELL, ROLE_STUDY, TAG_ROLE
+from calo_ablate.runs.tracker import Tracker
 from tests.study.servers import free_port, wait_healthy
 
 STOP_TIMEOUT_S = 60.0
@@ -24,12 +24,12 @@ def _store_with_a_parent_and_two_cells(tmp_path: Path) -> tuple[str, str]:
     study_dir = tmp_path / "results" / "mystudy"
     study_dir.mkdir(parents=True)
     uri = f"sqlite:///{study_dir / 'mlflow.db'}"
-    exp_id = ensure_experiment(uri, "mystudy")
+    exp_id = Tracker(uri).ensure_experiment("mystudy")
     client = MlflowClient(uri)
-    parent = client.create_run(exp_id, run_name="mystudy", tags={record.TAG_ROLE: record.ROLE_STUDY}).info.run_id
+    parent = client.create_run(exp_id, run_name="mystudy", tags={TAG_ROLE: ROLE_STUDY}).info.run_id
     for seed in (0, 1):
         client.create_run(exp_id, run_name=f"Base s{seed}",
-                          tags={record.TAG_ROLE: record.ROLE_CELL, "mlflow.parentRunId": parent})
+                          tags={TAG_ROLE: ROLE_CELL, "mlflow.parentRunId": parent})
     return uri, exp_id
 
 

@@ -18,7 +18,7 @@ from calo_ablate.model.caloscore.config import CaloScoreConfig
 from calo_ablate.model.caloscore.family import CaloScoreFamily
 from calo_ablate.model.caloscore.preprocess import caloscore_preprocessing
 from calo_ablate.model.families import family_class, load_family
-from calo_ablate.runs.record import config_params
+from calo_ablate.runs.provenance import config_params
 from calo_ablate.study.plan import make_plan
 from calo_ablate.study.registry import load_registry
 from tests.study.user_family import GaussianFamily

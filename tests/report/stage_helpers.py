@@ -10,7 +10,7 @@ import numpy as np
 
 from calo_ablate.data.synthetic import incident_energies, simulate
 from calo_ablate.report.table import CellResult, Row, StudyTable
-from calo_ablate.runs import record
+from calo_ablate.runs.samples import sample_path, save_sample
 
 CLASSIFIER = {"evaluate.classifier.hidden": "32", "evaluate.classifier.num_hidden_layers": "2",
               "evaluate.classifier.epochs": "8", "evaluate.classifier.lr": "0.002",
@@ -32,4 +32,4 @@ def write_sample(folder: Path, entry: str, seed: int, scale: float = 1.0, n: int
     """A synthetic photon sample of `n` showers, voxels x `scale`; the seed alone draws the incident energies."""
     energies = incident_energies("1-photons", n, np.random.default_rng(seed))
     rng = np.random.default_rng(100 * seed + len(entry))
-    record.save_sample(record.sample_path(folder, entry, seed), energies, scale * simulate("1-photons", energies, rng))
+    save_sample(sample_path(folder, entry, seed), energies, scale * simulate("1-photons", energies, rng))

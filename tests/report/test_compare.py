@@ -11,7 +11,8 @@ from calo_ablate.report.multiclass import TAG, MulticlassSummary
 from calo_ablate.report.paired import MULTICLASS_NO_TEST, paired_lines
 from calo_ablate.report.table import CellResult, Row, StudyTable, build_table, frame, markdown
 from calo_ablate.report.verdicts import NOT_COMPARABLE, pair_verdicts
-from calo_ablate.runs import record
+from calo_ablate.runs.names import TAG_ROWS, TAG_SEEDS
+from calo_ablate.runs.tracker import Tracker
 
 HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "quick", "machine": "test cpu",
           "data_checksums": "{}", "git_revision": "abc", "workers": "1"}
@@ -129,11 +130,11 @@ def test_an_ordering_without_a_rank_correlation_is_not_called_settled() -> None:
 
 
 def test_the_rows_tag_carries_compare_into_the_table(tmp_path: Path) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    c = record.client(uri)
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    c = tracker.client
     parent = c.create_run(c.create_experiment("t"), tags={
-        record.TAG_SEEDS: "1", record.TAG_ROWS: json.dumps([{"name": "naive_8", "title": "Naive 8 steps"},
-                                                            {"name": "distilled_8", "title": "Distilled 8 steps",
-                                                             "compare": "naive_8"}])}).info.run_id
-    table = build_table(uri, parent)
+        TAG_SEEDS: "1", TAG_ROWS: json.dumps([{"name": "naive_8", "title": "Naive 8 steps"},
+                                              {"name": "distilled_8", "title": "Distilled 8 steps",
+                                               "compare": "naive_8"}])}).info.run_id
+    table = build_table(tracker, parent)
     assert [(r.name, r.compare) for r in table.rows] == [("naive_8", None), ("distilled_8", "naive_8")]

@@ -7,17 +7,25 @@ import json
 from pathlib import Path
 
 from calo_ablate.report.table import build_table, markdown
-from calo_ablate.runs import record
+from calo_ablate.runs.names import (
+    INVOCATION_SECONDS,
+    TAG_ESTIMATE_BASIS,
+    TAG_ESTIMATED_SECONDS,
+    TAG_ROWS,
+    TAG_SEEDS,
+    TAG_STUDY,
+)
+from calo_ablate.runs.tracker import Tracker, default_tracking_uri
 
 
-def _parent(tmp_path: Path, tags: dict[str, str]) -> tuple[str, str]:
-    uri = record.default_tracking_uri(tmp_path)
-    exp = record.ensure_experiment(uri, "s")
-    parent = record.find_or_create_parent(uri, exp, "s", {
-        record.TAG_STUDY: "s", record.TAG_ROWS: json.dumps([{"name": "base", "title": "Base"}]),
-        record.TAG_SEEDS: "1", **tags})
-    record.client(uri).log_metric(parent, record.INVOCATION_SECONDS, 1038.0)
-    return uri, parent
+def _parent(tmp_path: Path, tags: dict[str, str]) -> tuple[Tracker, str]:
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    tracker.ensure_experiment("s")
+    parent = tracker.find_or_create_parent("s", {
+        TAG_STUDY: "s", TAG_ROWS: json.dumps([{"name": "base", "title": "Base"}]),
+        TAG_SEEDS: "1", **tags})
+    tracker.client.log_metric(parent, INVOCATION_SECONDS, 1038.0)
+    return tracker, parent
 
 
 def _wall_line(tmp_path: Path, tags: dict[str, str]) -> str:
@@ -27,7 +35,7 @@ def _wall_line(tmp_path: Path, tags: dict[str, str]) -> str:
 
 def test_the_header_shows_the_estimate_beside_the_wall_time(tmp_path: Path) -> None:
     basis = "AMD EPYC, 2 cores, 1 thread per worker, 82 GFLOP/s matmul; rates cached 2026-12-07"
-    line = _wall_line(tmp_path, {record.TAG_ESTIMATED_SECONDS: "1260", record.TAG_ESTIMATE_BASIS: basis})
+    line = _wall_line(tmp_path, {TAG_ESTIMATED_SECONDS: "1260", TAG_ESTIMATE_BASIS: basis})
     assert line == (f"- Total wall time: 17.3 min (all `ablate` calls of this study; estimated before the start: "
                     f"21.0 min from {basis})")
 

@@ -19,7 +19,26 @@ from calo_ablate.report.multiclass import TAG, MulticlassSummary
 from calo_ablate.report.pareto import quality_columns
 from calo_ablate.report.table import CellResult, Row, StudyTable, markdown
 from calo_ablate.report.verdicts import table_marks
-from calo_ablate.runs import record
+from calo_ablate.runs.names import (
+    TAG_CLI_SET,
+    TAG_DATA_CHECKSUMS,
+    TAG_DATA_SOURCE,
+    TAG_DATASET,
+    TAG_ERROR,
+    TAG_ESTIMATE_BASIS,
+    TAG_ESTIMATED_SECONDS,
+    TAG_EVALUATE,
+    TAG_GIT_REVISION,
+    TAG_LOSS_COMPARABLE,
+    TAG_LOSS_NAMES,
+    TAG_MACHINE,
+    TAG_MODEL_FAMILY,
+    TAG_PROFILE,
+    TAG_SHARES_TRAINING_OF,
+    TAG_SHARES_TRAINING_RUN,
+    TAG_STUDY,
+    TAG_WORKERS,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "table.md"
 UPDATE_ENV = "CALO_ABLATE_UPDATE_GOLDEN"
@@ -34,12 +53,12 @@ COLUMNS = [("n_params", "Parameters"), ("seconds_per_epoch", "s / epoch"),
 BASE_PARAMS = {"data.max_train_events": "2000", "train.max_epochs": "3", "train.early_stopping_patience": "null",
                "sample.steps": "20", "evaluate.n_events": "500", "model.init": "default",
                "train.lr_horizon_steps": "null", "train.ema_start": "10"}
-HEADER = {record.TAG_STUDY: "golden", record.TAG_DATASET: "1-photons", record.TAG_DATA_SOURCE: "synthetic",
-          record.TAG_DATA_CHECKSUMS: json.dumps({"dataset_1_photons_1.hdf5": "0123456789abcdef0123456789abcdef"}),
-          record.TAG_PROFILE: "quick", record.TAG_CLI_SET: json.dumps(["trainer.threads=1"]),
-          record.TAG_WORKERS: "2", record.TAG_MACHINE: "golden test machine (2 cores)",
-          record.TAG_GIT_REVISION: "0123abc", record.TAG_EVALUATE: "true", record.TAG_ESTIMATED_SECONDS: "900",
-          record.TAG_ESTIMATE_BASIS: "golden CPU, 2 cores, 1 thread per worker; rates cached 2026-01-01"}
+HEADER = {TAG_STUDY: "golden", TAG_DATASET: "1-photons", TAG_DATA_SOURCE: "synthetic",
+          TAG_DATA_CHECKSUMS: json.dumps({"dataset_1_photons_1.hdf5": "0123456789abcdef0123456789abcdef"}),
+          TAG_PROFILE: "quick", TAG_CLI_SET: json.dumps(["trainer.threads=1"]),
+          TAG_WORKERS: "2", TAG_MACHINE: "golden test machine (2 cores)",
+          TAG_GIT_REVISION: "0123abc", TAG_EVALUATE: "true", TAG_ESTIMATED_SECONDS: "900",
+          TAG_ESTIMATE_BASIS: "golden CPU, 2 cores, 1 thread per worker; rates cached 2026-01-01"}
 REFERENCE = {"sep_mean": 0.02, "auc_low": 0.51, "auc_high": 0.5, "fpd": 0.5}
 MULTICLASS = MulticlassSummary(
     means={"base": -1.2, "higher_lr": -1.0, "fewer_steps": -2.1, "less_noise": -1.5, "wider": -1.25, "wider_lr": -1.1},
@@ -60,8 +79,8 @@ def _metrics(seed: int, loss: float, wobble: tuple[float, float, float] = (0.0, 
 
 
 def _cells(name: str, per_seed: list[dict[str, float]], **tags: str) -> list[CellResult]:
-    common = {record.TAG_LOSS_COMPARABLE: "true", record.TAG_MODEL_FAMILY: "caloscore_v2",
-              record.TAG_LOSS_NAMES: json.dumps(LOSS_NAMES)}
+    common = {TAG_LOSS_COMPARABLE: "true", TAG_MODEL_FAMILY: "caloscore_v2",
+              TAG_LOSS_NAMES: json.dumps(LOSS_NAMES)}
     return [CellResult(seed, "FINISHED", metrics, {**common, **tags}, f"{name}-s{seed}", dict(BASE_PARAMS))
             for seed, metrics in enumerate(per_seed)]
 
@@ -85,11 +104,11 @@ def golden_table() -> StudyTable:
             _cells("fewer_steps", [{**f, **{k: b[k] for k in ("val/loss", "val/voxel_loss", "val/layer_loss",
                                                                "seconds_per_epoch")}}
                                    for f, b in zip(fewer, base, strict=True)],
-                   **{record.TAG_SHARES_TRAINING_OF: "base"}),
+                   **{TAG_SHARES_TRAINING_OF: "base"}),
             {"gen_time": "lower", "quality": "same"}),
         Row("less_noise", "Decrease noise",
             _cells("less_noise", [_metrics(s, 1.5, (-0.003, 0.004, 0.002), auc=0.68) for s in range(SEEDS)],
-                   **{record.TAG_LOSS_COMPARABLE: "false"}),
+                   **{TAG_LOSS_COMPARABLE: "false"}),
             {"loss": "higher"}),
         Row("wider", "Wider network",
             _cells("wider", [_metrics(s, 1.0, (0.03, -0.02, 0.005), seconds=3.1, params=480_000)
@@ -98,11 +117,11 @@ def golden_table() -> StudyTable:
             _cells("wider_lr", [_metrics(s, 0.92, (0.02, -0.01, 0.004), seconds=3.1, params=480_000)
                                 for s in range(SEEDS)]), compare="wider"),
         Row("broken", "Broken on purpose",
-            [CellResult(0, "FAILED", {}, {record.TAG_ERROR: "TrainingError: non-finite training loss"}, "broken-s0"),
+            [CellResult(0, "FAILED", {}, {TAG_ERROR: "TrainingError: non-finite training loss"}, "broken-s0"),
              CellResult(1, "not run", {}, {}, None), CellResult(2, "not run", {}, {}, None)]),
     ]
     for cell in rows[2].cells:  # fewer_steps
-        cell.tags[record.TAG_SHARES_TRAINING_RUN] = f"base-s{cell.seed}"
+        cell.tags[TAG_SHARES_TRAINING_RUN] = f"base-s{cell.seed}"
     curves = {"base": [2.0, 1.5, 1.2, 1.0], "higher_lr": [1.6, 1.2, 1.0, 0.9], "fewer_steps": [2.0, 1.5, 1.2, 1.0],
               "wider": [2.2, 1.4, 1.1, 1.0], "wider_lr": [1.8, 1.3, 1.0, 0.92]}
     histories = {name: {"val/loss": [_history(v)] * SEEDS} for name, v in curves.items()}

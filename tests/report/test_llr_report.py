@@ -12,7 +12,8 @@ import pytest
 from calo_ablate.report.findings import FAR_BOTH, UNDERTRAINED, findings_lines, quality
 from calo_ablate.report.llr import SKIPPED, TAG, LlrSummary, decide, llr_column, llr_of, llr_verdicts
 from calo_ablate.report.table import CellResult, Row, StudyTable, frame
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE
+from calo_ablate.runs.tracker import Tracker, default_tracking_uri
 from calo_ablate.study import llr as stage
 from tests.report import stage_helpers as helpers
 
@@ -95,10 +96,11 @@ def test_column_csv_fields_and_the_registry_margin() -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_stage_computes_caches_and_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    uri = record.default_tracking_uri(tmp_path)
-    parent = record.find_or_create_parent(uri, record.ensure_experiment(uri, "t"), "t", {})
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    tracker.ensure_experiment("t")
+    parent = tracker.find_or_create_parent("t", {})
     for seed in (0, 1):
-        helpers.write_sample(tmp_path, record.REFERENCE, seed)
+        helpers.write_sample(tmp_path, REFERENCE, seed)
         helpers.write_sample(tmp_path, "base", seed)
         helpers.write_sample(tmp_path, "scaled", seed, scale=1.3)
     rows = helpers.rows(["base", "scaled"])
@@ -106,13 +108,13 @@ def test_stage_computes_caches_and_publishes(tmp_path: Path, monkeypatch: pytest
         cell.params["evaluate.classifier.trainings"] = "3"  # 3 folds per seed
     table = helpers.table(rows, dict(helpers.HEADER), parent)
     said: list[str] = []
-    stage.add_llr(table, tmp_path, uri, said.append)
+    stage.add_llr(table, tmp_path, tracker, said.append)
     summary = llr_of(table)
     assert summary is not None and summary.seeds == [0, 1] and summary.folds == 3
     assert list(summary.replicates) == ["scaled"] and len(summary.replicates["scaled"]) == 6
     assert summary.showers_per_fold == 100
     assert sum(summary.replicates["scaled"]) < 0  # voxels x 1.3: further from the reference than the base
-    stored = record.client(uri).get_run(parent).data
+    stored = tracker.client.get_run(parent).data
     assert LlrSummary.from_json(stored.tags[TAG]) == summary
     assert stored.metrics["llr/scaled"] < 0
     assert json.loads((tmp_path / stage.CACHE_FILE).read_text())["key"] == summary.key
@@ -122,13 +124,13 @@ def test_stage_computes_caches_and_publishes(tmp_path: Path, monkeypatch: pytest
 
     monkeypatch.setattr(stage, "llr_replicates", no_training)
     again = helpers.table(rows, dict(helpers.HEADER), parent)
-    stage.add_llr(again, tmp_path, uri, said.append)
+    stage.add_llr(again, tmp_path, tracker, said.append)
     assert llr_of(again) == summary and "cached result" in said[-1]
 
 
 def test_stage_skips_without_the_base(tmp_path: Path) -> None:
-    for entry in (record.REFERENCE, "one", "two"):
+    for entry in (REFERENCE, "one", "two"):
         helpers.write_sample(tmp_path, entry, 0, n=30)
     table = helpers.table(helpers.rows(["one", "two"], seeds=1), dict(helpers.HEADER))
-    stage.add_llr(table, tmp_path, "unused://", lambda s: None)
+    stage.add_llr(table, tmp_path, Tracker("unused://"), lambda s: None)
     assert llr_of(table) is None and "the base has no cached sample" in table.header[SKIPPED]

@@ -18,7 +18,8 @@ from calo_ablate.report.multiclass import (
     multiclass_of,
 )
 from calo_ablate.report.table import CellResult, Row, frame
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE
+from calo_ablate.runs.tracker import Tracker, default_tracking_uri
 from calo_ablate.study import multiclass as stage
 from tests.report import stage_helpers as helpers
 
@@ -38,7 +39,7 @@ def test_summary_column_and_findings_line() -> None:
     assert column.data["good"] == {"multiclass_mean": -0.5, "multiclass_std": 0.05, "multiclass_n": 2,
                                    "multiclass_uniform": pytest.approx(summary.uniform)}
     assert "broken" not in column.data and column.text["broken"]  # left out: said in its cell, no number
-    assert column.data[record.REFERENCE] == {"multiclass_uniform": pytest.approx(summary.uniform)}
+    assert column.data[REFERENCE] == {"multiclass_uniform": pytest.approx(summary.uniform)}
     data = frame(table, extra=[column]).set_index("row")
     assert data.loc["bad", "multiclass_mean"] == -2.0 and data.loc["bad", "multiclass_n"] == 2
     assert data.loc["good", "multiclass_uniform"] == pytest.approx(summary.uniform)
@@ -55,22 +56,23 @@ def test_no_summary_no_column_and_the_skip_reason_in_findings() -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    uri = record.default_tracking_uri(tmp_path)
-    parent = record.find_or_create_parent(uri, record.ensure_experiment(uri, "t"), "t", {})
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    tracker.ensure_experiment("t")
+    parent = tracker.find_or_create_parent("t", {})
     for seed in (0, 1):
-        helpers.write_sample(tmp_path, record.REFERENCE, seed)
+        helpers.write_sample(tmp_path, REFERENCE, seed)
         helpers.write_sample(tmp_path, "base", seed)
         helpers.write_sample(tmp_path, "scaled", seed, scale=1.3)
     rows = helpers.rows(["base", "scaled"]) + [Row("broken", "Broken", [CellResult(0, "FAILED", {}, {}, "b")])]
     table = helpers.table(rows, dict(helpers.HEADER), parent)
     said: list[str] = []
-    stage.add_multiclass(table, tmp_path, uri, said.append)
+    stage.add_multiclass(table, tmp_path, tracker, said.append)
     summary = multiclass_of(table)
     assert summary is not None and summary.seed == stage.SEED and summary.seeds == [0, 1]
     assert summary.showers_per_class == 600 and summary.reference_showers == 600 and summary.trainings == 2
     assert summary.left_out == {"broken": "no finished cell with a cached sample on this machine"}
     assert summary.means["base"] > summary.uniform > summary.means["scaled"]
-    stored = record.client(uri).get_run(parent).data
+    stored = tracker.client.get_run(parent).data
     assert MulticlassSummary.from_json(stored.tags[TAG]) == summary
     assert stored.metrics["multiclass/base"] == pytest.approx(summary.means["base"])
     assert json.loads((tmp_path / stage.CACHE_FILE).read_text())["key"] == summary.key
@@ -80,20 +82,20 @@ def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: py
 
     monkeypatch.setattr(stage, "multiclass_scores", no_training)
     again = helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent)
-    stage.add_multiclass(again, tmp_path, uri, said.append)
+    stage.add_multiclass(again, tmp_path, tracker, said.append)
     assert multiclass_of(again) == summary and "cached result" in said[-1]
 
     helpers.write_sample(tmp_path, "scaled", 1, scale=1.2)  # a changed sample: the key changes, so it trains again
     with pytest.raises(AssertionError, match="trained again"):
-        stage.add_multiclass(helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent), tmp_path, uri, said.append)
+        stage.add_multiclass(helpers.table(helpers.rows(["base", "scaled"]), dict(helpers.HEADER), parent), tmp_path, tracker, said.append)
 
 
 def test_stage_skips_without_two_rows_and_keeps_no_stale_result(tmp_path: Path) -> None:
-    helpers.write_sample(tmp_path, record.REFERENCE, 0)
+    helpers.write_sample(tmp_path, REFERENCE, 0)
     helpers.write_sample(tmp_path, "base", 0)
     table = helpers.table(helpers.rows(["base", "other"], seeds=1), dict(helpers.HEADER))
-    stage.add_multiclass(table, tmp_path, "unused://", lambda s: None)
+    stage.add_multiclass(table, tmp_path, Tracker("unused://"), lambda s: None)
     assert multiclass_of(table) is None and "at least 2 needed" in table.header[SKIPPED]
     off = helpers.table(helpers.rows(["base", "other"], seeds=1), {**helpers.HEADER, "evaluate": "false"})
-    stage.add_multiclass(off, tmp_path, "unused://", lambda s: None)
+    stage.add_multiclass(off, tmp_path, Tracker("unused://"), lambda s: None)
     assert SKIPPED not in off.header

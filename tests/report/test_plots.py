@@ -25,10 +25,10 @@ def test_loss_curves_drawn_from_the_histories(tmp_path: Path) -> None:
                         for loss in ("loss", "voxel_loss", "layer_loss")} for name in ("base", "lr")}
     rows = [Row(name, name, [CellResult(0, "FINISHED", {}, {}, "r")]) for name in histories]
     table = StudyTable("t", "p", {}, 1, rows, {}, [], 1.0, histories)
-    assert plot_loss_curves(table, "", tmp_path / "curves.png") == tmp_path / "curves.png"
+    assert plot_loss_curves(table, tmp_path / "curves.png") == tmp_path / "curves.png"
     assert (tmp_path / "curves.png").stat().st_size > 10_000
     empty = StudyTable("t", "p", {}, 1, rows, {}, [], 1.0, {})
-    assert plot_loss_curves(empty, "", tmp_path / "none.png") is None
+    assert plot_loss_curves(empty, tmp_path / "none.png") is None
 
 
 def test_a_diverged_run_is_left_out(tmp_path: Path) -> None:
@@ -38,7 +38,7 @@ def test_a_diverged_run_is_left_out(tmp_path: Path) -> None:
     table = StudyTable("t", "p", {}, 1, rows, {}, [], 1.0, histories)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no overflow in the axis limits
-        assert plot_loss_curves(table, "", tmp_path / "curves.png") is not None
+        assert plot_loss_curves(table, tmp_path / "curves.png") is not None
 
 
 def test_every_family_of_a_mixed_study_gets_its_own_loss_panels() -> None:

@@ -18,7 +18,7 @@ from calo_ablate.report.table import (
     summarise,
 )
 from calo_ablate.report.verdicts import table_marks
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE
 
 HEADER = {"dataset": "1-photons", "data_source": "synthetic", "profile": "quick", "machine": "test cpu",
           "data_checksums": "{}", "git_revision": "abc", "workers": "1"}
@@ -102,7 +102,7 @@ def test_the_noise_floor_shows_its_spread_over_draws() -> None:
 def test_extra_columns_reach_the_display_and_the_csv() -> None:
     rows = [Row("base", "Base", [_cell(0, 1.0), _cell(1, 1.0)]), Row("lr", "LR", [_cell(0, 0.8), _cell(1, 0.8)])]
     table = _table(rows, [("auc_low", "AUC low")])
-    extra = ExtraColumn("Score", {record.REFERENCE: "floor", "lr": "x"}, {"lr": {"score_mean": 2.5}})
+    extra = ExtraColumn("Score", {REFERENCE: "floor", "lr": "x"}, {"lr": {"score_mean": 2.5}})
     shown = display_rows(table, extra=[extra])
     assert list(shown[0])[-2:] == ["Score", "Note"]
     assert [r["Score"] for r in shown] == ["floor", "", "x"]

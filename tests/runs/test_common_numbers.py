@@ -14,6 +14,7 @@ from calo_ablate.config import resolve_config
 from calo_ablate.data.source import ensure_data
 from calo_ablate.model.caloscore.module import CaloScoreModule
 from calo_ablate.model.noise import step_generator
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import run_training
 
 TINY = ["data.max_train_events=96", "train.batch_size=32", "sample.steps=2", "trainer.threads=1",
@@ -50,7 +51,7 @@ def _train(data_dir: Path, tmp_path: Path, name: str, monkeypatch: pytest.Monkey
     config = resolve_config("1", "smoke", cli_set=[*TINY, f"data.data_dir={data_dir}", *extra], seed=0)
     recorder = _Batches()
     run_training(config, files=ensure_data("1", data_dir, log=lambda _: None), run_dir=tmp_path / name,
-                 tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="crn", run_name=name,
+                 tracker=Tracker(f"sqlite:///{tmp_path}/mlflow.db"), experiment_name="crn", run_name=name,
                  extra_callbacks=[recorder])
     monkeypatch.setattr(module_namespace, "v_loss", real_v_loss)
     return recorder, draws

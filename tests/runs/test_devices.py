@@ -13,6 +13,7 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.model import precision
 from calo_ablate.model.precision import bf16_native, check_precision, cpu_flags, instruction_set
 from calo_ablate.runs.devices import resolve_device, visible_gpus, worker_gpu_environment
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import run_training
 
 ZEN3 = frozenset({"fpu", "avx", "avx2", "fma"})
@@ -125,6 +126,6 @@ def test_training_refuses_emulated_bf16_before_starting(monkeypatch: pytest.Monk
     _cpu(monkeypatch, ZEN3)
     config = resolve_config("1", "smoke", cli_set=["train.precision=bf16-mixed", "trainer.accelerator=cpu"])
     with pytest.raises(ConfigError, match="train.precision=bf16-mixed"):
-        run_training(config, files=None, run_dir=tmp_path / "run", tracking_uri=str(tmp_path / "mlruns"),
+        run_training(config, files=None, run_dir=tmp_path / "run", tracker=Tracker(str(tmp_path / "mlruns")),
                      experiment_name="x", run_name="base")
     assert not (tmp_path / "run").exists()

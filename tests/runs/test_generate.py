@@ -16,6 +16,7 @@ from calo_ablate.errors import ConfigError
 from calo_ablate.model import precision
 from calo_ablate.model.precision import bf16_native
 from calo_ablate.runs.generate import generate_showers, load_run
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import TrainResult, run_training
 
 SETTINGS = ["data.max_train_events=64", "train.batch_size=32", "sample.steps=2", "trainer.threads=1"]
@@ -27,13 +28,13 @@ def trained_run(photon_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> t
     uri = f"sqlite:///{root}/mlflow.db"
     config = resolve_config("1", "smoke", cli_set=[*SETTINGS, f"data.data_dir={photon_dir}"])
     result = run_training(config, files=ensure_data("1", photon_dir, log=lambda _: None), run_dir=root / "run",
-                          tracking_uri=uri, experiment_name="gen", run_name="r")
+                          tracker=Tracker(uri), experiment_name="gen", run_name="r")
     return result, uri
 
 
 def test_generated_showers_have_the_layout_and_use_ema_weights(trained_run: tuple[TrainResult, str]) -> None:
     result, uri = trained_run
-    trained = load_run(result.run_id, uri, device="cpu")
+    trained = load_run(result.run_id, Tracker(uri), device="cpu")
     assert trained.config.sample.steps == 2
     energies = np.array([1000.0, 65536.0, 4.0e6, 256.0, 2.0e5], dtype=np.float32)   # MeV
     showers = generate_showers(trained, energies, batch_size=2, seed=1, progress=False)
@@ -68,7 +69,7 @@ NATIVE_BF16 = bf16_native("cpu")
                     "/proc/cpuinfo): bf16 sampling is refused here, see the test below")
 def test_bf16_sampling_stays_close_to_fp32(trained_run: tuple[TrainResult, str]) -> None:
     result, uri = trained_run
-    trained = load_run(result.run_id, uri, device="cpu")
+    trained = load_run(result.run_id, Tracker(uri), device="cpu")
     energies = np.array([1000.0, 65536.0, 4.0e6, 256.0], dtype=np.float32)   # MeV
     fp32 = generate_showers(trained, energies, seed=1, progress=False)
     bf16 = generate_showers(trained, energies, seed=1, progress=False, precision="bf16-mixed")
@@ -81,7 +82,7 @@ def test_bf16_sampling_stays_close_to_fp32(trained_run: tuple[TrainResult, str])
                     "in tests/runs/test_devices.py")
 def test_bf16_sampling_is_refused_where_the_cpu_would_emulate_it(trained_run: tuple[TrainResult, str]) -> None:
     result, uri = trained_run
-    trained = load_run(result.run_id, uri, device="cpu")
+    trained = load_run(result.run_id, Tracker(uri), device="cpu")
     energies = np.array([1000.0, 65536.0], dtype=np.float32)   # MeV
     with pytest.raises(ConfigError, match=r"sample.precision=bf16-mixed: bf16 is not native .*"
                                           r"Use sample.precision=32-true"):
@@ -93,7 +94,7 @@ def test_bf16_sampling_refused_on_simulated_avx2_only_flags(trained_run: tuple[T
     """The refusal path on every machine: the CPU flags of an AVX2-only EPYC (no avx512_bf16, no AMX)."""
     monkeypatch.setattr(precision, "cpu_flags", lambda cpuinfo=precision.CPUINFO: frozenset({"avx", "avx2", "fma"}))
     result, uri = trained_run
-    trained = load_run(result.run_id, uri, device="cpu")
+    trained = load_run(result.run_id, Tracker(uri), device="cpu")
     with pytest.raises(ConfigError, match="sample.precision=bf16-mixed"):
         generate_showers(trained, np.array([1000.0], dtype=np.float32), seed=1, progress=False,
                          precision="bf16-mixed")

@@ -17,6 +17,7 @@ from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import TrainingError
 from calo_ablate.model.caloscore.module import CaloScoreModule
 from calo_ablate.model.ema import EMA
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import RESULT_FILE, RUN_FILE, run_training
 
 TINY = ["data.max_train_events=64", "train.batch_size=32", "sample.steps=2", "trainer.threads=1"]
@@ -113,7 +114,7 @@ def _history(client: MlflowClient, run_id: str, name: str) -> list[tuple[int, fl
 def test_same_seed_gives_identical_losses(photon_dir: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     files = _files(photon_dir)
-    results = [run_training(_config(photon_dir), files=files, run_dir=tmp_path / f"run{i}", tracking_uri=uri,
+    results = [run_training(_config(photon_dir), files=files, run_dir=tmp_path / f"run{i}", tracker=Tracker(uri),
                             experiment_name="determinism", run_name=f"r{i}") for i in range(2)]
     client = MlflowClient(tracking_uri=uri)
     a, b = (r.run_id for r in results)
@@ -133,7 +134,7 @@ class _InterruptInSecondEpoch(pl.Callback):
 def test_interrupted_run_resumes_into_the_same_mlflow_run(photon_dir: Path, tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     config, files, run_dir = _config(photon_dir, "train.max_epochs=2"), _files(photon_dir), tmp_path / "run"
-    kwargs = {"files": files, "run_dir": run_dir, "tracking_uri": uri, "experiment_name": "resume",
+    kwargs = {"files": files, "run_dir": run_dir, "tracker": Tracker(uri), "experiment_name": "resume",
               "run_name": "r", "tags": {"ablation": "base"}}
     with pytest.raises(KeyboardInterrupt):
         run_training(config, extra_callbacks=[_InterruptInSecondEpoch()], **kwargs)

@@ -9,7 +9,8 @@ import pandas as pd
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.report.table import StudyTable, build_table
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.queue import StudyQueue
 
 REGISTRY = """\
@@ -53,16 +54,16 @@ def report_rows(study_dir: Path) -> pd.DataFrame:
 
 def all_finished(rows: pd.DataFrame, seeds: int) -> bool:
     """Whether every cell of every row in report_rows finished (the noise floor aside)."""
-    cells = rows.drop(index=record.REFERENCE, errors="ignore")
+    cells = rows.drop(index=REFERENCE, errors="ignore")
     return bool((cells["finished"] == seeds).all() and (cells["failed"] == 0).all())
 
 
 def study_table(study_dir: Path) -> StudyTable:
     """The report's StudyTable, rebuilt from the study folder's MLflow store."""
-    uri = f"sqlite:///{study_dir / 'mlflow.db'}"
-    parent = record.find_parent(uri, study_dir.name)
-    assert parent is not None, f"no study {study_dir.name} in {uri}"
-    return build_table(uri, parent)
+    tracker = Tracker(f"sqlite:///{study_dir / 'mlflow.db'}")
+    parent = tracker.find_parent(study_dir.name)
+    assert parent is not None, f"no study {study_dir.name} in {tracker.uri}"
+    return build_table(tracker, parent)
 
 
 def trials(study_dir: Path) -> list:

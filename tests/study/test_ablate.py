@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
 from calo_ablate.report.table import run_description
-from calo_ablate.runs import record
+from calo_ablate.runs.names import GEN_MS_PREFIX, REFERENCE, TAG_DATA_SOURCE, TAG_PROFILE
 from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, child_runs, report_rows, stamps, trials
 
 
@@ -36,7 +36,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> dict:
 def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> None:
     assert study["code"] == 1  # one cell failed
     rows = report_rows(study["dir"])
-    assert list(rows.index) == [record.REFERENCE, "base", "broken", "fewer_steps", "less_noise"]
+    assert list(rows.index) == [REFERENCE, "base", "broken", "fewer_steps", "less_noise"]
     assert list(rows["title"]) == ["reference vs reference", "Base", "Broken on purpose", "Fewer time steps",
                                    "Decrease noise"]
     losses = ["val/loss", "val/voxel_loss", "val/layer_loss"]
@@ -56,7 +56,7 @@ def test_table_rows_in_registry_order_with_failure_and_sharing(study: dict) -> N
     experiment = client.get_experiment_by_name("smoke")
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
     parent = client.search_runs([experiment.experiment_id], filter_string="tags.`calo_ablate.role` = 'study'")[0]
-    assert parent.data.tags[record.TAG_DATA_SOURCE] == "synthetic" and parent.data.tags[record.TAG_PROFILE] == "smoke"
+    assert parent.data.tags[TAG_DATA_SOURCE] == "synthetic" and parent.data.tags[TAG_PROFILE] == "smoke"
     assert parent.data.tags["mlflow.note.content"] == run_description((study["dir"] / "table.md").read_text())
 
 
@@ -113,7 +113,7 @@ def test_fail_fast_stops_at_the_first_failure(study: dict, capsys: pytest.Captur
     assert list(rows.index) == ["base", "broken", "higher_lr"]
     assert "s0 failed" in rows.loc["broken", "note"] and "s0 not run" in rows.loc["higher_lr", "note"]
     assert rows.loc["higher_lr", "finished"] == 0
-    evaluated = [c for c in rows.columns if c.startswith(("auc", "sep_", record.GEN_MS_PREFIX))]
+    evaluated = [c for c in rows.columns if c.startswith(("auc", "sep_", GEN_MS_PREFIX))]
     assert evaluated == []  # no evaluation, no such metrics
 
 
@@ -163,6 +163,7 @@ import os, signal, sys
 import calo_ablate.study.cell as cell
 cell.evaluate_samples = lambda *args, **kwargs: os.kill(os.getpid(), signal.SIGKILL)
 from calo_ablate.cli import main
+from calo_ablate.runs.names import GEN_MS_PREFIX, REFERENCE, TAG_DATA_SOURCE, TAG_PROFILE
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -23,8 +23,9 @@ from calo_ablate.data.source import ensure_data
 from calo_ablate.errors import ConfigError, TrainingError
 from calo_ablate.model.caloscore.distill import DistillModule
 from calo_ablate.model.families import load_family
-from calo_ablate.runs import record
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
+from calo_ablate.runs.names import TAG_CELL, TAG_ERROR, TEACHER_TRAIN_SECONDS, TRAIN_SECONDS
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.runs.train import RESULT_FILE, TrainResult, new_module, run_training, teacher_module
 from calo_ablate.study import runner
 from calo_ablate.study.cell import TeacherPending, teacher_train_seconds, wait_for_teacher
@@ -65,7 +66,7 @@ def teacher(photon_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     """A trained teacher's run folder and its best checkpoint's state_dict."""
     root = tmp_path_factory.mktemp("teacher")
     result = run_training(_config(photon_dir), files=ensure_data("1", photon_dir, log=lambda _: None),
-                          run_dir=root / "run", tracking_uri=f"sqlite:///{root}/mlflow.db", experiment_name="t",
+                          run_dir=root / "run", tracker=Tracker(f"sqlite:///{root}/mlflow.db"), experiment_name="t",
                           run_name="base/s0")
     return root / "run", torch.load(result.checkpoint_path, map_location="cpu", weights_only=True)["state_dict"]
 
@@ -116,7 +117,7 @@ def test_a_single_training_with_train_teacher_is_refused_naming_the_key(photon_d
     config = _config(photon_dir, "train.teacher=base")
     with pytest.raises(ConfigError, match=r"train.teacher='base': no trained teacher to start from"):
         run_training(config, files=ensure_data("1", photon_dir, log=lambda _: None), run_dir=tmp_path / "run",
-                     tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", experiment_name="t", run_name="r")
+                     tracker=Tracker(f"sqlite:///{tmp_path}/mlflow.db"), experiment_name="t", run_name="r")
     assert not (tmp_path / "run").exists()  # refused before anything was written
     assert teacher_module(_config(photon_dir), None) is None
 
@@ -165,11 +166,11 @@ def test_only_a_derived_entry_brings_its_teachers(tmp_path: Path) -> None:
 
 def test_seeds_auto_gives_an_undecided_students_teachers_its_new_seed(tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runner, "build_table", lambda uri, parent: None)
+    monkeypatch.setattr(runner, "build_table", lambda tracker, parent: None)
     monkeypatch.setattr(runner, "undecided_rows", lambda table: ["tuned"])
     registry = load_registry(_registry(tmp_path, CHAIN), dataset="1", profile="smoke")
     study = SimpleNamespace(request=SimpleNamespace(max_seeds=5, budget_s=None), log=lambda _: None,
-                            registry=registry, tracking_uri="unused")
+                            registry=registry, tracker=Tracker("unused://"))
     seeds = {"base": 3, "tuned": 3, "distilled": 3, "other": 3}
     following = runner._next_seeds(study, "parent", seeds, clock=None)
     assert following == {"base": 4, "tuned": 4, "distilled": 4, "other": 3}
@@ -246,7 +247,7 @@ def test_a_student_waits_while_the_teacher_trains_and_again_when_its_worker_died
 
     wait_for_teacher(ctx, queue, student, ctx.plan.cell("distilled/s0"), teacher_finishes, poll_s=0.01)
     assert len(looks) == 2 and "distilled/s0: waiting for the training of its teacher base/s0" in log[0]
-    assert teacher_train_seconds(ctx, ctx.plan.cell("distilled/s0")) == {record.TEACHER_TRAIN_SECONDS: 2.5}
+    assert teacher_train_seconds(ctx, ctx.plan.cell("distilled/s0")) == {TEACHER_TRAIN_SECONDS: 2.5}
     assert teacher_train_seconds(ctx, ctx.plan.cell("base/s0")) == {}
     (ctx.runs_dir / ctx.plan.cell("base/s0").train_key / RESULT_FILE).unlink()
     queue.storage.set_trial_user_attr(teacher.trial_id, "worker", {"host": "h", "pid": _gone_pid(),
@@ -301,7 +302,7 @@ def _no_step_twice(study_dir: Path) -> None:
     for run in child_runs(study_dir):
         for name in run.data.metrics:
             steps = [m.step for m in client.get_metric_history(run.info.run_id, name)]
-            assert len(steps) == len(set(steps)), f"{run.data.tags[record.TAG_CELL]}: {name} logged twice at a step"
+            assert len(steps) == len(set(steps)), f"{run.data.tags[TAG_CELL]}: {name} logged twice at a step"
 
 
 @pytest.mark.slow  # three `ablate` calls: minutes on a loaded 2-core machine
@@ -324,12 +325,12 @@ def test_kills_in_the_teachers_and_the_students_training_resume_into_one_of_each
     trainings = _finished_trainings(study_dir)
     assert len(trainings) == 2 and sorted(r.epochs for r in trainings.values()) == [2, 2]
     assert sorted(p.name for p in (study_dir / "runs").iterdir()) == sorted(trainings)  # no other training began
-    runs = {r.data.tags[record.TAG_CELL]: r for r in child_runs(study_dir)}
+    runs = {r.data.tags[TAG_CELL]: r for r in child_runs(study_dir)}
     assert sorted((c, r.info.status) for c, r in runs.items()) == [("base/s0", "FINISHED"), ("distilled/s0", "FINISHED")]
     assert _cells_done(study_dir) == ["base/s0", "distilled/s0"]
-    teacher_seconds = runs["base/s0"].data.metrics[record.TRAIN_SECONDS]
-    assert runs["distilled/s0"].data.metrics[record.TEACHER_TRAIN_SECONDS] == pytest.approx(teacher_seconds)
-    assert record.TEACHER_TRAIN_SECONDS not in runs["base/s0"].data.metrics
+    teacher_seconds = runs["base/s0"].data.metrics[TRAIN_SECONDS]
+    assert runs["distilled/s0"].data.metrics[TEACHER_TRAIN_SECONDS] == pytest.approx(teacher_seconds)
+    assert TEACHER_TRAIN_SECONDS not in runs["base/s0"].data.metrics
     _no_step_twice(study_dir)
 
 
@@ -344,11 +345,11 @@ def test_two_workers_train_each_teacher_of_a_chain_once(tmp_path: Path, photon_d
         assert proc.stdout.count(f"cell {name}/s0: ") == 1, proc.stdout
     assert "waiting for the training of its teacher" in proc.stdout  # the second worker waited
     assert len(_finished_trainings(study_dir)) == 3 and len(list((study_dir / "runs").iterdir())) == 3
-    runs = {r.data.tags[record.TAG_CELL]: r.data.metrics for r in child_runs(study_dir)}
-    chain_seconds = runs["base/s0"][record.TRAIN_SECONDS] + runs["distilled/s0"][record.TRAIN_SECONDS]
-    assert runs["tuned/s0"][record.TEACHER_TRAIN_SECONDS] == pytest.approx(chain_seconds)
+    runs = {r.data.tags[TAG_CELL]: r.data.metrics for r in child_runs(study_dir)}
+    chain_seconds = runs["base/s0"][TRAIN_SECONDS] + runs["distilled/s0"][TRAIN_SECONDS]
+    assert runs["tuned/s0"][TEACHER_TRAIN_SECONDS] == pytest.approx(chain_seconds)
     assert _cells_done(study_dir) == ["base/s0", "distilled/s0", "tuned/s0"]
-    teacher_seconds = report_rows(study_dir)[f"{record.TEACHER_TRAIN_SECONDS}_mean"]
+    teacher_seconds = report_rows(study_dir)[f"{TEACHER_TRAIN_SECONDS}_mean"]
     assert teacher_seconds["tuned"] == pytest.approx(chain_seconds)  # the report's column: what its teachers cost
     _no_step_twice(study_dir)
 
@@ -360,8 +361,8 @@ def test_a_teacher_that_fails_fails_its_student_without_waiting(tmp_path: Path, 
     args = ablate_args(tmp_path, photon_dir, "broken", "student", sets=NO_EVAL)
     proc = subprocess.run([*CLI, *args], capture_output=True, text=True, check=False, timeout=600)
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = {r.data.tags[record.TAG_CELL]: r for r in child_runs(tmp_path / "results" / "broken")}
-    assert runs["base/s0"].info.status == "FAILED" and "non-finite" in runs["base/s0"].data.tags[record.TAG_ERROR]
-    error = runs["student/s0"].data.tags[record.TAG_ERROR]
+    runs = {r.data.tags[TAG_CELL]: r for r in child_runs(tmp_path / "results" / "broken")}
+    assert runs["base/s0"].info.status == "FAILED" and "non-finite" in runs["base/s0"].data.tags[TAG_ERROR]
+    error = runs["student/s0"].data.tags[TAG_ERROR]
     assert runs["student/s0"].info.status == "FAILED"
     assert "its teacher's training (base/s0" in error and "non-finite" in error, error

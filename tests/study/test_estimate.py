@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from calo_ablate.config import resolve_config
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE, TAG_ESTIMATE_BASIS, TAG_ESTIMATED_SECONDS
 from calo_ablate.runs.rates import FamilyRates, MachineKey, MachineRates, RowFlops
 from calo_ablate.study.context import THREADS_ENV
 from calo_ablate.study.estimate import (
@@ -70,7 +70,7 @@ def test_shared_trainings_count_once_and_the_reference_counts(tmp_path: Path) ->
     assert cells is not None
     assert cells["base"] == pytest.approx([base, base])
     assert cells["fewer_steps"] == pytest.approx([fewer, fewer])  # shares the base's training: evaluation only
-    assert cells[record.REFERENCE] == pytest.approx([reference])
+    assert cells[REFERENCE] == pytest.approx([reference])
     assert reference > 0
 
 
@@ -134,8 +134,8 @@ def test_another_profile_that_fits_is_named(tmp_path: Path) -> None:
 
 def test_the_estimate_tags_of_the_parent_run() -> None:
     assert estimate_tags(None, "x") == {}
-    assert estimate_tags(1260.4, "Test CPU") == {record.TAG_ESTIMATED_SECONDS: "1260",
-                                                 record.TAG_ESTIMATE_BASIS: "Test CPU"}
+    assert estimate_tags(1260.4, "Test CPU") == {TAG_ESTIMATED_SECONDS: "1260",
+                                                 TAG_ESTIMATE_BASIS: "Test CPU"}
 
 
 def test_minutes_text() -> None:

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
 from calo_ablate.report.table import other_family
-from calo_ablate.runs import record
+from calo_ablate.runs.names import REFERENCE
 from tests.study.helpers import report_rows, study_table
 
 USER_FAMILY = "tests.study.user_family:GaussianFamily"
@@ -61,14 +61,14 @@ def mixed(tmp_path_factory: pytest.TempPathFactory, photon_dir: Path) -> Path:
 def test_a_mixed_study_reports_every_family_by_sample_quality(mixed: Path) -> None:
     table, rows = study_table(mixed), report_rows(mixed)
     assert table.losses == [("val/loss", "Loss")]  # the base's family, CaloDiffusion, logs one loss
-    assert list(rows.index) == [record.REFERENCE, "base", "half_steps", "caloscore", "user", "caloflow"]
+    assert list(rows.index) == [REFERENCE, "base", "half_steps", "caloscore", "user", "caloflow"]
     assert rows.loc["half_steps", "val/loss_mean"] == rows.loc["base", "val/loss_mean"]  # the base's training
     assert rows.loc["half_steps", "val/loss_verdict"] == "equivalent"
     assert "shares the base's training" in rows.loc["half_steps", "note"]
     for name, family in (("caloscore", "caloscore_v2"), ("user", USER_FAMILY), ("caloflow", "caloflow")):
         assert other_family(table, table.row(name)) == family  # compared by sample quality and speed only
         assert not rows.loc[name, "loss_comparable"] and f"model family {family}" in rows.loc[name, "note"]
-    assert rows.drop(index=record.REFERENCE)["auc_low_mean"].between(0.0, 1.0).all()
+    assert rows.drop(index=REFERENCE)["auc_low_mean"].between(0.0, 1.0).all()
     assert (rows.loc[["base", "caloscore", "user", "caloflow"], "gen_ms_per_shower_b10_mean"] > 0).all()
 
 

@@ -18,9 +18,10 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from calo_ablate.runs import record
 from calo_ablate.runs.faults import POINTS
+from calo_ablate.runs.names import REFERENCE
 from calo_ablate.runs.resume import EpochClock, RunLogger, read_json_or_discard, resume_checkpoint
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study import queue as queue_module
 from calo_ablate.study.queue import StudyQueue
 from calo_ablate.study.search import _counted, _open_search, search_study_name
@@ -164,11 +165,11 @@ def test_the_wall_time_of_a_killed_call_is_counted(tmp_path: Path) -> None:
     proc.kill()  # SIGKILL: the call cannot log its own time
     proc.wait()
     clock = InvocationClock(tmp_path)
-    mine = clock.record(tracking_uri, run_id)
+    mine = clock.record(Tracker(tracking_uri), run_id)
     calls = sorted((m.step, m.value) for m in client.get_metric_history(run_id, "invocation_seconds"))
     assert [step for step, _ in calls] == [0, 1]
     assert calls[0][1] >= 4.0 and calls[1][1] == pytest.approx(mine)
-    clock.record(tracking_uri, run_id)  # a second record logs nothing twice
+    clock.record(Tracker(tracking_uri), run_id)  # a second record logs nothing twice
     assert len(client.get_metric_history(run_id, "invocation_seconds")) == 2
 
 
@@ -223,7 +224,7 @@ def check_numbers(study: dict) -> None:
     done = [c for t in trials(study_dir) for c in t.user_attrs.get("cells_done", [])]
     assert sorted(done) == sorted(["reference", *CELLS])  # no unit completed twice
     rows = report_rows(study_dir)
-    assert list(rows.index) == [record.REFERENCE, "base", "fewer_steps", "less_noise"] and all_finished(rows, seeds=1)
+    assert list(rows.index) == [REFERENCE, "base", "fewer_steps", "less_noise"] and all_finished(rows, seeds=1)
     parent = client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'study'")[0]
     calls = client.get_metric_history(parent.info.run_id, "invocation_seconds")
     assert len(calls) == study["calls"] and all(m.value > 0 for m in calls)  # killed calls counted too
@@ -243,7 +244,7 @@ def test_a_killed_search_trial_is_replaced_and_its_run_closed(tmp_path: Path) ->
     client = MlflowClient(tracking_uri)
     run_id = client.create_run(client.create_experiment("s")).info.run_id  # RUNNING, as a kill leaves it
     queue = StudyQueue(str(tmp_path / "optuna.journal"), "s", create=True)
-    ctx = SimpleNamespace(name="s", tracking_uri=tracking_uri)
+    ctx = SimpleNamespace(name="s", tracker=Tracker(tracking_uri))
     cell = SimpleNamespace(ablation=SimpleNamespace(name="lr_search"), seed=0)
     killed = optuna.create_study(storage=queue.storage, study_name=search_study_name(ctx, cell)).ask()
     killed.set_user_attr("run_id", run_id)

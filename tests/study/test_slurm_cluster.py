@@ -19,8 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from calo_ablate.cli import main
-from calo_ablate.runs import record
 from calo_ablate.runs.faults import MIN_EPOCH_ENV
+from calo_ablate.runs.names import EPOCHS, TAG_CELL
 from calo_ablate.study.queue import StudyQueue
 from tests.study.helpers import NO_EVAL, REGISTRY, ablate_args, all_finished, report_rows, trials
 from tests.study.servers import ClusterTracking
@@ -59,7 +59,7 @@ def _study_runs(tracking_uri: str, study: str) -> dict[str, list]:
     exp = client.get_experiment_by_name(study)
     runs: dict[str, list] = {}
     for run in client.search_runs([exp.experiment_id], filter_string="tags.`calo_ablate.role` = 'cell'"):
-        runs.setdefault(run.data.tags[record.TAG_CELL], []).append(run)
+        runs.setdefault(run.data.tags[TAG_CELL], []).append(run)
     return runs
 
 
@@ -219,7 +219,7 @@ def test_a_preempted_job_requeues_and_resumes_its_unit_into_the_same_run(tmp_pat
     assert counts["cells done twice"] == counts["duplicate runs"] == counts["runs not FINISHED"] == 0
     assert counts["damaged numbers"] == 0
     run = _study_runs(f"sqlite:///{study_dir / 'mlflow.db'}", "preempt")["base/s0"][0]
-    assert run.data.metrics[record.EPOCHS] == 5  # every epoch trained once, over both runs of the job
+    assert run.data.metrics[EPOCHS] == 5  # every epoch trained once, over both runs of the job
 
 
 @pytest.mark.slow  # the time limit is in minutes: about 3 min here
@@ -244,4 +244,4 @@ def test_a_job_at_its_time_limit_checkpoints_requeues_and_resumes(tmp_path: Path
     assert counts["cells done twice"] == counts["duplicate runs"] == counts["runs not FINISHED"] == 0
     assert counts["damaged numbers"] == 0
     run = _study_runs(f"sqlite:///{study_dir / 'mlflow.db'}", "timelimit")["base/s0"][0]
-    assert run.data.metrics[record.EPOCHS] == 12
+    assert run.data.metrics[EPOCHS] == 12
