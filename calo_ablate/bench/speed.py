@@ -181,7 +181,7 @@ def print_profiles(case: BenchCase, dataset: str, extra: Sequence[str], matmul: 
 def runner_overhead(dataset: str, data_dir: str = "data") -> None:
     """Print the study runner's overhead on a smoke study (base, higher_lr, fewer_steps; 1 seed) run with
     1 and 2 workers: 1 - summed in-cell training and evaluation seconds / (workers x study wall time)."""
-    print("runner overhead (smoke study: base, higher_lr, fewer_steps, 1 seed; target <= 10% with 1 worker):")
+    print("runner overhead (smoke study: base, higher_lr, fewer_steps, 1 seed; target <= 10% with 2 workers):")
     for workers in (1, 2):
         bench = measure(workers, dataset=dataset, data_dir=data_dir)
         overhead = bench.overhead
