@@ -181,11 +181,14 @@ def print_profiles(case: BenchCase, dataset: str, extra: Sequence[str], matmul: 
 def runner_overhead(dataset: str, data_dir: str = "data") -> None:
     """Print the study runner's overhead on a smoke study (base, higher_lr, fewer_steps; 1 seed) run with
     1 and 2 workers: 1 - summed in-cell training and evaluation seconds / (workers x study wall time)."""
-    print("runner overhead (smoke study: base, higher_lr, fewer_steps, 1 seed; target <= 10% with 1 worker):")
+    print("runner overhead (smoke study: base, higher_lr, fewer_steps, 1 seed; target <= 10% with 2 workers):")
     for workers in (1, 2):
-        overhead, elapsed = measure(workers, dataset=dataset, data_dir=data_dir)
-        print(f"  {workers} worker(s): study {overhead.wall_seconds:6.1f} s ({elapsed:.1f} s with start-up), "
+        bench = measure(workers, dataset=dataset, data_dir=data_dir)
+        overhead = bench.overhead
+        print(f"  {workers} worker(s): study {overhead.wall_seconds:6.1f} s ({bench.elapsed:.1f} s with start-up), "
               f"in cells {overhead.in_cell_seconds:6.1f} s -> overhead {100 * overhead.fraction:5.1f} %")
+        print("\n".join(bench.timeline))
+        print("\n".join(split.line(bench.elapsed) for split in bench.splits))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """A study as one process sees it: its settings (stored in the study, JSON), its plan, data and folder.
 
 The `ablate` command writes StudySettings, with the plan serialised, once it has validated the
-registry, made the data and planned the cells; a `calo-ablate worker` on any machine reads them back,
+registry, made the data, planned the cells and queued them; a `calo-ablate worker` on any machine reads them back,
 makes (or finds) the same data, checks its checksums and takes the plan as it is.
 """
 
@@ -23,6 +23,7 @@ from calo_ablate.study.plan import Plan
 Log = Callable[[str], None]
 THREADS_ENV = "CALO_ABLATE_THREADS"  # torch threads of a worker (default: this machine's cores shared evenly)
 WORKERS_HERE_ENV = "CALO_ABLATE_WORKERS_HERE"  # set by `ablate` for the workers it spawns on its machine
+CALL_ENV = "CALO_ABLATE_CALL"  # set by `ablate` for its workers: the call_id of the settings they wait for
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class StudySettings:
     fail_fast: bool
     code_version: str = ""  # provenance.code_digest() of the `ablate` that planned the study (workers must match)
     config_hash: str = ""  # digest of every cell's config as validated by that code (plan.config_hash)
+    call_id: str = ""  # the `ablate` call that saved these settings (its workers, started early, wait for them)
 
     @property
     def dataset(self) -> str:

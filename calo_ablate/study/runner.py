@@ -1,11 +1,13 @@
 """The `ablate` flow, a joining worker's flow and the report, for the commands to call.
 
 `run_study`, in order: check the request; validate the registry and resolve every entry's config once
-(with the --set options); find or make the data; create the MLflow store, the study's experiment and
-the Optuna study (`_set_up`); per round (`_run_rounds`, one unless --seeds auto): plan the cells (the
-entries' configs with their seeds, keys from the data checksums), record the parent run and the settings
-with the serialised plan, run the pending cells with `workers` processes (in-process for one) or jobs;
-write the report. `join_study` is `calo-ablate worker`.
+(with the --set options); find or make the data; start the worker processes (with --workers > 1: their
+start-up, seconds of imports, then overlaps the rest of the set-up; they wait for this call's settings);
+create the MLflow store, the study's experiment and the Optuna study (`_set_up`); per round
+(`_run_rounds`, one unless --seeds auto): plan the cells (the entries' configs with their seeds, keys from
+the data checksums), record the parent run, queue the units, save the settings with the serialised plan,
+run the pending cells with `workers` processes (in-process for one; a later round starts its own) or
+jobs; write the report. `join_study` is `calo-ablate worker`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import dataclasses
 import json
 import os
 import re
-from dataclasses import dataclass
+import subprocess
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from calo_ablate.config import canonical_dataset
@@ -49,7 +53,7 @@ from calo_ablate.runs.provenance import code_digest, git_revision, machine_descr
 from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.runs.samples import SAMPLES_DIR
 from calo_ablate.runs.tracker import Tracker, default_tracking_uri
-from calo_ablate.study.context import WORKERS_HERE_ENV, Log, StudySettings, build_context
+from calo_ablate.study.context import CALL_ENV, WORKERS_HERE_ENV, Log, StudySettings, build_context
 from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.llr import add_llr
@@ -169,21 +173,28 @@ class _Study:
     queue: StudyQueue
     parent_tags: dict[str, str]
     log: Log
+    call_id: str  # this call's, in the settings it saves (the workers it started wait for them)
+    started: list[subprocess.Popen] = field(default_factory=list)  # workers started before the set-up, not yet run
 
 
 def _record_parent(s: _Study, plan: Plan, seeds: dict[str, int]) -> tuple[str, StudySettings]:
-    """The study's parent run (found or made, with this round's seeds) and the settings the workers read,
-    saved in the queue."""
+    """The study's parent run (found or made, with this round's seeds) and the settings the workers read
+    (saved by `_save_settings` once the units are queued)."""
     tags = {**s.parent_tags, TAG_SEEDS: str(plan.seeds), TAG_SEEDS_BY_ROW: json.dumps(seeds)}
     parent_run_id = s.tracker.find_or_create_parent(s.study, tags)
     settings = StudySettings(
         study=s.study, plan=plan.to_json(), checksums=dict(s.files.checksums), data_source=str(s.files.source),
         data_dir=s.registry.configs[BASE].data.data_dir, tracking_uri=s.tracker.uri,
-        experiment_id=s.tracker.experiment_id, parent_run_id=parent_run_id, fail_fast=s.request.fail_fast, code_version=code_digest(),
-        config_hash=plan.config_hash())
-    s.queue.save_settings(settings.to_json())
-    s.queue.clear_stop()
+        experiment_id=s.tracker.experiment_id, parent_run_id=parent_run_id, fail_fast=s.request.fail_fast,
+        code_version=code_digest(), config_hash=plan.config_hash(), call_id=s.call_id)
     return parent_run_id, settings
+
+
+def _save_settings(s: _Study, settings: StudySettings) -> None:
+    """The settings in the queue, the stop flag cleared first: a worker waiting for this call's settings
+    starts as soon as they are there, with every unit queued."""
+    s.queue.clear_stop()
+    s.queue.save_settings(settings.to_json())
 
 
 def _queue_units(s: _Study, plan: Plan) -> list[tuple[str, list[str]]]:
@@ -216,14 +227,15 @@ def _run_workers(s: _Study, settings: StudySettings, plan: Plan, units: list[tup
                         plan_cells, log, wait=request.wait)
         if not request.wait:
             return None
-    elif workers == 1:
+    elif workers == 1 and not s.started:
         ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
         try:
             run_worker(ctx, queue, plan_cells)
         except WorkerStopped as stop:
             log(f"stopped: {stop}")
     else:
-        procs = spawn_workers(workers, s.study, s.storage, s.folder.parent)
+        procs = s.started or spawn_workers(workers, s.study, s.storage, s.folder.parent, s.call_id)
+        s.started = []
         wait_for_workers(procs, queue, plan_cells, log)
         ends = [describe_process_end(p) for p in procs]
     wait_for_others(queue, plan_cells, log)
@@ -237,6 +249,7 @@ def _run_round(s: _Study, seeds: dict[str, int]) -> tuple[StudyOutcome, str, boo
     plan = make_plan(s.registry, seeds=seeds, checksums=dict(s.files.checksums))
     parent_run_id, settings = _record_parent(s, plan, seeds)
     units = _queue_units(s, plan)
+    _save_settings(s, settings)
     plan_cells = [name for _, cells in units for name in cells]
     pending = _pending_cells(s, parent_run_id, plan_cells)
     counts = sorted(set(seeds.values()))
@@ -318,20 +331,26 @@ def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: D
     }
 
 
-def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: Log) -> _Study:
-    """The registry (validated, every entry resolved once), the data, the MLflow experiment, the queue
-    and the parent run's tags."""
+def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: Log,
+            started: list[subprocess.Popen]) -> _Study:
+    """The registry (validated, every entry resolved once), the data, then the worker processes (with
+    --workers > 1 and the process launcher), the MLflow experiment (the store's schema is created here
+    on a new study: seconds), the queue and the parent run's tags. `started` receives the workers as
+    they start, for the caller to end should anything fail before they run."""
     registry = load_registry(request.registry, dataset=dataset, profile=request.profile,
                              cli_set=request.cli_set).select(request.only)
     files = ensure_data(dataset, registry.configs[BASE].data.data_dir)
     folder.mkdir(parents=True, exist_ok=True)
+    storage = request.storage or default_storage(folder)
+    call_id = uuid.uuid4().hex
+    if request.launcher == "process" and request.workers > 1:
+        started += spawn_workers(request.workers, study, storage, folder.parent, call_id)
     tracker = Tracker(request.tracking_uri or default_tracking_uri(folder))
     tracker.ensure_experiment(study)
-    storage = request.storage or default_storage(folder)
     queue = StudyQueue(storage, study, create=True)
     _check_same_study(queue, study, storage, dataset, request.profile)
     return _Study(request, study, folder, registry, files, tracker, storage, queue,
-                  _parent_tags(request, study, registry, files), log)
+                  _parent_tags(request, study, registry, files), log, call_id, started)
 
 
 def _first_seeds(request: StudyRequest) -> int:
@@ -370,8 +389,15 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
                                    pid_alive):
         log(f"removed {path}: the temporary file of a write that was killed before its rename")
     clock = InvocationClock(folder)
-    s = _set_up(request, dataset, study, folder, log)
-    outcome, parent_run_id, ran = _run_rounds(s, clock)
+    started: list[subprocess.Popen] = []
+    try:
+        s = _set_up(request, dataset, study, folder, log, started)
+        outcome, parent_run_id, ran = _run_rounds(s, clock)
+    finally:  # workers started in the set-up that did not run (it failed, or nothing was pending) end here
+        for proc in started:
+            if proc.poll() is None:
+                proc.terminate()
+            proc.wait()
     clock.record(s.tracker, parent_run_id)
     if not ran:
         return outcome
@@ -384,7 +410,7 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
     """`calo-ablate worker`: take cells of a running study until none waits; returns the failed units.
 
     wait_s: how long to wait for `ablate` to plan the study (a job started alongside it)."""
-    queue = open_planned_study(storage, study, wait_s)
+    queue = open_planned_study(storage, study, wait_s, call_id=os.environ.get(CALL_ENV, ""))
     settings = StudySettings.from_json(queue.settings())
     files = ensure_data(settings.dataset, settings.data_dir, log=lambda s: None)
     spawned = WORKERS_HERE_ENV in os.environ  # started by `ablate`, which shows the progress

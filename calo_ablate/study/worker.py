@@ -65,12 +65,13 @@ from calo_ablate.study.cell import (
     training_metrics,
     wait_for_teacher,
 )
-from calo_ablate.study.context import THREADS_ENV, WORKERS_HERE_ENV, StudyContext
+from calo_ablate.study.context import CALL_ENV, THREADS_ENV, WORKERS_HERE_ENV, StudyContext
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import Claim, Progress, StudyQueue, requeue_unfinished
 from calo_ablate.study.search import run_search_cell
 
 POLL_S = 2.0
+PLAN_WAIT_S = 600.0  # how long a worker started by `ablate` waits for the study to be planned
 EXIT_STOPPED = 75  # a worker stopped by a signal, its unit handed back (EX_TEMPFAIL: run it again)
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR2)
 
@@ -200,7 +201,8 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
             ctx.log(f"cell {cell.name}: {cell.ablation.title} (train key {cell.train_key})")
             if training is None:
                 wait_for_teacher(ctx, queue, claim, cell, partial(stop.check, f"{cell.name} waiting"))
-                training, train_seconds = train_cell(ctx, queue, claim, cell,
+                owns = ctx.plan.training_owner(cell).name == cell.name  # its run is open already: not looked up again
+                training, train_seconds = train_cell(ctx, queue, claim, cell, run_id=run_id if owns else None,
                                                      extra_callbacks=[StopBetweenEpochs(stop)])
             metrics = training_metrics(training, train_seconds if training.run_id == run_id else 0.0)
             if training.run_id != run_id:
@@ -228,14 +230,19 @@ def run_unit(ctx: StudyContext, queue: StudyQueue, claim: Claim, stop: StopReque
     return UnitOutcome(ok, value if value is not None and math.isfinite(value) else None)
 
 
-def open_planned_study(storage: str, study: str, wait_s: float = 0.0) -> StudyQueue:
+def open_planned_study(storage: str, study: str, wait_s: float = 0.0, call_id: str = "") -> StudyQueue:
     """The study's queue once `ablate` has stored its settings and enqueued its units, waiting up to
-    `wait_s` seconds for that; raises ConfigError when the study is still not planned then."""
+    `wait_s` seconds for that; raises ConfigError when the study is still not planned then.
+
+    call_id: wait for the settings of this `ablate` call (a worker it started before planning must not
+    take an earlier call's plan)."""
     deadline = time.monotonic() + wait_s
     while True:
         try:
             queue = StudyQueue(storage, study, create=False)
-            queue.settings()
+            if call_id and queue.settings().get("call_id") != call_id:
+                msg = f"study '{study}' in {storage}: the `ablate` call {call_id} did not plan it within {wait_s:.0f} s"
+                raise ConfigError(msg)
             if queue.trials() or time.monotonic() >= deadline:
                 return queue
         except ConfigError:
@@ -372,12 +379,14 @@ def worker_argv(study: str, storage: str, results_dir: Path) -> list[str]:
             "--results-dir", str(results_dir)]
 
 
-def spawn_workers(n: int, study: str, storage: str, results_dir: Path) -> list[subprocess.Popen]:
+def spawn_workers(n: int, study: str, storage: str, results_dir: Path, call_id: str) -> list[subprocess.Popen]:
     """Start `n` worker processes in this process group (a kill of the group ends them too); with GPUs,
-    worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin when there are more workers)."""
+    worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin when there are more workers). They
+    wait up to PLAN_WAIT_S for the settings of the `ablate` call `call_id`: started before the study is
+    planned, their start-up (interpreter and imports) overlaps the planning."""
     threads = max(1, (os.cpu_count() or 1) // n)
-    env = {**os.environ, THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n)}
-    command = worker_argv(study, storage, results_dir)
+    env = {**os.environ, THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n), CALL_ENV: call_id}
+    command = [*worker_argv(study, storage, results_dir), "--wait-for-study", str(PLAN_WAIT_S)]
     gpus = visible_gpus()
     return [subprocess.Popen(command, env={**env, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]
 
