@@ -121,11 +121,13 @@ def test_calodiffusion_registry_steps_rows_reuse_the_base_training() -> None:
     registry = load_registry(REGISTRY, dataset="1", profile="smoke")
     plan = make_plan(registry, seeds=1, checksums={"f.hdf5": "0" * 32})
     keys = {c.ablation.name: c.train_key for c in plan.cells}
-    for row in ("steps_200", "steps_100", "steps_50"):
+    for row in ("steps_200", "steps_100", "steps_50", "naive_1", "naive_2", "naive_4"):
         assert keys[row] == keys["base"]
     assert keys["layer_diffusion_steps_25"] == keys["layer_diffusion"]
     assert keys["consistency_2"] == keys["consistency_4"] == keys["consistency_1"]
-    assert len(set(keys.values())) == len(keys) - 6  # every other row trains its own model
+    assert len(set(keys.values())) == len(keys) - 9  # every other row trains its own model
+    assert {c.ablation.name: c.ablation.compare for c in plan.cells if c.ablation.compare} == \
+        {f"consistency_{n}": f"naive_{n}" for n in (1, 2, 4)}
     comparable = {c.ablation.name: plan.loss_comparable(c) for c in plan.cells}
     assert not comparable["glam_off"]  # another diffusion space: the loss is not the base's
     assert all(comparable[r] for r in ("no_cylindrical", "no_rz_channels", "no_phi_channel", "no_attention"))
