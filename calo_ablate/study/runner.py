@@ -314,8 +314,10 @@ def _rows_tag(registry: Registry) -> str:
     return json.dumps(rows)
 
 
-def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: DataFiles) -> dict[str, str]:
-    """The parent run's tags that every round keeps (a round adds its seeds)."""
+def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: DataFiles,
+                 new_study: bool) -> dict[str, str]:
+    """The parent run's tags that every round keeps (a round adds its seeds). The estimate is of the whole
+    study, so only the call that starts it records one: a later call's would not be "before the start"."""
     design = {"first": _first_seeds(request), "cap": request.max_seeds} if request.auto_seeds else None
     return {
         TAG_STUDY: study, TAG_DATASET: registry.dataset, TAG_PROFILE: request.profile,
@@ -327,7 +329,7 @@ def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: D
         TAG_EVALUATE: str(registry.configs[BASE].evaluate.enabled).lower(),
         TAG_MARGINS: json.dumps(registry.margins),
         TAG_SEED_DESIGN: json.dumps(design) if design else "",
-        **estimate_tags(request.estimate_s, request.estimate_basis),
+        **(estimate_tags(request.estimate_s, request.estimate_basis) if new_study else {}),
     }
 
 
@@ -349,8 +351,9 @@ def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: 
     tracker.ensure_experiment(study)
     queue = StudyQueue(storage, study, create=True)
     _check_same_study(queue, study, storage, dataset, request.profile)
+    new_study = tracker.find_parent(study) is None
     return _Study(request, study, folder, registry, files, tracker, storage, queue,
-                  _parent_tags(request, study, registry, files), log, call_id, started)
+                  _parent_tags(request, study, registry, files, new_study), log, call_id, started)
 
 
 def _first_seeds(request: StudyRequest) -> int:
