@@ -33,7 +33,7 @@ from calo_ablate.config import ClassifierConfig
 from calo_ablate.errors import DataError
 from calo_ablate.evaluation.multiclass import mean_log_posteriors, multiclass_inputs
 
-__all__ = ["MIN_FOLD_SHOWERS", "fold_deltas", "llr_replicates"]
+__all__ = ["MIN_FOLD_SHOWERS", "Sample", "fold_deltas", "llr_replicates"]
 
 Sample = tuple[np.ndarray, np.ndarray]  # (incident energies (N,) MeV, showers (N, V) MeV)
 MIN_FOLD_SHOWERS = 5  # per sample and fold: at least one validation shower per class after the 80 % split

@@ -229,7 +229,9 @@ def _pair_measure(table: StudyTable, row: Row, other: Row, metric: str, label: s
 def _pair_line(table: StudyTable, row: Row, other: Row) -> str:
     """Quality, loss, generation time and multiclass score of a row against the row its `compare:` names."""
     present = quality_metrics(row)
-    parts = [f"quality ({'; '.join(_pair_measure(table, row, other, m, label) for m, label in present)})"
+    ratio = llr.pair_llr_verdicts(table).get(row.name)
+    parts = [f"sample quality {ratio.word} ({ratio.text()})" if ratio is not None else "",
+             f"quality metrics ({'; '.join(_pair_measure(table, row, other, m, label) for m, label in present)})"
              if present else ""]
     loss = pair_verdicts(table, table.losses[0][0])[row.name]
     parts.append("loss not comparable (a row changes the loss's definition, or the model families differ)"

@@ -23,7 +23,7 @@ from calo_ablate.report.table import ExtraColumn, StudyTable
 from calo_ablate.report.verdicts import margins_of, parse_margin
 
 __all__ = ["MARGIN_KEY", "SKIPPED", "TAG", "LlrSummary", "LlrVerdict", "decide", "findings_lines", "llr_column",
-           "llr_of", "llr_verdicts", "margin_nats"]
+           "llr_of", "llr_verdicts", "margin_nats", "pair_llr_verdicts"]
 
 TAG = "llr"
 SKIPPED = "llr_skipped"  # table.header only (never stored): why this report has no ratio
@@ -44,6 +44,8 @@ class LlrSummary:
     seconds: float  # wall time of the computation that produced it
     key: str  # what it was computed from (study/cached_stage.py)
     left_out: dict[str, str] = field(default_factory=dict)  # row name -> why it has no replicates
+    pairs: dict[str, list[float]] = field(default_factory=dict)  # row -> Delta against its compare: row
+    pair_of: dict[str, str] = field(default_factory=dict)  # row -> the row its compare: names
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), allow_nan=True)
@@ -110,6 +112,13 @@ def llr_verdicts(table: StudyTable) -> dict[str, LlrVerdict]:
     """Every compared row's verdict (decide with the study's margin); empty without a summary."""
     summary = llr_of(table)
     return {} if summary is None else decide(summary.replicates, margin_nats(table))
+
+
+def pair_llr_verdicts(table: StudyTable) -> dict[str, LlrVerdict]:
+    """Each row with a `compare:` against the row it names (decide on the pairs' replicates: Holm across the
+    study's pairs); empty without a summary or pairs."""
+    summary = llr_of(table)
+    return {} if summary is None else decide(summary.pairs, margin_nats(table))
 
 
 def llr_column(table: StudyTable) -> ExtraColumn | None:

@@ -3,13 +3,15 @@
 The rows of one pair are compared seed by seed as a row is with the base (report/verdicts.py
 pair_verdicts: paired t-test, Holm across the study's pairs per metric, equivalence within the
 metric's margin) on the base family's losses (where both rows keep their definition), every quality
-column and the generation time per shower at batch GEN_BATCH. The multiclass score has one value per
-row for the whole study (one classifier over all rows), no per-seed values: its two scores stand side
-by side without a test. Nothing is shown for a study without `compare:`.
+column and the generation time per shower at batch GEN_BATCH; and by the reference log-likelihood ratio of
+the row against the other (report/llr.py pair_llr_verdicts: Holm across the pairs). The multiclass score
+has one value per row for the whole study (one classifier over all rows), no per-seed values: its two
+scores stand side by side without a test. Nothing is shown for a study without `compare:`.
 """
 
 from __future__ import annotations
 
+from calo_ablate.report.llr import LlrVerdict, pair_llr_verdicts
 from calo_ablate.report.multiclass import NAME, multiclass_of
 from calo_ablate.report.stats import ALPHA, CONFIDENCE
 from calo_ablate.report.table import QUALITY, Row, StudyTable, stat_text
@@ -57,6 +59,16 @@ def _multiclass_cells(table: StudyTable, row: Row, other: Row) -> list[str] | No
     return [row.title, other.title, f"{NAME} log p", *scores, "", MULTICLASS_NO_TEST]
 
 
+def _llr_cells(verdict: LlrVerdict | None, row: Row, other: Row) -> list[str] | None:
+    if verdict is None:
+        return None
+    d = verdict.difference
+    interval = "" if d is None else f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}]"
+    test = "fewer than two replicates" if d is None else f"p = {d.p:.2g}, Holm over {verdict.rows} pairs"
+    return [row.title, other.title, "LLR (nats, > 0: closer to the reference)", "", "", interval,
+            f"{verdict.word} ({test})"]
+
+
 def paired_lines(table: StudyTable) -> list[str]:
     """The section as markdown lines: one table line per (row, other row, metric); empty without `compare:`."""
     rows = pairs(table)
@@ -71,10 +83,13 @@ def paired_lines(table: StudyTable) -> list[str]:
               "\"lower\" / \"higher\" and separately \"equivalent\" (two one-sided tests against the metric's margin, "
               f"a percentage being of the other row's mean), at alpha = {ALPHA}, once on all seeds. Losses only "
               "where both rows keep the loss's definition; generation time in ms per shower at batch "
-              f"{GEN_BATCH}.")
+              f"{GEN_BATCH}. LLR: the reference log-likelihood ratio of the row against the other (the row's samples "
+              "in the base's place; one-sample t-test of its seeds x folds replicates, Holm across the pairs; "
+              "\"better\" / \"worse\" by its sign), conditional on the trained models of these seeds.")
     lines = ["## Paired with another row (the registry's `compare:`)", "", legend, "",
              "| " + " | ".join(HEADERS) + " |", "|" + "---|" * len(HEADERS)]
     found = {r.name: r for r in table.rows}
+    ratios = pair_llr_verdicts(table)
     for row in rows:
         other = found.get(row.compare or "")
         if other is None:
@@ -89,7 +104,7 @@ def paired_lines(table: StudyTable) -> list[str]:
             cells = [row.title, other.title, label, stat_text(row, metric), stat_text(other, metric),
                      _difference_text(verdict), _verdict_text(verdict)]
             lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
-        multiclass = _multiclass_cells(table, row, other)
-        if multiclass is not None:
-            lines.append("| " + " | ".join(multiclass) + " |")
+        for extra in (_llr_cells(ratios.get(row.name), row, other), _multiclass_cells(table, row, other)):
+            if extra is not None:
+                lines.append("| " + " | ".join(extra) + " |")
     return lines

@@ -93,6 +93,7 @@ class StageInputs:
     settings: ClassifierConfig
     threshold_mev: float | None
     dataset: str
+    compare: dict[str, str]  # row name -> the row its `compare:` names, where both have samples here
 
     def key(self, **fixed: object) -> str:
         """sha256 of the sample files' contents, the settings and `fixed` (the stage's version, inputs, seed)."""
@@ -118,8 +119,9 @@ def stage_inputs(table: StudyTable, folder: Path, skipped: str) -> StageInputs |
         table.header[skipped] = str(err)
         return None
     threshold = _param(_base_params(table).get("evaluate.threshold_mev", "null"))
+    compare = {r.name: r.compare for r in table.rows if r.compare in files and r.name in files}
     return StageInputs(files, references, seeds, left_out, settings, threshold,
-                       table.header.get(TAG_DATASET, ""))
+                       table.header.get(TAG_DATASET, ""), compare)
 
 
 def pooled(paths: list[Path]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,6 +153,7 @@ class Stage(Generic[S]):
     load: Callable[[dict[str, Any]], S]  # the cached JSON object -> result
     metrics: Callable[[S], dict[str, float]]  # the result's numbers logged to the parent run
     describe: Callable[[StageInputs], str]  # what computing means, for the log
+    keyed: Callable[[StageInputs], dict[str, object]] = lambda _: {}  # what else of the inputs the key holds
 
 
 def run_stage(table: StudyTable, folder: Path, tracker: Tracker, stage: Stage[S], log: Log) -> None:
@@ -160,7 +163,7 @@ def run_stage(table: StudyTable, folder: Path, tracker: Tracker, stage: Stage[S]
     inputs = stage_inputs(table, folder, stage.skipped)
     if inputs is None:
         return
-    key = inputs.key(**stage.fixed)
+    key = inputs.key(**stage.fixed, **stage.keyed(inputs))
     cache = folder / stage.cache_file
     found = read_json_or_discard(cache, log)
     if found is not None and found.get("key") == key:

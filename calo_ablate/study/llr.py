@@ -4,7 +4,9 @@ Run by write_report with the multiclass stage, on the same inputs (study/cached_
 the reference's cached samples at the common seeds, the base's classifier settings). For every row but
 the base and every seed s: evaluation/llr.py's replicates of the row's, the base's and the reference
 sample of seed s, in settings.trainings folds, classifier seed SEED + s x folds (+ t for fold t; every
-row uses the same folds and classifier seeds at a study seed). report/llr.py decides the verdicts.
+row uses the same folds and classifier seeds at a study seed). A row with a registry `compare:` is also
+compared with the row it names, in the same way (the named row in the base's place). report/llr.py decides
+the verdicts.
 
 Cache: results/<study>/llr.json holds the result with its key (the sample files' contents, the settings,
 inputs, seed and VERSION); when the key is unchanged nothing is trained. The result goes to the parent
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from calo_ablate.errors import DataError
-from calo_ablate.evaluation.llr import llr_replicates
+from calo_ablate.evaluation.llr import Sample, llr_replicates
 from calo_ablate.report.llr import SKIPPED, TAG, LlrSummary
 from calo_ablate.report.table import StudyTable
 from calo_ablate.runs.names import BASE
@@ -36,34 +38,50 @@ SEED = 0
 VERSION = 1  # a cached result of another version is computed again
 
 
+def _deltas(inputs: StageInputs, row: str, other: str, i: int, reference: Sample) -> list[float]:
+    """The replicates of `row` against `other` (the base, or the row its compare: names) at the i-th seed."""
+    folds = inputs.settings.trainings
+    return [float(d) for d in llr_replicates(
+        load_sample(inputs.files[row][i]), load_sample(inputs.files[other][i]), reference,
+        inputs.dataset or "1-photons", inputs.settings, seed=SEED + inputs.seeds[i] * folds,
+        threshold_mev=inputs.threshold_mev)]
+
+
 def _compute(inputs: StageInputs, key: str) -> LlrSummary:
     if BASE not in inputs.files:
         msg = "the base has no cached sample at the common seeds"
         raise DataError(msg)
     started = time.perf_counter()
-    folds = inputs.settings.trainings
     replicates: dict[str, list[float]] = {name: [] for name in inputs.files if name != BASE}
+    pairs: dict[str, list[float]] = {name: [] for name in inputs.compare}
     size = 0
-    for i, seed in enumerate(inputs.seeds):
-        base, reference = (load_sample(p) for p in (inputs.files[BASE][i], inputs.references[i]))
-        size = len(reference[0]) // folds
+    for i in range(len(inputs.seeds)):
+        reference = load_sample(inputs.references[i])
+        size = len(reference[0]) // inputs.settings.trainings
         for name, values in replicates.items():
-            values += [float(d) for d in llr_replicates(
-                load_sample(inputs.files[name][i]), base, reference, inputs.dataset or "1-photons",
-                inputs.settings, seed=SEED + seed * folds, threshold_mev=inputs.threshold_mev)]
-    return LlrSummary(replicates, inputs.seeds, folds, SEED, INPUTS, size, time.perf_counter() - started, key,
-                      inputs.left_out)
+            values += _deltas(inputs, name, BASE, i, reference)
+        for name, values in pairs.items():
+            values += _deltas(inputs, name, inputs.compare[name], i, reference)
+    return LlrSummary(replicates, inputs.seeds, inputs.settings.trainings, SEED, INPUTS, size,
+                      time.perf_counter() - started, key, inputs.left_out, pairs, dict(inputs.compare))
 
 
 def _describe(inputs: StageInputs) -> str:
+    pairs = f" and of {len(inputs.compare)} rows against the row of their compare:" if inputs.compare else ""
     return (f"{inputs.settings.trainings} fold(s) x {len(inputs.seeds)} seed(s) for each of "
-            f"{len(inputs.files) - 1} rows against the base")
+            f"{len(inputs.files) - 1} rows against the base{pairs}")
+
+
+def _metrics(summary: LlrSummary) -> dict[str, float]:
+    """llr/<row> (against the base) and llr/<row>_vs_<other> (against its compare: row): the means in nats."""
+    means = {f"{TAG}/{n}": float(np.mean(v)) for n, v in summary.replicates.items() if v}
+    means.update({f"{TAG}/{n}_vs_{summary.pair_of[n]}": float(np.mean(v)) for n, v in summary.pairs.items() if v})
+    return means
 
 
 STAGE = Stage(TAG, SKIPPED, CACHE_FILE, {"version": VERSION, "inputs": INPUTS, "seed": SEED}, _compute,
-              lambda found: LlrSummary(**found),
-              lambda summary: {f"{TAG}/{n}": float(np.mean(v)) for n, v in summary.replicates.items() if v},
-              _describe)
+              lambda found: LlrSummary(**found), _metrics, _describe,
+              lambda inputs: {"pairs": inputs.compare} if inputs.compare else {})
 
 
 def add_llr(table: StudyTable, folder: Path, tracker: Tracker, log: Callable[[str], None] = print) -> None:

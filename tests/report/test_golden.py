@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from calo_ablate.report.findings import sections
+from calo_ablate.report import llr
 from calo_ablate.report.multiclass import TAG, MulticlassSummary
 from calo_ablate.report.pareto import quality_columns
 from calo_ablate.report.table import CellResult, Row, StudyTable, markdown
@@ -65,6 +66,16 @@ MULTICLASS = MulticlassSummary(
     stds={"base": 0.05, "higher_lr": 0.04, "fewer_steps": 0.06, "less_noise": 0.05, "wider": 0.03, "wider_lr": 0.04},
     n_classes=6, seed=7, trainings=3, seeds=[0, 1, 2], inputs="cls-low", showers_per_class=300, reference_showers=300,
     seconds=42.0, key="golden", left_out={"broken": "no finished cell with a cached sample on this machine"})
+# the reference log-likelihood ratio: replicates chosen so that the verdicts are clear (not at rounding's mercy)
+LLR = llr.LlrSummary(
+    replicates={"higher_lr": [0.5, 0.6, 0.4, 0.55, 0.45, 0.5, 0.52, 0.48, 0.5],
+                "fewer_steps": [-3.0, -2.5, -3.5, -2.8, -3.2, -3.1, -2.9, -3.0, -3.0],
+                "less_noise": [0.01, -0.01, 0.0, 0.005, -0.005, 0.0, 0.01, -0.01, 0.0],
+                "wider": [0.3, -0.4, 0.1, -0.2, 0.5, -0.3, 0.2, 0.0, -0.1],
+                "wider_lr": [0.2, 0.25, 0.15, 0.22, 0.18, 0.2, 0.21, 0.19, 0.2]},
+    seeds=[0, 1, 2], folds=3, seed=0, inputs="cls-low", showers_per_fold=100, seconds=12.0, key="golden",
+    left_out={"broken": "no finished cell with a cached sample on this machine"},
+    pairs={"wider_lr": [0.1, -0.1, 0.3, -0.2, 0.0, 0.2, -0.3, 0.1, -0.1]}, pair_of={"wider_lr": "wider"})
 
 
 def _metrics(seed: int, loss: float, wobble: tuple[float, float, float] = (0.0, 0.0, 0.0), *, seconds: float = 2.0,
@@ -125,7 +136,7 @@ def golden_table() -> StudyTable:
     curves = {"base": [2.0, 1.5, 1.2, 1.0], "higher_lr": [1.6, 1.2, 1.0, 0.9], "fewer_steps": [2.0, 1.5, 1.2, 1.0],
               "wider": [2.2, 1.4, 1.1, 1.0], "wider_lr": [1.8, 1.3, 1.0, 0.92]}
     histories = {name: {"val/loss": [_history(v)] * SEEDS} for name, v in curves.items()}
-    header = {**HEADER, TAG: MULTICLASS.to_json()}
+    header = {**HEADER, TAG: MULTICLASS.to_json(), llr.TAG: LLR.to_json()}
     return StudyTable("golden", "0123456789abcdef0123456789abcdef", header, SEEDS, rows, REFERENCE, COLUMNS,
                       754.0, histories, LOSSES, {"caloscore_v2": LOSS_NAMES}, {}, None, {"auc_low": 0.01},
                       written=datetime(2026, 1, 2, 3, 4, tzinfo=UTC))

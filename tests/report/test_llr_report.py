@@ -134,3 +134,25 @@ def test_stage_skips_without_the_base(tmp_path: Path) -> None:
     table = helpers.table(helpers.rows(["one", "two"], seeds=1), dict(helpers.HEADER))
     stage.add_llr(table, tmp_path, Tracker("unused://"), lambda s: None)
     assert llr_of(table) is None and "the base has no cached sample" in table.header[SKIPPED]
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_row_with_compare_is_also_compared_with_the_row_it_names(tmp_path: Path) -> None:
+    tracker = Tracker(default_tracking_uri(tmp_path))
+    tracker.ensure_experiment("t")
+    parent = tracker.find_or_create_parent("t", {})
+    for entry, scale in ((REFERENCE, 1.0), ("base", 1.0), ("naive", 1.6), ("student", 1.0)):
+        helpers.write_sample(tmp_path, entry, 0, scale=scale)
+    rows = helpers.rows(["base", "naive", "student"], seeds=1)
+    rows[2].compare = "naive"
+    table = helpers.table(rows, dict(helpers.HEADER), parent)
+    stage.add_llr(table, tmp_path, tracker, lambda s: None)
+    summary = llr_of(table)
+    assert summary is not None and summary.pair_of == {"student": "naive"}
+    assert len(summary.pairs["student"]) == 2  # 1 seed x the classifier's 2 trainings as folds
+    assert sum(summary.pairs["student"]) > 0  # the student (voxels x 1) is closer to the reference than x 1.6
+    assert tracker.client.get_run(parent).data.metrics["llr/student_vs_naive"] > 0
+    rows[2].compare = None  # the pairs are part of the key: without them the ratio is computed again
+    again = helpers.table(rows, dict(helpers.HEADER), parent)
+    stage.add_llr(again, tmp_path, tracker, lambda s: None)
+    assert (found := llr_of(again)) is not None and found.pairs == {} and found.key != summary.key
