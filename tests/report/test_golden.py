@@ -14,8 +14,8 @@ import os
 from datetime import UTC, datetime
 from pathlib import Path
 
-from calo_ablate.report.findings import sections
 from calo_ablate.report import llr
+from calo_ablate.report.findings import sections
 from calo_ablate.report.multiclass import TAG, MulticlassSummary
 from calo_ablate.report.pareto import quality_columns
 from calo_ablate.report.table import CellResult, Row, StudyTable, markdown
