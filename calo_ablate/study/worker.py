@@ -240,7 +240,8 @@ def open_planned_study(storage: str, study: str, wait_s: float = 0.0, call_id: s
     while True:
         try:
             queue = StudyQueue(storage, study, create=False)
-            if call_id and queue.settings().get("call_id") != call_id:
+            settings = queue.settings()  # ConfigError until `ablate` saves them, after queuing its units
+            if call_id and settings.get("call_id") != call_id:
                 msg = f"study '{study}' in {storage}: the `ablate` call {call_id} did not plan it within {wait_s:.0f} s"
                 raise ConfigError(msg)
             if queue.trials() or time.monotonic() >= deadline:
