@@ -13,7 +13,7 @@ from calo_ablate.report.findings import FAR_BOTH, UNDERTRAINED, findings_lines, 
 from calo_ablate.report.llr import SKIPPED, TAG, LlrSummary, decide, llr_column, llr_of, llr_verdicts
 from calo_ablate.report.table import CellResult, Row, StudyTable, frame
 from calo_ablate.runs.names import REFERENCE
-from calo_ablate.runs.tracker import Tracker, default_tracking_uri
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study import llr as stage
 from tests.report import stage_helpers as helpers
 
@@ -96,13 +96,8 @@ def test_column_csv_fields_and_the_registry_margin() -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_stage_computes_caches_and_publishes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = Tracker(default_tracking_uri(tmp_path))
-    tracker.ensure_experiment("t")
-    parent = tracker.find_or_create_parent("t", {})
-    for seed in (0, 1):
-        helpers.write_sample(tmp_path, REFERENCE, seed)
-        helpers.write_sample(tmp_path, "base", seed)
-        helpers.write_sample(tmp_path, "scaled", seed, scale=1.3)
+    tracker, parent = helpers.study_parent(tmp_path)
+    helpers.write_base_and_scaled(tmp_path)
     rows = helpers.rows(["base", "scaled"])
     for cell in rows[0].cells:
         cell.params["evaluate.classifier.trainings"] = "3"  # 3 folds per seed
@@ -138,9 +133,7 @@ def test_stage_skips_without_the_base(tmp_path: Path) -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_a_row_with_compare_is_also_compared_with_the_row_it_names(tmp_path: Path) -> None:
-    tracker = Tracker(default_tracking_uri(tmp_path))
-    tracker.ensure_experiment("t")
-    parent = tracker.find_or_create_parent("t", {})
+    tracker, parent = helpers.study_parent(tmp_path)
     for entry, scale in ((REFERENCE, 1.0), ("base", 1.0), ("naive", 1.6), ("student", 1.0)):
         helpers.write_sample(tmp_path, entry, 0, scale=scale)
     rows = helpers.rows(["base", "naive", "student"], seeds=1)

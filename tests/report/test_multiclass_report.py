@@ -19,7 +19,7 @@ from calo_ablate.report.multiclass import (
 )
 from calo_ablate.report.table import CellResult, Row, frame
 from calo_ablate.runs.names import REFERENCE
-from calo_ablate.runs.tracker import Tracker, default_tracking_uri
+from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study import multiclass as stage
 from tests.report import stage_helpers as helpers
 
@@ -56,13 +56,8 @@ def test_no_summary_no_column_and_the_skip_reason_in_findings() -> None:
 
 @pytest.mark.usefixtures("one_thread")
 def test_stage_pools_caches_and_records_its_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    tracker = Tracker(default_tracking_uri(tmp_path))
-    tracker.ensure_experiment("t")
-    parent = tracker.find_or_create_parent("t", {})
-    for seed in (0, 1):
-        helpers.write_sample(tmp_path, REFERENCE, seed)
-        helpers.write_sample(tmp_path, "base", seed)
-        helpers.write_sample(tmp_path, "scaled", seed, scale=1.3)
+    tracker, parent = helpers.study_parent(tmp_path)
+    helpers.write_base_and_scaled(tmp_path)
     rows = helpers.rows(["base", "scaled"]) + [Row("broken", "Broken", [CellResult(0, "FAILED", {}, {}, "b")])]
     table = helpers.table(rows, dict(helpers.HEADER), parent)
     said: list[str] = []
