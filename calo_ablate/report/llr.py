@@ -61,7 +61,8 @@ class LlrVerdict:
 
     word: str
     difference: stats.Difference | None  # the one-sample test of the replicates; None with fewer than two
-    rows: int  # the rows Holm's procedure ran across
+    rows: int  # the rows (or compare: pairs) Holm's procedure ran across
+    family: str = "rows"  # what they are, for the text
 
     def text(self) -> str:
         """'reference log-likelihood ratio -2.1 nats [-2.6, -1.6], p = 0.0003, Holm over 6 rows'."""
@@ -70,7 +71,7 @@ class LlrVerdict:
             return f"{NAME}: fewer than two replicates, no test"
         within = f", within ±{d.margin:g} nats as this classifier resolves it" if self.word == "equivalent" else ""
         return (f"{NAME} {d.mean:+.3g} nats [{d.low:+.3g}, {d.high:+.3g}], p = {d.p:.2g}, "
-                f"Holm over {self.rows} rows{within}")
+                f"Holm over {self.rows} {self.family}{within}")
 
 
 def llr_of(table: StudyTable) -> LlrSummary | None:
@@ -90,7 +91,7 @@ def margin_nats(table: StudyTable) -> float:
     return 0.0 if relative else value
 
 
-def decide(replicates: Mapping[str, Sequence[float]], margin: float) -> dict[str, LlrVerdict]:
+def decide(replicates: Mapping[str, Sequence[float]], margin: float, family: str = "rows") -> dict[str, LlrVerdict]:
     """Each row's verdict from its replicates (nats) and the equivalence margin (nats): a one-sample t-test
     per row, Holm across the rows at ALPHA for better / worse and separately for equivalent."""
     found = {name: stats.one_sample_difference(values, margin) for name, values in replicates.items()}
@@ -104,7 +105,7 @@ def decide(replicates: Mapping[str, Sequence[float]], margin: float) -> dict[str
             word = "equivalent"
         elif name in differ and d is not None:
             word = "better" if d.mean > 0 else "worse"
-        out[name] = LlrVerdict(word, d, len(tested))
+        out[name] = LlrVerdict(word, d, len(tested), family)
     return out
 
 
@@ -118,7 +119,7 @@ def pair_llr_verdicts(table: StudyTable) -> dict[str, LlrVerdict]:
     """Each row with a `compare:` against the row it names (decide on the pairs' replicates: Holm across the
     study's pairs); empty without a summary or pairs."""
     summary = llr_of(table)
-    return {} if summary is None else decide(summary.pairs, margin_nats(table))
+    return {} if summary is None else decide(summary.pairs, margin_nats(table), "pairs")
 
 
 def llr_column(table: StudyTable) -> ExtraColumn | None:

@@ -38,13 +38,11 @@ SEED = 0
 VERSION = 1  # a cached result of another version is computed again
 
 
-def _deltas(inputs: StageInputs, row: str, other: str, i: int, reference: Sample) -> list[float]:
-    """The replicates of `row` against `other` (the base, or the row its compare: names) at the i-th seed."""
-    folds = inputs.settings.trainings
+def _deltas(inputs: StageInputs, row: Sample, other: Sample, reference: Sample, seed: int) -> list[float]:
+    """The replicates of `row` against `other` (the base, or the row its compare: names) at one study seed."""
     return [float(d) for d in llr_replicates(
-        load_sample(inputs.files[row][i]), load_sample(inputs.files[other][i]), reference,
-        inputs.dataset or "1-photons", inputs.settings, seed=SEED + inputs.seeds[i] * folds,
-        threshold_mev=inputs.threshold_mev)]
+        row, other, reference, inputs.dataset or "1-photons", inputs.settings,
+        seed=SEED + seed * inputs.settings.trainings, threshold_mev=inputs.threshold_mev)]
 
 
 def _compute(inputs: StageInputs, key: str) -> LlrSummary:
@@ -55,13 +53,14 @@ def _compute(inputs: StageInputs, key: str) -> LlrSummary:
     replicates: dict[str, list[float]] = {name: [] for name in inputs.files if name != BASE}
     pairs: dict[str, list[float]] = {name: [] for name in inputs.compare}
     size = 0
-    for i in range(len(inputs.seeds)):
+    for i, seed in enumerate(inputs.seeds):
         reference = load_sample(inputs.references[i])
+        samples = {name: load_sample(paths[i]) for name, paths in inputs.files.items()}  # each file read once
         size = len(reference[0]) // inputs.settings.trainings
         for name, values in replicates.items():
-            values += _deltas(inputs, name, BASE, i, reference)
+            values += _deltas(inputs, samples[name], samples[BASE], reference, seed)
         for name, values in pairs.items():
-            values += _deltas(inputs, name, inputs.compare[name], i, reference)
+            values += _deltas(inputs, samples[name], samples[inputs.compare[name]], reference, seed)
     return LlrSummary(replicates, inputs.seeds, inputs.settings.trainings, SEED, INPUTS, size,
                       time.perf_counter() - started, key, inputs.left_out, pairs, dict(inputs.compare))
 
