@@ -30,18 +30,24 @@ from calo_ablate.atomic import atomic_write
 from calo_ablate.errors import ConfigError
 from calo_ablate.model.precision import cpu_model
 
-__all__ = ["RATES_ENV", "FamilyRates", "MachineKey", "MachineRates", "RatesCache", "RowFlops", "rates_path"]
+__all__ = ["RATES_ENV", "FamilyRates", "MachineKey", "MachineRates", "RatesCache", "RowFlops", "cache_dir",
+           "rates_path"]
 
 RATES_ENV = "CALO_ABLATE_RATES"  # the rates file (default under ~/.cache/calo-ablate/)
 RATES_FILE = "machine-rates.json"
+
+
+def cache_dir() -> Path:
+    """calo-ablate's cache folder on this machine: $XDG_CACHE_HOME (default ~/.cache)/calo-ablate (not created
+    here). It holds the rates file and the MLflow store template (runs/mlflow_store.py)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "calo-ablate"
 
 
 def rates_path() -> Path:
     """The rates file: $CALO_ABLATE_RATES, else $XDG_CACHE_HOME (default ~/.cache)/calo-ablate/machine-rates.json."""
     if os.environ.get(RATES_ENV):
         return Path(os.environ[RATES_ENV])
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "calo-ablate" / RATES_FILE
+    return cache_dir() / RATES_FILE
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ continues into the same runs. A cell's run is opened (RUNNING) when its worker s
 FINISHED after its evaluation, FAILED with the error (tag calo_ablate.error) otherwise; Lightning's
 logger never closes it. The store and an experiment are created by one process before any worker
 starts (several processes creating one SQLite schema at once collide); the default store is SQLite
-beside the results. The tracking URI stays a string only where it crosses a process boundary (the
-study's settings that workers read, Lightning's MLFlowLogger).
+beside the results. A new SQLite store is a copy of an empty one that MLflow built once per machine
+(runs/mlflow_store.py), not seconds of MLflow's schema migrations on every study. The tracking URI
+stays a string only where it crosses a process boundary (the study's settings that workers read,
+Lightning's MLFlowLogger).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from mlflow.tracking import MlflowClient
 
 from calo_ablate.config import Config
 from calo_ablate.errors import CaloAblateError
+from calo_ablate.runs.mlflow_store import store_from_template
 from calo_ablate.runs.names import (
     CONFIG_ARTIFACT,
     EXPERIMENT_KIND,
@@ -84,6 +87,8 @@ class Tracker:
 
     @cached_property
     def client(self) -> MlflowClient:
+        """The store's client; a new SQLite store is first made from the template (MLflow opens its store here)."""
+        store_from_template(self.uri)
         return MlflowClient(tracking_uri=self.uri)
 
     @property
@@ -103,8 +108,8 @@ class Tracker:
 
     # ---- experiments ------------------------------------------------------------------------------------
     def ensure_experiment(self, name: str) -> str:
-        """Create the store (schema) and the experiment `name` if missing; it becomes this tracker's
-        experiment; returns its id.
+        """Create the store (a new SQLite one from the template) and the experiment `name` if missing; it
+        becomes this tracker's experiment; returns its id.
 
         Call it once in the parent process before starting workers: concurrent schema creation in
         SQLite collides.
