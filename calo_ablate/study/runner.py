@@ -239,7 +239,7 @@ def _run_workers(s: _Study, settings: StudySettings, plan: Plan, units: list[tup
                         plan_cells, log, wait=request.wait)
         if not request.wait:
             return None
-    elif workers == 1 and not s.started:
+    elif not forks_workers(request):  # --workers 1: this process (one that forks never trains: study/forked.py)
         ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
         try:
             run_worker(ctx, queue, plan_cells)
