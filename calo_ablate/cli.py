@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from calo_ablate.commands import data, evaluate, study, train, ui
-from calo_ablate.errors import CaloAblateError
+from calo_ablate.errors import CaloAblateError, error_line
 from calo_ablate.model import families  # noqa: F401  (registers the built-in families' config sections)
 
 COMMAND_MODULES = (data, train, evaluate, study, ui)
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except CaloAblateError as err:
-        print(f"calo-ablate: error: {err}", file=sys.stderr)
+        print(error_line(err), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("calo-ablate: interrupted; run the same command again to resume", file=sys.stderr)

@@ -5,6 +5,11 @@ class CaloAblateError(Exception):
     """A problem the user can act on; the message names the file, key or value and what was expected."""
 
 
+def error_line(err: CaloAblateError) -> str:
+    """The error as a command shows it (no traceback)."""
+    return f"calo-ablate: error: {err}"
+
+
 class ConfigError(CaloAblateError):
     """An invalid configuration: unknown key, wrong type, bad registry entry."""
 

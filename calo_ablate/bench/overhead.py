@@ -38,6 +38,8 @@ from calo_ablate.runs.names import (
 from calo_ablate.runs.tracker import Tracker
 from calo_ablate.study.queue import StudyQueue, default_storage
 
+SMALL_STUDY = "higher_lr,fewer_steps"  # with the base: the study of the earlier figures (docs/performance/runner.md)
+
 
 @dataclass(frozen=True)
 class Overhead:
@@ -137,15 +139,16 @@ def phases(tracker: Tracker, study_dir: Path, study: str, started: float,
     return lines, list(splits.values())
 
 
-def measure(workers: int, *, dataset: str = "1", profile: str = "smoke", seeds: int = 1,
-            only: str = "higher_lr,fewer_steps", data_dir: str = "data",
-            extra_sets: tuple[str, ...] = ()) -> BenchStudy:
+def measure(workers: int, *, dataset: str = "1", profile: str = "smoke", seeds: int = 2,
+            only: str | None = None, data_dir: str = "data", extra_sets: tuple[str, ...] = ()) -> BenchStudy:
     """Run a fresh study (`calo-ablate ablate` in a subprocess, its log kept in a temporary folder) and
-    measure it."""
+    measure it. only: comma-separated rows (None: every row of the shipped registry)."""
     with tempfile.TemporaryDirectory(prefix="calo-ablate-bench-") as tmp:
         command = [sys.executable, "-m", "calo_ablate.cli", "ablate", "--dataset", dataset, "--profile", profile,
-                   "--seeds", str(seeds), "--workers", str(workers), "--only", only, "--study", "bench",
+                   "--seeds", str(seeds), "--workers", str(workers), "--study", "bench",
                    "--results-dir", tmp, "--set", f"data.data_dir={Path(data_dir).resolve()}"]
+        if only is not None:
+            command += ["--only", only]
         for item in extra_sets:
             command += ["--set", item]
         log = Path(tmp) / "ablate.log"

@@ -1,5 +1,5 @@
 """This machine's rates for the study's estimate (calo_ablate/study/estimate.py), measured by the bench's own
-training and sampling code (calo_ablate/bench/worker.py `measure`) and cached (calo_ablate/runs/rates.py).
+training and sampling code (calo_ablate/bench/worker.py `measure`, in its own process) and cached (calo_ablate/runs/rates.py).
 
 Per model family of a plan, on that family's bench case on the plan's dataset (the full profile's
 architecture): training seconds per shower (Lightning steps at the case's batch size, after its warm-up
@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import torch
-
 from calo_ablate.bench.families import (
     CASES,
     bench_config,
@@ -23,7 +21,7 @@ from calo_ablate.bench.families import (
     network_evaluations,
     train_flops_per_shower,
 )
-from calo_ablate.bench.worker import measure
+from calo_ablate.bench.speed import run_measurement
 from calo_ablate.config import Config, digest
 from calo_ablate.model.families import load_family
 from calo_ablate.runs.rates import FamilyRates, MachineKey, MachineRates, RatesCache, RowFlops, family_entry
@@ -37,15 +35,13 @@ FLOP_BATCH = 4  # showers of the FLOP counts (FLOPs per shower do not depend on 
 
 
 def measure_family(family: str, dataset: str, threads: int) -> tuple[FamilyRates, float]:
-    """(`family`'s rates on its bench case, the fp32 matmul GFLOP/s) with `threads` torch threads."""
+    """(`family`'s rates on its bench case, the fp32 matmul GFLOP/s) with `threads` torch threads, each
+    measurement in a process of its own (as `make bench`'s; `ablate`, which forks its workers, runs no
+    torch on more than one thread itself: study/forked.py)."""
     spec = {"case": family, "dataset": dataset, "extra": [], "threads": threads, "cpu_time": threads == 1,
             "timed_steps": TIMED_TRAIN_STEPS}
-    saved = torch.get_num_threads()
-    try:
-        train = measure({**spec, "task": "train"})
-        gen = measure({**spec, "task": "generate", "batch": GEN_BATCH})
-    finally:
-        torch.set_num_threads(saved)
+    train = run_measurement({**spec, "task": "train"})
+    gen = run_measurement({**spec, "task": "generate", "batch": GEN_BATCH})
     measured = load_family(bench_config(CASES[family], dataset))
     steps = measured.sampling_steps()
     rates = FamilyRates(

@@ -3,7 +3,6 @@ options: `register`)."""
 
 from __future__ import annotations
 
-import os
 import sys
 from argparse import ArgumentParser, Namespace
 
@@ -20,17 +19,18 @@ from calo_ablate.commands.options import (
 from calo_ablate.config import canonical_dataset, resolve_config
 from calo_ablate.errors import ConfigError
 from calo_ablate.study.estimate import parse_budget_seconds
+from calo_ablate.study.forked import hold_one_thread
 from calo_ablate.study.launch import JobResources, parse_sbatch_options
 from calo_ablate.study.plan import describe_difference
 from calo_ablate.study.registry import BASE, load_registry
 from calo_ablate.study.runner import (
     DEFAULT_MAX_SEEDS,
     StudyRequest,
-    join_study,
+    forks_workers,
     rebuild_report,
     run_study,
+    worker_exit_code,
 )
-from calo_ablate.study.worker import EXIT_STOPPED, WorkerStopped
 
 __all__ = ["ablate", "list_ablations", "register", "report", "worker"]
 
@@ -94,6 +94,8 @@ def ablate(args: Namespace) -> int:
         resources=JobResources(args.slurm_partition, args.slurm_time, args.slurm_cpus, args.slurm_gpus,
                                signal_s=args.slurm_signal, requeues=args.slurm_requeues,
                                options=parse_sbatch_options(args.slurm_option)))
+    if forks_workers(request):
+        hold_one_thread()  # until its workers are forked (study/forked.py); the report gets every core
     request = with_estimate(request, log=lambda s: print(s, flush=True))
     outcome = run_study(request, log=lambda s: print(s, flush=True))
     if outcome.report is None:
@@ -118,14 +120,7 @@ def ablate(args: Namespace) -> int:
 
 def worker(args: Namespace) -> int:
     """`calo-ablate worker --study S --storage URL`: take cells of a running study until none waits."""
-    pid = os.getpid()
-    try:
-        failures = join_study(args.study, args.storage, args.results_dir,
-                              log=lambda s: print(f"[worker {pid}] {s}", flush=True), wait_s=args.wait_for_study)
-    except WorkerStopped as stop:
-        print(f"[worker {pid}] stopped: {stop}", flush=True)
-        return EXIT_STOPPED
-    return 1 if failures else 0
+    return worker_exit_code(args.study, args.storage, args.results_dir, wait_s=args.wait_for_study)
 
 
 def report(args: Namespace) -> int:

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -63,9 +64,12 @@ def git_revision() -> str:
     return f"{sha}-dirty" if status else sha
 
 
+@cache
 def code_digest() -> str:
     """16 hex digits over the package's own source files (names and contents): equal digests run the same
-    code, whatever else changed in the checkout (documents, results) or whether it is a git checkout."""
+    code, whatever else changed in the checkout (documents, results) or whether it is a git checkout.
+    Read once per process, so it stays the digest of the code the process loaded (a forked worker has
+    its parent's, whatever was edited since)."""
     package = Path(__file__).resolve().parents[1]
     h = hashlib.sha256()
     for path in sorted(package.rglob("*.py")):

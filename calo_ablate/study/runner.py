@@ -1,13 +1,13 @@
 """The `ablate` flow, a joining worker's flow and the report, for the commands to call.
 
 `run_study`, in order: check the request; validate the registry and resolve every entry's config once
-(with the --set options); find or make the data; start the worker processes (with --workers > 1: their
-start-up, seconds of imports, then overlaps the rest of the set-up; they wait for this call's settings);
+(with the --set options); find or make the data; fork the worker processes (with --workers > 1: forked, they need no start-up
+of their own and wait for this call's settings; study/forked.py says what this process must not do before);
 create the MLflow store, the study's experiment and the Optuna study (`_set_up`); per round
 (`_run_rounds`, one unless --seeds auto): plan the cells (the entries' configs with their seeds, keys from
 the data checksums), record the parent run, queue the units, save the settings with the serialised plan,
-run the pending cells with `workers` processes (in-process for one; a later round starts its own) or
-jobs; write the report. `join_study` is `calo-ablate worker`.
+run the pending cells with `workers` processes (in-process for one; a later round forks its own) or
+jobs; write the report. `worker_exit_code` is `calo-ablate worker`, and each forked worker.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import dataclasses
 import json
 import os
 import re
-import subprocess
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+
+import torch
 
 from calo_ablate.config import canonical_dataset
 from calo_ablate.data.source import DataFiles, ensure_data
@@ -53,8 +55,16 @@ from calo_ablate.runs.provenance import code_digest, git_revision, machine_descr
 from calo_ablate.runs.resume import remove_stale_temps
 from calo_ablate.runs.samples import SAMPLES_DIR
 from calo_ablate.runs.tracker import Tracker, default_tracking_uri
-from calo_ablate.study.context import CALL_ENV, WORKERS_HERE_ENV, Log, StudySettings, build_context
+from calo_ablate.study.context import (
+    CALL_ENV,
+    WORKERS_HERE_ENV,
+    Log,
+    StudySettings,
+    build_context,
+    threads_per_worker,
+)
 from calo_ablate.study.estimate import estimate_seconds, estimate_tags, measured_cell_seconds
+from calo_ablate.study.forked import ForkedWorker
 from calo_ablate.study.launch import JobResources, run_jobs
 from calo_ablate.study.llr import add_llr
 from calo_ablate.study.multiclass import add_multiclass
@@ -64,6 +74,8 @@ from calo_ablate.study.registry import BASE, Registry, load_registry
 from calo_ablate.study.wallclock import FOLDER as INVOCATIONS
 from calo_ablate.study.wallclock import InvocationClock
 from calo_ablate.study.worker import (
+    EXIT_STOPPED,
+    PLAN_WAIT_S,
     WorkerEnd,
     WorkerStopped,
     describe_process_end,
@@ -76,8 +88,8 @@ from calo_ablate.study.worker import (
     wait_for_workers,
 )
 
-__all__ = ["StudyOutcome", "StudyRequest", "find_store", "join_study", "rebuild_report", "run_study", "study_dir",
-           "write_report"]
+__all__ = ["StudyOutcome", "StudyRequest", "find_store", "forks_workers", "join_study", "rebuild_report", "run_study",
+           "study_dir", "worker_exit_code", "write_report"]
 
 STUDY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 STORE_FILE = "mlflow.db"
@@ -174,7 +186,7 @@ class _Study:
     parent_tags: dict[str, str]
     log: Log
     call_id: str  # this call's, in the settings it saves (the workers it started wait for them)
-    started: list[subprocess.Popen] = field(default_factory=list)  # workers started before the set-up, not yet run
+    started: list[ForkedWorker] = field(default_factory=list)  # workers started before the set-up, not yet run
 
 
 def _record_parent(s: _Study, plan: Plan, seeds: dict[str, int]) -> tuple[str, StudySettings]:
@@ -227,14 +239,14 @@ def _run_workers(s: _Study, settings: StudySettings, plan: Plan, units: list[tup
                         plan_cells, log, wait=request.wait)
         if not request.wait:
             return None
-    elif workers == 1 and not s.started:
+    elif not forks_workers(request):  # --workers 1: this process (one that forks never trains: study/forked.py)
         ctx = build_context(settings, s.files, s.folder, 1, log=log, plan=plan)
         try:
             run_worker(ctx, queue, plan_cells)
         except WorkerStopped as stop:
             log(f"stopped: {stop}")
     else:
-        procs = s.started or spawn_workers(workers, s.study, s.storage, s.folder.parent, s.call_id)
+        procs = s.started or _fork_workers(workers, s.study, s.storage, s.folder.parent, s.call_id)
         s.started = []
         wait_for_workers(procs, queue, plan_cells, log)
         ends = [describe_process_end(p) for p in procs]
@@ -334,7 +346,7 @@ def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: D
 
 
 def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: Log,
-            started: list[subprocess.Popen]) -> _Study:
+            started: list[ForkedWorker]) -> _Study:
     """The registry (validated, every entry resolved once), the data, then the worker processes (with
     --workers > 1 and the process launcher), the MLflow experiment (the store's schema is created here
     on a new study: seconds), the queue and the parent run's tags. `started` receives the workers as
@@ -345,8 +357,8 @@ def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: 
     folder.mkdir(parents=True, exist_ok=True)
     storage = request.storage or default_storage(folder)
     call_id = uuid.uuid4().hex
-    if request.launcher == "process" and request.workers > 1:
-        started += spawn_workers(request.workers, study, storage, folder.parent, call_id)
+    if forks_workers(request):
+        started += _fork_workers(request.workers, study, storage, folder.parent, call_id)
     tracker = Tracker(request.tracking_uri or default_tracking_uri(folder))
     tracker.ensure_experiment(study)
     queue = StudyQueue(storage, study, create=True)
@@ -354,6 +366,16 @@ def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: 
     new_study = tracker.find_parent(study) is None
     return _Study(request, study, folder, registry, files, tracker, storage, queue,
                   _parent_tags(request, study, registry, files, new_study), log, call_id, started)
+
+
+def forks_workers(request: StudyRequest) -> bool:
+    """Whether `ablate` forks worker processes (then it keeps torch to one thread until the report:
+    study/forked.py)."""
+    return request.launcher == "process" and request.workers > 1
+
+
+def _fork_workers(n: int, study: str, storage: str, results_dir: Path, call_id: str) -> list[ForkedWorker]:
+    return spawn_workers(n, partial(worker_exit_code, study, storage, results_dir, PLAN_WAIT_S), call_id)
 
 
 def _first_seeds(request: StudyRequest) -> int:
@@ -392,7 +414,7 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
                                    pid_alive):
         log(f"removed {path}: the temporary file of a write that was killed before its rename")
     clock = InvocationClock(folder)
-    started: list[subprocess.Popen] = []
+    started: list[ForkedWorker] = []
     try:
         s = _set_up(request, dataset, study, folder, log, started)
         outcome, parent_run_id, ran = _run_rounds(s, clock)
@@ -404,6 +426,7 @@ def run_study(request: StudyRequest, log: Log = print) -> StudyOutcome:
     clock.record(s.tracker, parent_run_id)
     if not ran:
         return outcome
+    torch.set_num_threads(threads_per_worker(1))  # the report's classifiers: every core, no fork follows
     report = write_report(folder, s.tracker, parent_run_id)  # with this call's wall time
     s.tracker.client.set_terminated(parent_run_id, "FAILED" if outcome.exit_code else "FINISHED")
     return dataclasses.replace(outcome, report=report)
@@ -419,9 +442,24 @@ def join_study(study: str, storage: str, results_dir: str | Path, log: Log = pri
     spawned = WORKERS_HERE_ENV in os.environ  # started by `ablate`, which shows the progress
     ctx = build_context(settings, files, study_dir(results_dir, study), int(os.environ.get(WORKERS_HERE_ENV, "1")),
                         log=log)
+    torch.set_num_threads(ctx.threads)  # also for the noise floor and evaluations before any training
     evaluate = ctx.plan.base_cell(0).config.evaluate.enabled
     plan_cells = ([REFERENCE] if evaluate else []) + [c.name for c in ctx.plan.cells]
     return run_worker(ctx, queue, plan_cells, show_progress=not spawned)
+
+
+def worker_exit_code(study: str, storage: str, results_dir: str | Path, wait_s: float = 0.0) -> int:
+    """`calo-ablate worker`, and each worker `ablate` forks: join the study (its lines prefixed with the
+    worker's pid). 0 when every unit it ran succeeded, 1 with failed cells, EXIT_STOPPED when a signal
+    stopped it (its unit handed back)."""
+    pid = os.getpid()
+    try:
+        failures = join_study(study, storage, results_dir, log=lambda s: print(f"[worker {pid}] {s}", flush=True),
+                              wait_s=wait_s)
+    except WorkerStopped as stop:
+        print(f"[worker {pid}] stopped: {stop}", flush=True)
+        return EXIT_STOPPED
+    return 1 if failures else 0
 
 
 def write_report(folder: Path, tracker: Tracker, parent_run_id: str, quality_metric: str | None = None) -> Path:

@@ -1,8 +1,8 @@
 """Workers: take units from the study queue and run their cells until none waits; the progress display.
 
-`ablate --workers 1` runs the loop in its own process; with more, it starts `calo-ablate worker`
-subprocesses (each with cores // workers torch threads) in its process group and shows progress
-until they exit. `calo-ablate worker --study S --storage URL` joins a study from any machine.
+`ablate --workers 1` runs the loop in its own process; with more, it forks worker processes (each with
+cores // workers torch threads; study/forked.py) in its process group and shows progress until they
+exit. `calo-ablate worker --study S --storage URL` joins a study from any machine.
 
 A unit's cells run in plan order, each in its own MLflow run, opened when the cell starts and closed
 once: FINISHED after its evaluation, FAILED with the error otherwise. A failure is recorded per cell
@@ -32,7 +32,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -66,6 +65,7 @@ from calo_ablate.study.cell import (
     wait_for_teacher,
 )
 from calo_ablate.study.context import CALL_ENV, THREADS_ENV, WORKERS_HERE_ENV, StudyContext
+from calo_ablate.study.forked import ForkedWorker
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import Claim, Progress, StudyQueue, requeue_unfinished
 from calo_ablate.study.search import run_search_cell
@@ -131,7 +131,7 @@ class WorkerEnd:
     died: bool
 
 
-def describe_process_end(proc: subprocess.Popen) -> WorkerEnd:
+def describe_process_end(proc: ForkedWorker) -> WorkerEnd:
     code = proc.returncode
     if code is not None and code < 0:
         how = f"killed by {signal.Signals(-code).name}"
@@ -380,16 +380,16 @@ def worker_argv(study: str, storage: str, results_dir: Path) -> list[str]:
             "--results-dir", str(results_dir)]
 
 
-def spawn_workers(n: int, study: str, storage: str, results_dir: Path, call_id: str) -> list[subprocess.Popen]:
-    """Start `n` worker processes in this process group (a kill of the group ends them too); with GPUs,
-    worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin when there are more workers). They
-    wait up to PLAN_WAIT_S for the settings of the `ablate` call `call_id`: started before the study is
-    planned, their start-up (interpreter and imports) overlaps the planning."""
+def spawn_workers(n: int, entry: Callable[[], int], call_id: str) -> list[ForkedWorker]:
+    """Fork `n` workers running `entry` (each in this process group: a kill of the group ends them too)
+    with cores // n torch threads; with GPUs, worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin
+    when there are more workers). Forked, they start with this process's imports done; they wait for the
+    settings of the `ablate` call `call_id` (up to PLAN_WAIT_S, the entry's to apply), so they can start
+    before the study is planned. See study/forked.py for what this process must not have done before."""
     threads = max(1, (os.cpu_count() or 1) // n)
-    env = {**os.environ, THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n), CALL_ENV: call_id}
-    command = [*worker_argv(study, storage, results_dir), "--wait-for-study", str(PLAN_WAIT_S)]
+    environ = {THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n), CALL_ENV: call_id}
     gpus = visible_gpus()
-    return [subprocess.Popen(command, env={**env, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]
+    return [ForkedWorker(entry, {**environ, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]
 
 
 def wait_for_workers(procs: list[Any], queue: StudyQueue, plan_cells: list[str],

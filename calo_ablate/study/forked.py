@@ -1,0 +1,109 @@
+"""Worker processes forked from `ablate` itself: no interpreter start and no imports to wait for.
+
+A forked child starts as a copy of its parent: every module imported already (torch, Lightning, MLflow:
+seconds of start-up per worker otherwise), but also with whatever the parent holds. Two things do not
+survive a fork, and the rules for them live here:
+
+- GNU OpenMP's thread pool (torch's CPU threads): the child of a parent that ran torch on more than one
+  thread hangs in its first operation on more than one thread. The parent of forked workers keeps torch
+  to one thread (`hold_one_thread`) until its last fork; work that needs more threads before that (the
+  estimate's rate measurement) runs in a process of its own.
+- pooled database connections (MLflow's SQLAlchemy store, Optuna's RDB storage): a connection used by a
+  parent and its child at once corrupts both sessions. Every pool notes the process that opened each
+  connection and a child opens its own instead of using an inherited one (the pool events that
+  SQLAlchemy's documentation gives for os.fork, "Using Connection Pools with Multiprocessing").
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from sqlalchemy import event, exc
+from sqlalchemy.pool import Pool
+
+from calo_ablate.errors import CaloAblateError, error_line
+
+EXIT_ERROR = 2  # a CaloAblateError, as the command line's
+EXIT_INTERRUPTED = 130
+
+
+@event.listens_for(Pool, "connect")
+def _note_process(dbapi_connection: Any, record: Any) -> None:
+    record.info["pid"] = os.getpid()
+
+
+@event.listens_for(Pool, "checkout")
+def _refuse_inherited(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+    pid = os.getpid()
+    if record.info.get("pid", pid) != pid:
+        record.dbapi_connection = proxy.dbapi_connection = None  # the parent's to close, not ours
+        msg = f"connection opened by process {record.info['pid']}, checked out in its forked child {pid}"
+        raise exc.DisconnectionError(msg)
+
+
+def hold_one_thread() -> int:
+    """Keep torch in this process to one thread (before any torch work, in a process that forks workers);
+    returns the previous thread count, for `torch.set_num_threads` once the last worker is forked."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return previous
+
+
+class ForkedWorker:
+    """A child process running `entry` (its return value is the exit code), seen through the subset of
+    subprocess.Popen that the runner uses: pid, returncode, poll, wait, terminate.
+
+    In the child, `environ` is added to os.environ first; a CaloAblateError becomes its message on stderr
+    and exit code 2 and a Ctrl-C exit code 130 (as for the command line), any other exception its
+    traceback and exit code 1. The child
+    never returns into the parent's code: it ends with os._exit."""
+
+    def __init__(self, entry: Callable[[], int], environ: Mapping[str, str]) -> None:
+        sys.stdout.flush()  # else the child would print the parent's buffered lines again
+        sys.stderr.flush()
+        self.returncode: int | None = None
+        self.pid = os.fork()
+        if self.pid == 0:
+            os._exit(_child(entry, environ))
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGTERM)
+
+
+def _child(entry: Callable[[], int], environ: Mapping[str, str]) -> int:
+    try:
+        os.environ.update(environ)
+        return int(entry())
+    except CaloAblateError as err:
+        print(error_line(err), file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except SystemExit as end:
+        return end.code if isinstance(end.code, int) else 1
+    except BaseException:  # noqa: BLE001 (whatever happens, the child must not return into its parent's code)
+        traceback.print_exc()
+        return 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
