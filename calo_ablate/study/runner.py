@@ -348,8 +348,8 @@ def _parent_tags(request: StudyRequest, study: str, registry: Registry, files: D
 def _set_up(request: StudyRequest, dataset: str, study: str, folder: Path, log: Log,
             started: list[ForkedWorker]) -> _Study:
     """The registry (validated, every entry resolved once), the data, then the worker processes (with
-    --workers > 1 and the process launcher), the MLflow experiment (the store's schema is created here
-    on a new study: seconds), the queue and the parent run's tags. `started` receives the workers as
+    --workers > 1 and the process launcher), the MLflow experiment (a new study's store is a copy of
+    an empty one: runs/mlflow_store.py), the queue and the parent run's tags. `started` receives the workers as
     they start, for the caller to end should anything fail before they run."""
     registry = load_registry(request.registry, dataset=dataset, profile=request.profile,
                              cli_set=request.cli_set).select(request.only)
