@@ -64,3 +64,9 @@ _.voxel_r_mid_mm
 _.voxel_alpha_rad
 _.voxel_eta_mm
 _.voxel_phi_mm
+
+# SQLAlchemy pool events (study/forked.py): called by SQLAlchemy with its signature; the connection
+# record's dbapi_connection is read by the pool
+_note_process
+_refuse_inherited
+dbapi_connection
