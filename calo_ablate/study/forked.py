@@ -7,7 +7,9 @@ survive a fork, and the rules for them live here:
 - GNU OpenMP's thread pool (torch's CPU threads): the child of a parent that ran torch on more than one
   thread hangs in its first operation on more than one thread. The parent of forked workers keeps torch
   to one thread (`hold_one_thread`) until its last fork; work that needs more threads before that (the
-  estimate's rate measurement) runs in a process of its own.
+  estimate's rate measurement) runs in a process of its own. A parent that ran torch on several threads
+  before (a Python session or a test calling the command in-process) is found by a probe
+  (`threads_survive_fork`), and its workers then run on one thread each.
 - pooled database connections (MLflow's SQLAlchemy store, Optuna's RDB storage): a connection used by a
   parent and its child at once corrupts both sessions. Every pool notes the process that opened each
   connection and a child opens its own instead of using an inherited one (the pool events that
@@ -19,6 +21,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -53,6 +56,30 @@ def hold_one_thread() -> int:
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     return previous
+
+
+PROBE_TIMEOUT_S = 10.0  # a clean child computes in milliseconds; one that inherited a pool never does
+
+
+def threads_survive_fork(timeout_s: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a child forked now can run torch on two threads: False when this process ran torch's
+    parallel code before (the child hangs and is killed after `timeout_s` seconds)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        torch.set_num_threads(2)
+        torch.ones(1 << 20).exp().sum()  # large enough for a parallel region
+        os._exit(0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    return False
 
 
 class ForkedWorker:

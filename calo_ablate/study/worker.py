@@ -65,7 +65,7 @@ from calo_ablate.study.cell import (
     wait_for_teacher,
 )
 from calo_ablate.study.context import CALL_ENV, THREADS_ENV, WORKERS_HERE_ENV, StudyContext
-from calo_ablate.study.forked import ForkedWorker
+from calo_ablate.study.forked import ForkedWorker, threads_survive_fork
 from calo_ablate.study.plan import Cell
 from calo_ablate.study.queue import Claim, Progress, StudyQueue, requeue_unfinished
 from calo_ablate.study.search import run_search_cell
@@ -382,11 +382,16 @@ def worker_argv(study: str, storage: str, results_dir: Path) -> list[str]:
 
 def spawn_workers(n: int, entry: Callable[[], int], call_id: str) -> list[ForkedWorker]:
     """Fork `n` workers running `entry` (each in this process group: a kill of the group ends them too)
-    with cores // n torch threads; with GPUs, worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin
+    with cores // n torch threads (one where this process ran torch on several threads before); with GPUs, worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin
     when there are more workers). Forked, they start with this process's imports done; they wait for the
     settings of the `ablate` call `call_id` (up to PLAN_WAIT_S, the entry's to apply), so they can start
     before the study is planned. See study/forked.py for what this process must not have done before."""
     threads = max(1, (os.cpu_count() or 1) // n)
+    if threads > 1 and not threads_survive_fork():
+        print(f"note: this process ran torch on several threads before forking its workers, so they run on one "
+              f"thread each, not {threads} (GNU OpenMP's threads do not survive a fork); `calo-ablate ablate` "
+              "started from a shell gives them every core", file=sys.stderr, flush=True)
+        threads = 1
     environ = {THREADS_ENV: str(threads), WORKERS_HERE_ENV: str(n), CALL_ENV: call_id}
     gpus = visible_gpus()
     return [ForkedWorker(entry, {**environ, **worker_gpu_environment(i, n, gpus)}) for i in range(n)]

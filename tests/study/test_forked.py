@@ -1,6 +1,6 @@
 """Workers forked from `ablate`: their exit codes and errors as a command's, the parent's buffered output
-not printed twice, database connections not shared with the parent, and torch threads usable in a child
-of a parent that kept to one thread."""
+not printed twice, database connections not shared with the parent, torch threads usable in a child of a
+parent that kept to one thread, and the probe that finds a parent that did not."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from sqlalchemy import create_engine, text
 
 from calo_ablate.errors import ConfigError
 from calo_ablate.runs.tracker import Tracker
-from calo_ablate.study.forked import EXIT_ERROR, ForkedWorker, hold_one_thread
+from calo_ablate.study.forked import EXIT_ERROR, ForkedWorker
 from calo_ablate.study.worker import EXIT_STOPPED, describe_process_end
 
 
@@ -130,20 +129,35 @@ def test_parent_and_forked_child_log_to_one_mlflow_store(tmp_path: Path) -> None
         0.0, 1.0, 2.0, 3.0, 4.0]
 
 
-def test_a_child_of_a_one_thread_parent_computes_on_several_threads(tmp_path: Path) -> None:
-    previous = hold_one_thread()
-    try:
-        a = torch.randn(300, 300)
-        (a @ a).sum()  # the parent's own torch work, on its one thread
-        out = tmp_path / "sum"
+# in a fresh interpreter each: this test process has run torch on several threads already
+HELD_PARENT = """
+import sys, torch
+from calo_ablate.study.forked import ForkedWorker, hold_one_thread, threads_survive_fork
+hold_one_thread()
+a = torch.randn(512, 512)
+(a @ a).sum()  # the parent's own torch work, on its one thread
+assert threads_survive_fork()
 
-        def entry() -> int:
-            torch.set_num_threads(2)
-            b = torch.ones(300, 300)
-            out.write_text(str(float((b @ b).sum())))
-            return 0
+def entry():
+    torch.set_num_threads(2)
+    b = torch.ones(512, 512)
+    return 0 if float((b @ b).sum()) == 512.0 ** 3 else 1
 
-        assert _wait(ForkedWorker(entry, {}), timeout_s=120) == 0  # GNU OpenMP would hang here otherwise
-        assert out.read_text() == str(300.0 * 300 * 300)
-    finally:
-        torch.set_num_threads(previous)
+sys.exit(ForkedWorker(entry, {}).wait())
+"""
+
+THREADED_PARENT = """
+import sys, torch
+from calo_ablate.study.forked import threads_survive_fork
+torch.set_num_threads(2)
+torch.ones(1 << 20).exp().sum()  # a parallel region: GNU OpenMP's pool now exists
+sys.exit(0 if threads_survive_fork(timeout_s=5.0) else 3)
+"""
+
+
+def test_a_child_of_a_one_thread_parent_computes_on_several_threads() -> None:
+    assert subprocess.run([sys.executable, "-c", HELD_PARENT], timeout=300, check=False).returncode == 0
+
+
+def test_the_probe_finds_a_parent_that_ran_torch_on_several_threads() -> None:
+    assert subprocess.run([sys.executable, "-c", THREADED_PARENT], timeout=300, check=False).returncode == 3
