@@ -284,8 +284,9 @@ def _record_result(tracker: Tracker, run_id: str, run_dir: Path, fit: _Fit, metr
     tracker.set_tags(run_id, {TAG_CHECKPOINT: result.checkpoint_path, TAG_LAST_CHECKPOINT: str(last),
                               TAG_PREPROCESSOR: str(run_dir / PREPROCESSOR_FILE)})
     total_loss = val_losses(fit.family.loss_names)[0]
-    tracker.client.log_metric(run_id, N_PARAMS, result.n_params)
-    tracker.client.log_metric(run_id, BEST_VAL_LOSS, float(fit.checkpoint.best_model_score or metrics[total_loss]))
+    # one batch, and none of it again when a kill came between it and result.json (a metric history stays true)
+    tracker.log_metrics(run_id, {N_PARAMS: result.n_params,
+                                 BEST_VAL_LOSS: float(fit.checkpoint.best_model_score or metrics[total_loss])})
     result.save(run_dir / RESULT_FILE)
     return result
 
