@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from calo_ablate.commands import data, evaluate, study, train, ui
-from calo_ablate.errors import CaloAblateError, error_line
+from calo_ablate.errors import EXIT_ERROR, EXIT_INTERRUPTED, CaloAblateError, error_line
 from calo_ablate.model import families  # noqa: F401  (registers the built-in families' config sections)
 
 COMMAND_MODULES = (data, train, evaluate, study, ui)
@@ -31,10 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CaloAblateError as err:
         print(error_line(err), file=sys.stderr)
-        return 2
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("calo-ablate: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

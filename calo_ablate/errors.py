@@ -5,6 +5,10 @@ class CaloAblateError(Exception):
     """A problem the user can act on; the message names the file, key or value and what was expected."""
 
 
+EXIT_ERROR = 2  # a command's exit code after a CaloAblateError
+EXIT_INTERRUPTED = 130  # after a Ctrl-C
+
+
 def error_line(err: CaloAblateError) -> str:
     """The error as a command shows it (no traceback)."""
     return f"calo-ablate: error: {err}"

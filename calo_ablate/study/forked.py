@@ -30,10 +30,7 @@ import torch
 from sqlalchemy import event, exc
 from sqlalchemy.pool import Pool
 
-from calo_ablate.errors import CaloAblateError, error_line
-
-EXIT_ERROR = 2  # a CaloAblateError, as the command line's
-EXIT_INTERRUPTED = 130
+from calo_ablate.errors import EXIT_ERROR, EXIT_INTERRUPTED, CaloAblateError, error_line
 
 
 @event.listens_for(Pool, "connect")
@@ -50,12 +47,10 @@ def _refuse_inherited(dbapi_connection: Any, record: Any, proxy: Any) -> None:
         raise exc.DisconnectionError(msg)
 
 
-def hold_one_thread() -> int:
-    """Keep torch in this process to one thread (before any torch work, in a process that forks workers);
-    returns the previous thread count, for `torch.set_num_threads` once the last worker is forked."""
-    previous = torch.get_num_threads()
+def hold_one_thread() -> None:
+    """Keep torch in this process to one thread (before any torch work, in a process that forks workers;
+    after its last fork it sets its threads again: the report's classifiers use every core)."""
     torch.set_num_threads(1)
-    return previous
 
 
 PROBE_TIMEOUT_S = 10.0  # a clean child computes in milliseconds; one that inherited a pool never does

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from calo_ablate.errors import ConfigError
+from calo_ablate.errors import EXIT_ERROR, ConfigError
 from calo_ablate.runs.tracker import Tracker
-from calo_ablate.study.forked import EXIT_ERROR, ForkedWorker
+from calo_ablate.study.forked import ForkedWorker
 from calo_ablate.study.worker import EXIT_STOPPED, describe_process_end
 
 
