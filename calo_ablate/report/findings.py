@@ -194,7 +194,9 @@ def findings_lines(table: StudyTable) -> list[str]:
     lines += pair_lines(table)
     design = table.design
     looks = (f"seeds added until decided: looks at {design.first}..{design.cap} seeds, the loss tested at each "
-             f"look at its share of alpha = {verdict_stats.ALPHA} (Pocock-type alpha spending, Lan & DeMets 1983)"
+             f"look against boundaries of the t statistic that spend alpha = {verdict_stats.ALPHA} over the looks "
+             "(Pocock-type alpha spending, Lan & DeMets 1983), a decided row's share of alpha going to the rows "
+             "still open (Holm, Maurer & Bretz 2013); \"N to decide\" at the last look's level"
              if design is not None and design.sequential else f"alpha = {verdict_stats.ALPHA}")
     rules = ("Rules: each row is compared with the base seed by seed (paired t-test; Welch's test for rows of "
              "another model family and for search rows); Holm's procedure across the rows decides \"lower\" / "

@@ -7,18 +7,20 @@ and the group-sequential design of `--seeds auto`.
   the two-sided paired t-test of no difference, and the two one-sided tests (TOST, Schuirmann 1987)
   of a difference inside +- margin. `welch_difference` is the same for unpaired designs (rows of
   another model family, a search's best trial): Welch's t with Welch-Satterthwaite degrees of freedom.
-- `verdicts`: per look, Holm's step-down procedure across the rows (Holm 1979) decides the
-  differences, and separately the equivalences, at the look's level; a row is "equivalent" (TOST
-  rejected: the interval lies inside the margin, whether or not a smaller difference is significant),
-  else "lower" / "higher" (difference rejected, by sign), else "undecided".
+- `verdicts`: per look, Holm's procedure across the rows (Holm 1979) decides the differences, and
+  separately the equivalences, at ALPHA; a row is "equivalent" (TOST rejected: the interval lies inside
+  the margin, whether or not a smaller difference is significant), else "lower" / "higher" (difference
+  rejected, by sign), else "undecided".
 - `Design`: the looks of a study. A fixed number of seeds is one look at level ALPHA. `--seeds auto`
-  looks at n = first, first + 1, ..., cap seeds, and spends ALPHA over the looks with the
-  Pocock-type spending function of Lan & DeMets (1983), alpha(t) = ALPHA ln(1 + (e - 1) t), t = n /
-  cap; each look tests at its increment alpha(t_k) - alpha(t_k-1). By Bonferroni's inequality over
-  the looks the chance of any false difference (or any false equivalence) over the whole sequence is
-  at most the sum of the increments, ALPHA, whatever the correlation between looks; a row decided
-  at a look takes no further seeds and keeps p = 1 in later looks' Holm procedures (so the set of
-  rows each Holm sees is fixed and the bound holds).
+  looks at n = first, first + 1, ..., cap seeds and spends a test's level over the looks with the
+  Pocock-type spending function of Lan & DeMets (1983), alpha(t) = level ln(1 + (e - 1) t), t = n / cap.
+  A paired row's boundaries are those of the t statistic itself (`t_boundaries`): the chance of a first
+  crossing at each look is the spending function's increment, so a true null is rejected at some look
+  with probability `level` (up to the Monte Carlo error of BOUNDARY_PATHS simulated sequences: about
+  0.7 % of the level at 0.05). A Welch row tests each look at its increment (Bonferroni over the looks,
+  valid whatever the test and conservative). Across rows, `sequential_holm`: Holm's procedure on each
+  row's sequential test, a rejected row's share of alpha going to the rows still open (Maurer & Bretz
+  2013); a row decided at a look takes no further seeds and keeps its tests so far.
 - Power (`detectable_difference`, `seeds_to_decide`): the smallest true difference the paired t-test
   at level ALPHA detects with POWER (noncentral t) at the seeds a row has and the observed spread of
   its differences; for an undecided row, the smallest number of seeds at which the difference test
@@ -29,20 +31,23 @@ and the group-sequential design of `--seeds auto`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from scipy import integrate, optimize, stats
 
 __all__ = ["ALPHA", "CONFIDENCE", "POWER", "Decision", "Design", "Difference", "detectable_difference",
-           "holm_rejected", "one_sample_difference", "paired_difference", "seeds_to_decide", "verdicts",
-           "welch_difference"]
+           "holm_rejected", "one_sample_difference", "paired_difference", "seeds_to_decide", "sequential_holm",
+           "t_boundaries", "verdicts", "welch_difference"]
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
 POWER = 0.8
 MAX_SEEDS_SEARCHED = 1000  # seeds_to_decide answers None beyond this
+BOUNDARY_PATHS = 400_000  # simulated t sequences behind a sequential design's boundaries (t_boundaries)
+BOUNDARY_SEED = 20261207
 
 
 @dataclass(frozen=True)
@@ -135,16 +140,83 @@ class Design:
     def looks(self) -> list[int]:
         return list(range(self.first, self.cap + 1))
 
-    def spent(self, n: int) -> float:
-        """Alpha spent up to and including the look at n seeds (Pocock-type, Lan & DeMets 1983)."""
+    def spent(self, n: int, level: float | None = None) -> float:
+        """Of a test at family-wise `level` (default: the design's alpha), the alpha spent up to and including
+        the look at n seeds (Pocock-type, Lan & DeMets 1983)."""
+        level = self.alpha if level is None else level
+        if n < self.first:
+            return 0.0
         if not self.sequential:
-            return self.alpha if n >= self.first else 0.0
-        t = min(n, self.cap) / self.cap
-        return self.alpha * math.log(1 + (math.e - 1) * t) if n >= self.first else 0.0
+            return level
+        return level * math.log(1 + (math.e - 1) * min(n, self.cap) / self.cap)
 
-    def level(self, n: int) -> float:
-        """The level of the look at n seeds: the spending function's increment."""
-        return self.spent(n) - (self.spent(n - 1) if n > self.first else 0.0)
+    def level(self, n: int, level: float | None = None) -> float:
+        """The spending function's increment at the look with n seeds."""
+        return self.spent(n, level) - (self.spent(n - 1, level) if n > self.first else 0.0)
+
+    def nominal(self, level: float, one_sided: bool, exact: bool = True) -> dict[int, float]:
+        """Look (seeds) -> the p-value at or below which a test at family-wise `level` rejects there.
+
+        One look: `level` itself. Several: with `exact`, the boundaries of the paired t statistic that
+        spend `level` look by look (t_boundaries); without, Bonferroni over the looks (each look at its
+        increment: valid for any test, Welch's included, and conservative)."""
+        return dict(_nominal(self, level, one_sided, exact))
+
+
+@cache
+def _nominal(design: Design, level: float, one_sided: bool, exact: bool) -> tuple[tuple[int, float], ...]:
+    if not design.sequential or not exact:
+        return tuple((n, design.level(n, level)) for n in design.looks())
+    tails = 1 if one_sided else 2
+    crit = t_boundaries(design, level, one_sided)
+    return tuple((n, tails * float(stats.t.sf(c, n - 1))) for n, c in zip(design.looks(), crit, strict=True))
+
+
+@cache
+def _null_t_paths(cap: int) -> np.ndarray:
+    """BOUNDARY_PATHS simulated sequences of the one-sample t statistic under no difference: column j is
+    the t of the first j + 2 of cap standard normal values (float32; fixed seed, so every report agrees)."""
+    rng = np.random.default_rng(BOUNDARY_SEED)
+    out = np.empty((BOUNDARY_PATHS, cap - 1), dtype=np.float32)
+    chunk = 100_000
+    n = np.arange(1, cap + 1)
+    for start in range(0, BOUNDARY_PATHS, chunk):
+        x = rng.standard_normal((min(chunk, BOUNDARY_PATHS - start), cap))
+        total, squares = np.cumsum(x, axis=1), np.cumsum(x * x, axis=1)
+        mean = total / n
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sd = np.sqrt((squares - n * mean * mean) / (n - 1))
+            out[start:start + len(x)] = (mean / (sd / np.sqrt(n)))[:, 1:]
+    return out
+
+
+@cache
+def t_boundaries(design: Design, level: float, one_sided: bool) -> tuple[float, ...]:
+    """The critical t (|t| when two-sided) of each look of a sequential design, for paired t-tests that
+    together reject a true null with probability `level`: each look's boundary makes the chance of
+    crossing first there equal to the spending function's increment.
+
+    The t statistics of one row's successive looks are correlated and, with few seeds, far from normal,
+    so normal-theory boundaries (applied as nominal levels) would exceed `level` (5.9 % for 5 % at 3..10
+    seeds, simulated). Under no difference the sequence of t statistics does not depend on the unknown
+    spread, so its law is simulated once (BOUNDARY_PATHS sequences): the first look is the exact t
+    quantile, each later one the order statistic of the sequences that have not yet crossed."""
+    paths = _null_t_paths(design.cap)
+    alive = np.ones(len(paths), dtype=bool)
+    out = []
+    for i, n in enumerate(design.looks()):
+        stat = paths[:, n - 2] if one_sided else np.abs(paths[:, n - 2])
+        increment = design.level(n, level)
+        if i == 0:
+            crit = float(stats.t.isf(increment if one_sided else increment / 2, n - 1))
+        else:
+            candidates = stat[alive]
+            k = max(1, round(increment * len(paths)))
+            crit = float(np.partition(candidates, len(candidates) - k)[len(candidates) - k]) \
+                if k <= len(candidates) else 0.0
+        out.append(crit)
+        alive &= ~(stat >= crit)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -154,7 +226,34 @@ class Decision:
     verdict: str
     difference: Difference | None
     look: int | None  # the seeds at which it was decided (None: undecided)
-    level: float  # the level of that look (or of the last look, when undecided)
+    level: float  # the nominal level of that look at the full alpha (of the last look, when undecided)
+
+
+def sequential_holm(tests: Mapping[str, Mapping[int, float]], nominal: Callable[[str, float], Mapping[int, float]],
+                    alpha: float = ALPHA) -> dict[str, int]:
+    """Holm's procedure over the looks: the rows rejected at family-wise `alpha`, with the look of each
+    crossing.
+
+    `tests[row]`: look -> p-value of the row's tests so far; `nominal(row, share)`: look -> the p-value
+    at or below which the row's sequential test at level `share` rejects there. A row is rejected when
+    it crosses at alpha / r at any of its looks, r the rows not yet rejected; repeated until no more
+    (Holm 1979 on each row's sequential p-value, the smallest share at which it crosses: the graphical
+    procedure of Maurer & Bretz 2013 with Holm's weights, a rejected row's share going to the others)."""
+    rejected: dict[str, int] = {}
+    while len(rejected) < len(tests):
+        share = alpha / (len(tests) - len(rejected))
+        new = {}
+        for name, by_look in tests.items():
+            if name in rejected:
+                continue
+            bound = nominal(name, share)
+            crossed = [n for n in sorted(by_look) if by_look[n] <= bound[n]]
+            if crossed:
+                new[name] = crossed[0]
+        if not new:
+            break
+        rejected.update(new)
+    return rejected
 
 
 def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float], margins: Mapping[str, float],
@@ -163,18 +262,22 @@ def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float],
     """Replay the design's looks on per-seed values (seed -> value): each row's decision.
 
     At the look with n seeds every row not yet decided is tested on its seeds below n (paired with
-    the base's, or Welch where `paired[row]` is False); Holm across all rows (decided rows with p = 1)
-    at the look's level decides differences and, separately, equivalences. A row lacking the seeds of
-    a look is not tested there. Undecided rows report the test on all their seeds. `bases[row]`, where
-    given, replaces `base` for that row (a row compared with another row than the base)."""
+    the base's, or Welch where `paired[row]` is False); `sequential_holm` on the tests of all looks so
+    far decides differences (two-sided) and, separately, equivalences (TOST), a paired row with the
+    t boundaries of the design, a Welch row with Bonferroni over the looks. A row is decided at the first
+    look at which either is rejected (equivalent where both are) and takes no later look. A row lacking
+    the seeds of a look is not tested there. Undecided rows report the test on all their seeds.
+    `bases[row]`, where given, replaces `base` for that row (a row compared with another row)."""
     paired = paired or {}
     theirs = {name: (bases or {}).get(name, base) for name in rows}
+
+    def nominal(one_sided: bool) -> Callable[[str, float], dict[int, float]]:
+        return lambda name, share: design.nominal(share, one_sided, exact=paired.get(name, True))
+
     decided: dict[str, Decision] = {}
-    last: dict[str, Difference | None] = {}
+    found: dict[str, dict[int, Difference]] = {name: {} for name in rows}
     looks = design.looks()
     for n in looks:
-        level = design.level(n)
-        found: dict[str, Difference] = {}
         for name, values in rows.items():
             if name in decided:
                 continue
@@ -183,24 +286,34 @@ def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float],
             diff = _compare({s: v for s, v in values.items() if s < n},
                             {s: v for s, v in theirs[name].items() if s < n}, margins[name], paired.get(name, True))
             if diff is not None:
-                found[name] = diff
-                last[name] = diff
-        differ = holm_rejected({k: found[k].p if k in found else 1.0 for k in rows}, level)
-        same = holm_rejected({k: found[k].p_equivalent if k in found else 1.0 for k in rows}, level)
-        for name, diff in found.items():
+                found[name][n] = diff
+        differ = sequential_holm({k: {m: d.p for m, d in v.items()} for k, v in found.items()}, nominal(False))
+        same = sequential_holm({k: {m: d.p_equivalent for m, d in v.items()} for k, v in found.items()},
+                               nominal(True))
+        for name in set(differ) | set(same):
+            if name in decided:
+                continue
+            diff, full = found[name][n], _look_level(design, n, paired.get(name, True))
             if name in same:  # inside the margin: equivalent, even where a smaller difference is significant
-                decided[name] = Decision("equivalent", diff, n, level)
-            elif name in differ:
-                decided[name] = Decision("lower" if diff.mean < 0 else "higher", diff, n, level)
+                decided[name] = Decision("equivalent", diff, n, full)
+            else:
+                sign = found[name][differ[name]].mean
+                decided[name] = Decision("lower" if sign < 0 else "higher", diff, n, full)
     out = {}
     for name, values in rows.items():
         if name in decided:
             out[name] = decided[name]
             continue
         diff = _compare(values, theirs[name], margins[name], paired.get(name, True))
-        out[name] = Decision("undecided", diff if diff is not None else last.get(name), None,
-                             design.level(looks[-1]))
+        last = found[name][max(found[name])] if found[name] else None
+        out[name] = Decision("undecided", diff if diff is not None else last, None,
+                             _look_level(design, looks[-1], paired.get(name, True)))
     return out
+
+
+def _look_level(design: Design, n: int, paired: bool) -> float:
+    """The two-sided nominal level of the look at n seeds for one row alone at the design's alpha."""
+    return design.nominal(design.alpha, one_sided=False, exact=paired)[n]
 
 
 def _compare(row: Mapping[int, float], base: Mapping[int, float], margin: float, paired: bool) -> Difference | None:

@@ -233,7 +233,9 @@ def power_text(verdict: Verdict, short: bool = False) -> str:
         return ""
     smallest = stats.detectable_difference(d)
     scale, unit = (100 / abs(verdict.base_mean), " %") if verdict.base_mean else (1.0, "")
-    needed = stats.seeds_to_decide(d) if verdict.word == "undecided" else None
+    # at the level of the design's last look (ALPHA for a fixed number of seeds; smaller under --seeds auto)
+    level = verdict.decision.level if verdict.decision is not None else stats.ALPHA
+    needed = stats.seeds_to_decide(d, alpha=level) if verdict.word == "undecided" else None
     beyond = f"> {stats.MAX_SEEDS_SEARCHED}"
     if short:
         text = f"{smallest * scale:.2g}{unit} ({d.n} seeds)"
