@@ -67,7 +67,8 @@ class Verdict:
         return self.decision.difference if self.decision is not None else None
 
     def interval_text(self) -> str:
-        """'-1.2 % [-2.0, -0.4], paired p = 0.012' (in % of the base's mean where it is not zero)."""
+        """'-1.2 % [-2.0, -0.4], paired p = 0.012' (in % of the base's mean where it is not zero); an equivalent
+        row adds its two one-sided tests' p."""
         decision = self.decision
         if decision is None or decision.difference is None:
             return self.reason or "no test"
@@ -80,7 +81,8 @@ class Verdict:
             text = f"{d.mean:+.3g} [{d.low:+.3g}, {d.high:+.3g}]"
         look = f" at {decision.look} seeds" if decision.look is not None and decision.level < stats.ALPHA \
             else ""
-        return f"{text}, {kind} p = {d.p:.2g}{look}"
+        same = f", equivalence p = {d.p_equivalent:.2g}" if self.word == "equivalent" and d.sd > 0 else ""
+        return f"{text}, {kind} p = {d.p:.2g}{same}{look}"
 
 
 def parse_margin(spec: float | str) -> tuple[float, bool]:
