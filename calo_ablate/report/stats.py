@@ -17,7 +17,7 @@ and the group-sequential design of `--seeds auto`.
   A paired row's boundaries are those of the t statistic itself (`t_boundaries`): the chance of a first
   crossing at each look is the spending function's increment, so a true null is rejected at some look
   with probability `level` (up to the Monte Carlo error of BOUNDARY_PATHS simulated sequences: about
-  0.7 % of the level at 0.05). A Welch row tests each look at its increment (Bonferroni over the looks,
+  0.45 % of the level at 0.05). A Welch row tests each look at its increment (Bonferroni over the looks,
   valid whatever the test and conservative). Across rows, `sequential_holm`: Holm's procedure on each
   row's sequential test, a rejected row's share of alpha going to the rows still open (Maurer & Bretz
   2013); a row decided at a look takes no further seeds and keeps its tests so far.
@@ -46,7 +46,7 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 POWER = 0.8
 MAX_SEEDS_SEARCHED = 1000  # seeds_to_decide answers None beyond this
-BOUNDARY_PATHS = 400_000  # simulated t sequences behind a sequential design's boundaries (t_boundaries)
+BOUNDARY_PATHS = 1_000_000  # simulated t sequences behind a sequential design's boundaries (t_boundaries)
 BOUNDARY_SEED = 20261207
 
 
