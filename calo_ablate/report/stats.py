@@ -293,12 +293,14 @@ def verdicts(rows: Mapping[str, Mapping[int, float]], base: Mapping[int, float],
         for name in set(differ) | set(same):
             if name in decided:
                 continue
-            diff, full = found[name][n], _look_level(design, n, paired.get(name, True))
+            # its last test: a row that stopped taking seeds can be decided later by a share passed on
+            seeds = max(found[name])
+            diff, full = found[name][seeds], _look_level(design, seeds, paired.get(name, True))
             if name in same:  # inside the margin: equivalent, even where a smaller difference is significant
-                decided[name] = Decision("equivalent", diff, n, full)
+                decided[name] = Decision("equivalent", diff, seeds, full)
             else:
                 sign = found[name][differ[name]].mean
-                decided[name] = Decision("lower" if sign < 0 else "higher", diff, n, full)
+                decided[name] = Decision("lower" if sign < 0 else "higher", diff, seeds, full)
     out = {}
     for name, values in rows.items():
         if name in decided:

@@ -176,3 +176,17 @@ def test_power_with_two_seeds_is_finite() -> None:
     smallest = detectable_difference(diff)
     assert math.isfinite(smallest) and smallest > abs(diff.mean)
     assert seeds_to_decide(diff) is not None
+
+
+def test_a_row_that_stopped_taking_seeds_is_decided_by_a_share_passed_on_later() -> None:
+    """b stopped after 3 seeds (a failed cell): its p = 0.024 is under the first look's boundary at alpha but
+    not at alpha / 2. a is decided at 8 seeds, and its share then decides b on its 3 seeds."""
+    base = dict.fromkeys(range(8), 0.0)
+    a = dict(enumerate([0.9, 1.8, 2.5, -0.3, 2.5, 2.3, 1.8, 1.3]))
+    b = dict(enumerate([1.7, 1.7, 1.0]))
+    margins = {"a": 0.01, "b": 0.01}
+    decided = verdicts({"a": a, "b": b}, base, margins, Design(3, 8))
+    assert (decided["a"].verdict, decided["a"].look) == ("higher", 8)
+    assert (decided["b"].verdict, decided["b"].look) == ("higher", 3)
+    before = verdicts({"a": {s: v for s, v in a.items() if s < 7}, "b": b}, base, margins, Design(3, 8))
+    assert before["a"].verdict == before["b"].verdict == "undecided"
