@@ -148,6 +148,7 @@ class Mark:
     low: float = math.nan  # 95 % interval of the difference row - base
     high: float = math.nan
     power: str = ""  # the power line (detectable difference, seeds to decide)
+    mean: float = math.nan  # the difference row - base the interval is of (paired: on the seeds both have)
 
 
 Marks = Mapping[tuple[str, str], Mark]  # (row name, metric) -> Mark
@@ -344,7 +345,8 @@ def _fmt_stat(metric: str, stat: Stat | None, mark: Mark | None = None) -> str:
 
 
 def delta_text(table: StudyTable, row: Row, marks: Marks | None = None) -> str:
-    """The change of the mean loss in %, with the 95 % interval of the difference and the verdict's symbol."""
+    """The change of the mean loss in % of the base's, with the 95 % interval of the difference and the verdict's
+    symbol; where tested, the tested difference (paired: on the seeds row and base both have)."""
     if row.name == BASE:
         return ""
     if not row.comparable:
@@ -354,11 +356,12 @@ def delta_text(table: StudyTable, row: Row, marks: Marks | None = None) -> str:
     mine = row.values(total)
     if not base or not mine or np.mean(base) == 0:
         return ""
-    text = f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
     mark = (marks or {}).get((row.name, total))
-    if mark is not None and not math.isnan(mark.low):
-        scale = 100 / abs(float(np.mean(base)))
-        text += f" [{mark.low * scale:+.1f}, {mark.high * scale:+.1f}]"
+    scale = 100 / abs(float(np.mean(base)))
+    if mark is not None and not math.isnan(mark.low):  # the tested difference and its interval, on one set of seeds
+        text = f"{mark.mean * scale:+.1f} % [{mark.low * scale:+.1f}, {mark.high * scale:+.1f}]"
+    else:
+        text = f"{100 * (np.mean(mine) / np.mean(base) - 1):+.1f} %"
     if mark is not None and mark.verdict in SYMBOLS:
         text += f" {SYMBOLS[mark.verdict]}"
     return text

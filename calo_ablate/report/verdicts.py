@@ -266,5 +266,5 @@ def table_marks(table: StudyTable) -> Marks:
             if d is None:
                 marks[name, metric] = Mark(v.word if v.reason != NOT_COMPARABLE else "undecided", power=power)
             else:
-                marks[name, metric] = Mark(v.word, d.p, d.low, d.high, power)
+                marks[name, metric] = Mark(v.word, d.p, d.low, d.high, power, d.mean)
     return marks

@@ -108,3 +108,15 @@ def test_extra_columns_reach_the_display_and_the_csv() -> None:
     assert [r["Score"] for r in shown] == ["floor", "", "x"]
     data = frame(table, extra=[extra]).set_index("row")
     assert data.loc["lr", "score_mean"] == 2.5 and math.isnan(data.loc["base", "score_mean"])
+
+
+def test_the_change_vs_base_is_the_tested_difference_on_the_seeds_both_have() -> None:
+    """--seeds auto gives the base more seeds than a decided row: the change shown is the paired difference
+    (seeds 0-2: -0.10, -0.09, -0.10, mean -9.2 % of the base's mean 1.05), inside its interval, not the ratio
+    of the means over different seeds (0.903 / 1.05: -14 %)."""
+    rows = [Row("base", "Base", [_cell(0, 1.00), _cell(1, 1.01), _cell(2, 0.99), _cell(3, 1.20)]),
+            Row("lr", "Increased learning rate", [_cell(0, 0.90), _cell(1, 0.92), _cell(2, 0.89)])]
+    table = _table(rows, [])
+    shown = display_rows(table, table_marks(table))[-1]
+    change = shown["Change vs base [95 % CI]"]
+    assert change.startswith("-9.2 % [") and "-14" not in change
