@@ -501,8 +501,9 @@ def markdown(table: StudyTable, sections: list[str] | None = None, marks: Marks 
     lines += ["| " + " | ".join(c.replace("|", "/") for c in cells.values()) + " |" for cells in shown]
     legend = ("Mean ± std over seeds (std with ddof 1). Against the base (docs/guide/verdicts.md): "
               "↓ lower, ↑ higher (a paired test, Holm across rows), ≈ equivalent within the margin (two one-sided "
-              "tests); no symbol: undecided. Losses: validation, final epoch. Change vs base: of the mean loss, "
-              "with the 95 % confidence interval of the difference, in % of the base's mean; \"not comparable\" "
+              "tests); no symbol: undecided. Losses: validation, final epoch. Change vs base: the tested difference "
+              "of the loss, row - base (paired: over the seeds both have), with its 95 % confidence interval, in % "
+              "of the base's mean; \"not comparable\" "
               "where the row changes the noise schedule or another loss-defining field. Loss: power: the smallest "
               "difference the study detects with 80 % power at the seeds it has, and for an undecided row about "
               "how many seeds would decide it.")
