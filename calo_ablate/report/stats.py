@@ -215,7 +215,7 @@ def t_boundaries(design: Design, level: float, one_sided: bool) -> tuple[float, 
             crit = float(np.partition(candidates, len(candidates) - k)[len(candidates) - k]) \
                 if k <= len(candidates) else 0.0
         out.append(crit)
-        alive &= ~(stat >= crit)
+        alive &= stat < crit
     return tuple(out)
 
 

@@ -82,9 +82,8 @@ class ForkedWorker:
     subprocess.Popen that the runner uses: pid, returncode, poll, wait, terminate.
 
     In the child, `environ` is added to os.environ first; a CaloAblateError becomes its message on stderr
-    and exit code 2 and a Ctrl-C exit code 130 (as for the command line), any other exception its
-    traceback and exit code 1. The child
-    never returns into the parent's code: it ends with os._exit."""
+    and EXIT_ERROR, a Ctrl-C EXIT_INTERRUPTED (as for the command line), any other exception its traceback
+    and exit code 1. The child never returns into the parent's code: it ends with os._exit."""
 
     def __init__(self, entry: Callable[[], int], environ: Mapping[str, str]) -> None:
         sys.stdout.flush()  # else the child would print the parent's buffered lines again

@@ -382,8 +382,8 @@ def worker_argv(study: str, storage: str, results_dir: Path) -> list[str]:
 
 def spawn_workers(n: int, entry: Callable[[], int], call_id: str) -> list[ForkedWorker]:
     """Fork `n` workers running `entry` (each in this process group: a kill of the group ends them too)
-    with cores // n torch threads (one where this process ran torch on several threads before); with GPUs, worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin
-    when there are more workers). Forked, they start with this process's imports done; they wait for the
+    with cores // n torch threads (one where this process ran torch on several threads before); with
+    GPUs, worker i sees only its own (CUDA_VISIBLE_DEVICES, round robin when there are more workers). Forked, they start with this process's imports done; they wait for the
     settings of the `ablate` call `call_id` (up to PLAN_WAIT_S, the entry's to apply), so they can start
     before the study is planned. See study/forked.py for what this process must not have done before."""
     threads = max(1, (os.cpu_count() or 1) // n)
